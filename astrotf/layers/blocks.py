@@ -1,0 +1,101 @@
+"""Building blocks of the ResUNet (AstroPics §2.4): residual blocks and size adapters.
+
+Everything is written with ``keras.ops`` so the layers run on any Keras backend
+(TensorFlow for training and export, JAX for timing on a lent GPU).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="astrotf")
+class ResidualBlock(layers.Layer):
+    """Two 3×3 convolutions with an identity (or 1×1 projected) shortcut.
+
+    ``y = act(conv(act(conv(x))) + shortcut(x))``. No batch normalisation: batch
+    statistics couple the tiles of a batch and break the exact identity a denoiser
+    must be able to learn on clean data.
+
+    Parameters
+    ----------
+    filters : int
+        Output channels.
+    activation : str
+        Keras activation name.
+    """
+
+    def __init__(self, filters: int, activation: str = "relu", **kwargs):
+        super().__init__(**kwargs)
+        if filters < 1:
+            msg = f"`filters` must be a positive integer. Received: filters={filters}"
+            raise ValueError(msg)
+        self.filters = filters
+        self.activation = activation
+        self.conv1 = layers.Conv2D(filters, 3, padding="same", dtype=self.dtype_policy, name="conv1")
+        self.conv2 = layers.Conv2D(filters, 3, padding="same", dtype=self.dtype_policy, name="conv2")
+        self.act = layers.Activation(activation, dtype=self.dtype_policy)
+        self.project = None
+
+    def build(self, input_shape):
+        if input_shape[-1] != self.filters:
+            self.project = layers.Conv2D(
+                self.filters, 1, padding="same", dtype=self.dtype_policy, name="project"
+            )
+            self.project.build(input_shape)
+        self.conv1.build(input_shape)
+        self.conv2.build(input_shape[:-1] + (self.filters,))
+
+    def call(self, x):
+        shortcut = x if self.project is None else self.project(x)
+        y = self.act(self.conv1(x))
+        y = self.conv2(y)
+        return self.act(y + shortcut)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[:-1] + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "activation": self.activation}
+
+
+@keras.saving.register_keras_serializable(package="astrotf")
+class PadToMultiple(layers.Layer):
+    """Reflect-pad height and width at the bottom/right up to a multiple of ``multiple``.
+
+    Lets a U-Net with ``depth`` poolings take any H × W (odd frames, tiles of any
+    size); :class:`CropLike` cuts the output back to the input's size.
+    """
+
+    def __init__(self, multiple: int, **kwargs):
+        super().__init__(**kwargs)
+        self.multiple = int(multiple)
+
+    def call(self, x):
+        shape = ops.shape(x)
+        pad_h = (-shape[1]) % self.multiple
+        pad_w = (-shape[2]) % self.multiple
+        # Reflection needs the pad to be smaller than the side; symmetric covers tiny inputs too.
+        return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="symmetric")
+
+    def compute_output_shape(self, input_shape):
+        def up(n):
+            return None if n is None else -(-n // self.multiple) * self.multiple
+
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "multiple": self.multiple}
+
+
+@keras.saving.register_keras_serializable(package="astrotf")
+class CropLike(layers.Layer):
+    """Crop ``x`` to the height and width of ``reference`` (top-left aligned)."""
+
+    def call(self, x, reference):
+        shape = ops.shape(reference)
+        return x[:, : shape[1], : shape[2], :]
+
+    def compute_output_shape(self, x_shape, reference_shape):
+        return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])

@@ -1,0 +1,15 @@
+"""Model names used by recipes and the CLI, mapped to their classes."""
+
+from __future__ import annotations
+
+from astrotf.models.resunet import ResUNet
+
+MODELS = {"resunet": ResUNet}
+
+
+def build_model(name: str, **kwargs):
+    """Instantiate a registered model by name (``"resunet"``) with its constructor arguments."""
+    if name not in MODELS:
+        msg = f"Unknown model name. Expected one of {sorted(MODELS)}. Received: name={name!r}"
+        raise ValueError(msg)
+    return MODELS[name](**kwargs)
