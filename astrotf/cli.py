@@ -1,0 +1,230 @@
+"""The ``astrotf`` command line (click).
+
+Arguments are validated before TensorFlow is imported, so a typo answers in a
+fraction of a second with a one-line error naming the option or file, and every
+:class:`~astrotf.errors.AstroTFError` from deeper down is shown the same way
+(exit status 2) instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from astrotf import __version__
+from astrotf.errors import AstroTFError
+
+PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+
+def friendly_errors(func):
+    """Turn AstroTFError into ``Error: <one line>`` and exit status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except AstroTFError as err:
+            click.echo(f"Error: {err}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="astrotf")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def main(verbose: int) -> None:
+    """Denoise astronomical images without damaging the science in them."""
+    _quiet_tensorflow()
+    level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)]
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.group()
+def train() -> None:
+    """Train a model (see pipelines/ for recipes)."""
+
+
+def _resolve_recipe(config: str | None) -> Path | None:
+    if config is None:
+        return None
+    path = Path(config)
+    if not path.exists() and not path.suffix and (PIPELINES / f"{config}.toml").exists():
+        path = PIPELINES / f"{config}.toml"
+    return path
+
+
+@train.command("resunet")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of training images: DIR/clean (+ DIR/noisy with --paired), or images directly.")
+@click.option("--paired/--clean-only", "paired", default=None,
+              help="Aligned DIR/noisy + DIR/clean pairs, or clean images with synthetic noise. [recipe]")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory, e.g. runs/NAME (checkpoints, logs, previews).")
+@click.option("--config", "config", metavar="TOML",
+              help="Recipe: a pipelines/*.toml file or its name (resunet-rgb, resunet-mono-linear).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs. [recipe: 50]")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Training steps per epoch. [recipe: 200]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per batch. [recipe: 8]")
+@click.option("--tile", type=click.IntRange(min=8), help="Tile size in px. [recipe: 256]")
+@click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="Peak learning rate of Adam. [recipe: 1e-4]")
+@click.option("--seed", type=int, help="Seed of data split, crops, noise and weights. [recipe: 0]")
+@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
+              help="Keras dtype policy; mixed_bfloat16 is the fast path on CPU. [recipe: mixed_bfloat16]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("-q", "--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
+@friendly_errors
+def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size, tile, lr, seed, precision,
+                  resume, quiet):
+    """Train the AstroPics ResUNet (star-aware composite loss, synthetic noise).
+
+    Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume.
+    """
+    from astrotf.recipes import Recipe, load_recipe, override
+
+    recipe_path = _resolve_recipe(config)
+    recipe = load_recipe(recipe_path) if recipe_path else Recipe()
+    mode = None if paired is None else ("paired" if paired else "clean-only")
+    recipe = override(
+        recipe, data__mode=mode, data__batch_size=batch_size, data__tile=tile, data__seed=seed,
+        data__noise="none" if paired else None,
+        train__epochs=epochs, train__steps_per_epoch=steps_per_epoch, train__lr=lr, train__seed=seed,
+        train__precision=precision,
+    )
+    if not resume and data is None:
+        raise AstroTFError("--data is required to start a training run (or pass --resume)")
+    if data is not None and not data.is_dir():
+        raise AstroTFError(f"{data}: data folder does not exist (--data)")
+
+    from astrotf.train import TrainingInterrupted
+    from astrotf.train import train as run_training
+
+    try:
+        state = run_training(recipe, data, out, resume=resume, verbose=2 if quiet else 1)
+    except TrainingInterrupted as stop:
+        click.echo(f"Interrupted: {stop}", err=True)
+        sys.exit(130)
+    click.echo(f"Finished {state['epoch']} epoch(s), {state['step']} steps, best validation loss "
+               f"{state['best_val_loss']:.5f}; model: {Path(out) / 'model_best.keras'}")
+
+
+
+def _output_path(image: Path, output: Path | None, out_dir: Path | None) -> Path:
+    from astrotf import io
+
+    suffix = next((s for s in io.SUPPORTED_SUFFIXES if image.name.lower().endswith(s)), image.suffix)
+    stem = image.name[: len(image.name) - len(suffix)]
+    if output is not None:
+        return output
+    return (out_dir or image.parent) / f"{stem}_denoised{image.name[len(stem):]}"
+
+
+@main.command()
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output file (one input only). Default: <stem>_denoised.<ext> beside the input.")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs.")
+@click.option("--model", "model_name", metavar="NAME_OR_PATH",
+              help="Shipped model name, .keras file or SavedModel folder. Default: chosen from the data.")
+@click.option("--overlap", type=click.FloatRange(0.0, 0.9), default=0.25, show_default=True,
+              help="Fraction of a tile shared with its neighbours; 0 = naive tiling.")
+@click.option("--tile", type=click.IntRange(min=16), help="Tile size in px. [model's training tile]")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per model call.")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs (never the input).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
+def infer(images, output, out_dir, model_name, overlap, tile, batch_size, force, quiet):
+    """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
+
+    The result keeps the input's format, dtype, channel layout and header (plus a
+    HISTORY card). Over many files, a bad one is reported and the rest go on; the
+    exit status is then 1.
+    """
+    if output is not None and len(images) > 1:
+        raise AstroTFError("-o/--output takes one input image; use --out-dir for several")
+    if output is not None and out_dir is not None:
+        raise AstroTFError("use either -o/--output or --out-dir, not both")
+    from astrotf import io
+    from astrotf.infer import DEFAULT_MODELS, TileOptions, denoise_image, guess_domain, load_model
+
+    models: dict = {}
+    failures = []
+    for image in images:
+        try:
+            target = _output_path(image, output, out_dir)
+            if target.resolve() == image.resolve():
+                raise AstroTFError(f"{target}: output would overwrite the input")
+            if target.exists() and not force:
+                raise AstroTFError(f"{target}: output exists; pass --force to overwrite it")
+            data, info = io.read_image(image)
+            domain = guess_domain(data, info)
+            name = model_name or DEFAULT_MODELS[domain]
+            if name not in models:
+                models[name] = load_model(name)
+            model = models[name]
+            if model_name is None:
+                click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name}", err=True)
+            options = TileOptions(tile=tile or model.tile, overlap=overlap, batch_size=batch_size)
+            if quiet:
+                result = denoise_image(data, model, options)
+            else:
+                with click.progressbar(length=1, label=str(image.name), file=sys.stderr) as bar:
+                    def progress(done, total, bar=bar):
+                        bar.length = total
+                        bar.update(done - bar.pos)
+
+                    result = denoise_image(data, model, options, progress)
+            history = [f"astrotf {__version__} infer: model={model.name} "
+                       f"v{model.metadata.get('version', '?')} tile={options.tile} overlap={options.overlap}",
+                       f"astrotf input: {image.name}"]
+            if out_dir is not None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+            io.write_image(target, result, info, history=history, overwrite=force)
+            click.echo(f"{image} -> {target}", err=True)
+        except AstroTFError as err:
+            failures.append(str(err))
+            click.echo(f"Error: {err}", err=True)
+    if failures:
+        if len(images) > 1:
+            click.echo(f"{len(failures)} of {len(images)} image(s) failed:", err=True)
+            for line in failures:
+                click.echo(f"  {line}", err=True)
+        sys.exit(1 if len(failures) < len(images) or len(images) > 1 else 2)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Model folder, e.g. saved_models/NAME (SavedModel goes to NAME/VERSION/).")
+@click.option("--version", "version", type=click.IntRange(min=1), default=1, show_default=True,
+              help="TF Serving model version.")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
+@click.option("--credits", "credits_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="JSON file with data credits and licences to record in metadata.json.")
+@click.option("--force", is_flag=True, help="Replace an existing export.")
+@friendly_errors
+def export(run_dir, out, version, checkpoint, credits_file, force):
+    """Export a training run as a TF Serving SavedModel with metadata.json."""
+    import json
+
+    from astrotf.export import export_run
+
+    credits = json.loads(credits_file.read_text()) if credits_file else None
+    path = export_run(run_dir, out, version=version, checkpoint=checkpoint, credits=credits, force=force)
+    click.echo(f"exported {run_dir} -> {path} (serving_default: image -> denoised)")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

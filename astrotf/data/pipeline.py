@@ -1,0 +1,326 @@
+"""tf.data datasets of (noisy, clean, star_mask) tiles for training (AstroPics §2.1–2.3, §2.6).
+
+Files are read once with :mod:`astrotf.io` (any supported format), checked, and
+cached as raw float32 next to the run; everything after that — reading, random
+crops, flips and 90° rotations applied identically to both images of a pair,
+synthetic noise and soft star masks — runs as pure TensorFlow ops in graph mode,
+so it parallelises and prefetches without the Python lock (the paper used
+``tf.py_function``; ``tools/bench_data.py`` measures the difference).
+
+Randomness is stateless: every tile's seed is ``fold_in((seed, epoch), counter)``,
+so a run is reproducible and a resumed run sees the same stream per epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from astrotf import io
+from astrotf.data.masks import StarMaskConfig, star_mask
+from astrotf.data.noise import (
+    AstroPicsNoiseConfig,
+    PhysicalNoiseConfig,
+    add_astropics_noise,
+    add_physical_noise,
+)
+from astrotf.errors import AstroTFError
+
+log = logging.getLogger(__name__)
+
+MODES = ("paired", "clean-only")
+NOISES = ("astropics", "physical", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """How training tiles are made.
+
+    Parameters
+    ----------
+    mode : {"paired", "clean-only"}
+        ``paired``: ``DIR/noisy`` and ``DIR/clean`` matched by file stem.
+        ``clean-only``: clean images in ``DIR/clean`` (or ``DIR``) with synthetic noise.
+    tile : int
+        Square tile size in px (256 in the paper).
+    batch_size : int
+        Tiles per batch (8 in the paper).
+    channels : int
+        Expected channels of every image (1 or 3).
+    noise : {"astropics", "physical", "none"}
+        Synthetic noise added to the input: AstroPics §2.2 (stretched data in
+        [0, 1]), Astro U-net eq. 4 (linear data), or none (paired data as given).
+    crops_per_image : int
+        Random tiles cut from an image each time it is read.
+    shuffle_buffer : int
+        Tiles in the shuffle buffer.
+    val_fraction : float
+        Share of *files* held out for validation (deterministic per seed).
+    seed : int
+        Seed of the file split, crops, augmentation and noise.
+    """
+
+    mode: str = "clean-only"
+    tile: int = 256
+    batch_size: int = 8
+    channels: int = 3
+    noise: str = "astropics"
+    crops_per_image: int = 8
+    shuffle_buffer: int = 64
+    val_fraction: float = 0.2
+    seed: int = 0
+    astropics: AstroPicsNoiseConfig = AstroPicsNoiseConfig()
+    physical: PhysicalNoiseConfig = PhysicalNoiseConfig()
+    star_mask: StarMaskConfig = StarMaskConfig()
+
+    def __post_init__(self):
+        checks = [
+            ("mode", self.mode in MODES, f"one of {MODES}"),
+            ("noise", self.noise in NOISES, f"one of {NOISES}"),
+            ("tile", isinstance(self.tile, int) and self.tile >= 8, "an integer >= 8"),
+            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
+            ("channels", self.channels in (1, 3), "1 or 3"),
+            ("crops_per_image", isinstance(self.crops_per_image, int) and self.crops_per_image >= 1,
+             "an integer >= 1"),
+            ("shuffle_buffer", isinstance(self.shuffle_buffer, int) and self.shuffle_buffer >= 1,
+             "an integer >= 1"),
+            ("val_fraction", 0.0 <= self.val_fraction < 1.0, "in [0, 1)"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                msg = f"`{name}` must be {expected}. Received: {name}={getattr(self, name)!r}"
+                raise ValueError(msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One training image (or pair) decoded to the raw float32 cache."""
+
+    name: str
+    clean: Path
+    noisy: Path | None
+    height: int
+    width: int
+
+
+def find_images(data_dir: str | os.PathLike, mode: str) -> list[tuple[str, Path, Path | None]]:
+    """``(name, clean_path, noisy_path)`` for every image of a data folder.
+
+    Raises
+    ------
+    AstroTFError
+        Missing or empty folders, or (paired) names present on one side only.
+    """
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise AstroTFError(f"{root}: data folder does not exist")
+    if mode == "paired":
+        noisy_dir, clean_dir = root / "noisy", root / "clean"
+        for sub in (noisy_dir, clean_dir):
+            if not sub.is_dir():
+                raise AstroTFError(f"{sub}: missing; --paired needs DIR/noisy and DIR/clean")
+        noisy = {_stem(p): p for p in io.list_images(noisy_dir)}
+        clean = {_stem(p): p for p in io.list_images(clean_dir)}
+        if not clean:
+            raise AstroTFError(f"{clean_dir}: no supported images ({', '.join(io.SUPPORTED_SUFFIXES)})")
+        unpaired = sorted(set(noisy) ^ set(clean))
+        if unpaired:
+            side = "noisy" if unpaired[0] in noisy else "clean"
+            shown = ", ".join(unpaired[:3]) + (" ..." if len(unpaired) > 3 else "")
+            raise AstroTFError(
+                f"{root / side}: {len(unpaired)} image(s) without a partner of the same name: {shown}"
+            )
+        return [(name, clean[name], noisy[name]) for name in sorted(clean)]
+    folder = root / "clean" if (root / "clean").is_dir() else root
+    files = io.list_images(folder)
+    if not files:
+        raise AstroTFError(f"{folder}: no supported images ({', '.join(io.SUPPORTED_SUFFIXES)})")
+    return [(_stem(p), p, None) for p in files]
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(io.SUPPORTED_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _load_checked(path: Path, config: DataConfig) -> np.ndarray:
+    data, _ = io.read_image(path)
+    height, width, channels = data.shape
+    if channels != config.channels:
+        raise AstroTFError(
+            f"{path}: has {channels} channel(s) but the recipe expects {config.channels} (data.channels)"
+        )
+    if height < config.tile or width < config.tile:
+        raise AstroTFError(
+            f"{path}: {height} x {width} px is smaller than the {config.tile} px tile (use a smaller --tile)"
+        )
+    bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
+    if bad:
+        raise AstroTFError(f"{path}: {bad} non-finite pixel(s) (NaN/Inf); training needs finite data")
+    return data
+
+
+def _cache_file(path: Path, cache_dir: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_dir / f"{_stem(path)}-{key}.f32"
+
+
+def _write_cache(data: np.ndarray, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    np.ascontiguousarray(data, dtype="<f4").tofile(tmp)
+    os.replace(tmp, target)
+
+
+def prepare_samples(data_dir, config: DataConfig, cache_dir: str | os.PathLike) -> list[Sample]:
+    """Check every image of ``data_dir`` and decode it once into ``cache_dir``.
+
+    Raises
+    ------
+    AstroTFError
+        Naming the file: unreadable, wrong channel count, smaller than the tile,
+        non-finite pixels, or a pair whose two images differ in size.
+    """
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for name, clean_path, noisy_path in find_images(data_dir, config.mode):
+        cached = []
+        shape = None
+        for path in (clean_path, noisy_path):
+            if path is None:
+                cached.append(None)
+                continue
+            target = _cache_file(path, cache_dir)
+            if target.exists():
+                # the cache key covers path, size and mtime; the shape comes from a sidecar
+                shape = tuple(int(v) for v in target.with_suffix(".shape").read_text().split())
+            else:
+                data = _load_checked(path, config)
+                if shape is not None and data.shape != shape:
+                    raise AstroTFError(
+                        f"{path}: {data.shape[0]} x {data.shape[1]} px but its clean partner is "
+                        f"{shape[0]} x {shape[1]} px"
+                    )
+                shape = data.shape
+                _write_cache(data, target)
+                target.with_suffix(".shape").write_text(" ".join(map(str, data.shape)))
+            cached.append(target)
+        samples.append(Sample(name, cached[0], cached[1], shape[0], shape[1]))
+    log.info("%d image(s) ready in %s", len(samples), cache_dir)
+    return samples
+
+
+def split_samples(samples: list[Sample], val_fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic train / validation split by file (§2.6: about 80 / 20).
+
+    With one image only, it is used for both (and a warning says so).
+    """
+    if len(samples) == 1 or val_fraction == 0:
+        if val_fraction > 0:
+            log.warning("only one training image: validating on the training image")
+        return list(samples), list(samples)
+    order = np.random.default_rng(seed).permutation(len(samples))
+    n_val = min(max(1, round(val_fraction * len(samples))), len(samples) - 1)
+    val = sorted((samples[i] for i in order[:n_val]), key=lambda s: s.name)
+    train = sorted((samples[i] for i in order[n_val:]), key=lambda s: s.name)
+    return train, val
+
+
+def _augment(stack, seed):
+    """Flip and rotate a (T, T, K) stack by one random element of the dihedral group."""
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    stack = tf.image.stateless_random_flip_left_right(stack, seeds[0])
+    stack = tf.image.stateless_random_flip_up_down(stack, seeds[1])
+    k = tf.random.stateless_uniform([], seeds[2], minval=0, maxval=4, dtype=tf.int32)
+    return tf.image.rot90(stack, k)
+
+
+def _read_raw(path, height, width, channels):
+    raw = tf.io.decode_raw(tf.io.read_file(path), tf.float32)
+    return tf.reshape(raw, tf.stack([height, width, channels]))
+
+
+def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, epoch: int = 0):
+    """Batched ``(noisy, clean, star_mask)`` tiles; infinite when ``training``.
+
+    Parameters
+    ----------
+    samples : list of Sample
+        From :func:`prepare_samples` / :func:`split_samples`.
+    config : DataConfig
+    training : bool
+        Random, shuffled, endless stream when True; a fixed, finite set (every image
+        once, ``crops_per_image`` tiles each, the same noise every time) when False.
+    epoch : int
+        Mixed into the seed so that every epoch — also after a resume — draws its own
+        reproducible tiles.
+
+    Returns
+    -------
+    tf.data.Dataset
+        Elements ``(x, y, mask)`` shaped (B, T, T, C), (B, T, T, C), (B, T, T, 1).
+    """
+    if not samples:
+        raise AstroTFError("no images to make tiles from")
+    c, t, k = config.channels, config.tile, config.crops_per_image
+    paired = config.mode == "paired"
+    table = (
+        tf.constant([str(s.clean) for s in samples]),
+        tf.constant([str(s.noisy or s.clean) for s in samples]),
+        tf.constant([s.height for s in samples], tf.int32),
+        tf.constant([s.width for s in samples], tf.int32),
+    )
+    base_seed = tf.constant([config.seed, epoch if training else -1], tf.int64)
+
+    def crops(counter, clean_path, noisy_path, height, width):
+        image = _read_raw(clean_path, height, width, c)
+        if paired:
+            image = tf.concat([image, _read_raw(noisy_path, height, width, c)], axis=-1)
+        depth = 2 * c if paired else c
+        seed = tf.random.experimental.stateless_fold_in(base_seed, counter)
+        seeds = tf.random.experimental.stateless_split(seed, 2 * k)
+        tiles = [
+            _augment(tf.image.stateless_random_crop(image, [t, t, depth], seeds[2 * i]), seeds[2 * i + 1])
+            for i in range(k)
+        ]
+        return tf.data.Dataset.from_tensor_slices(tf.stack(tiles))
+
+    def to_example(counter, stack):
+        seed = tf.random.experimental.stateless_fold_in(base_seed + 7919, counter)
+        clean = stack[..., :c]
+        if paired:
+            noisy = stack[..., c:]
+        elif config.noise == "astropics":
+            noisy = add_astropics_noise(clean, config.astropics, seed)
+        elif config.noise == "physical":
+            noisy = add_physical_noise(clean, config.physical, seed)
+        else:
+            noisy = clean
+        return noisy, clean, star_mask(clean, config.star_mask)
+
+    files = tf.data.Dataset.from_tensor_slices(table)
+    if training:
+        files = files.shuffle(len(samples), seed=config.seed * 1000003 + epoch).repeat()
+    tiles = files.enumerate().interleave(
+        lambda i, row: crops(i, *row),
+        cycle_length=min(4, len(samples)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if training:
+        tiles = tiles.shuffle(config.shuffle_buffer, seed=config.seed + epoch)
+    tiles = tiles.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    batches = tiles.batch(config.batch_size, drop_remainder=training)
+    if not training:
+        batches = batches.cache()
+    return batches.prefetch(tf.data.AUTOTUNE)

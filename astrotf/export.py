@@ -1,0 +1,126 @@
+"""Export a trained run as a TF Serving SavedModel plus ``metadata.json``.
+
+Layout (TF Serving's model base path)::
+
+    saved_models/NAME/
+      1/                  SavedModel, signature ``serving_default``:
+                            input  "image"    float32 [None, None, None, C]  (tiles, any H x W)
+                            output "denoised" float32 [None, None, None, C]
+      model.keras         the same weights as a Keras model (fine-tuning, Python API)
+      metadata.json       channels, data domain, normalisation, tile, recipe, provenance, version
+
+The export is always float32, whatever precision the run trained in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from astrotf import __version__
+from astrotf.errors import AstroTFError
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "denoised"
+
+
+def build_metadata(run: dict, name: str, version: int) -> dict:
+    """What a user and :mod:`astrotf.infer` need to know about an exported model."""
+    recipe = run["recipe"]
+    linear = recipe["model"].get("normalization") == "background"
+    return {
+        "name": name,
+        "version": version,
+        "astrotf_version": __version__,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "architecture": recipe["model"],
+        "channels": recipe["model"]["channels"],
+        "data_domain": "linear" if linear else "stretched",
+        "input": (
+            "linear data in any physical unit (electrons, ADU, ...); NaN must be filled by the caller"
+            if linear else "stretched (display) data scaled to [0, 1]"
+        ),
+        "normalization": (
+            {"kind": "background", "inside_model": True,
+             "formula": "y = a + s * f((x - a) / s), a = tile median, s = 1.4826 * tile MAD"}
+            if linear else {"kind": "none", "range": [0.0, 1.0]}
+        ),
+        "tile": recipe["data"]["tile"],
+        "signature": {"name": "serving_default", "input": INPUT_NAME, "output": OUTPUT_NAME,
+                      "shape": [None, None, None, recipe["model"]["channels"]], "dtype": "float32"},
+        "recipe": recipe,
+        "training": {
+            "steps": run.get("step"),
+            "epochs": run.get("epoch"),
+            "best_val_loss": run.get("best_val_loss"),
+            "wall_time_s": round(run.get("wall_time_s", 0.0), 1),
+            "hardware": run.get("hardware"),
+            "data": {k: v for k, v in run.get("data", {}).items() if k not in ("images",)},
+            "started": run.get("started"),
+            "finished": run.get("updated"),
+        },
+    }
+
+
+def export_saved_model(model, path: str | os.PathLike) -> None:
+    """Write a Keras model as a SavedModel with a named ``serving_default`` signature."""
+    import keras
+    import tensorflow as tf
+
+    channels = int(model.input_shape[-1])
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default",
+        fn=lambda image: {OUTPUT_NAME: model(image, training=False)},
+        input_signature=[tf.TensorSpec([None, None, None, channels], tf.float32, name=INPUT_NAME)],
+    )
+    archive.write_out(str(path), verbose=False)
+
+
+def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: int = 1,
+               checkpoint: str = "best", credits: dict | None = None, force: bool = False) -> Path:
+    """Export ``run_dir/model_{checkpoint}.keras`` to ``out`` (see the module docstring).
+
+    Written into a temporary folder beside ``out`` and moved into place, so a failed
+    export never leaves half a model behind.
+    """
+    from astrotf.train import load_run
+
+    run_dir, out = Path(run_dir), Path(out)
+    run = load_run(run_dir)
+    source = run_dir / f"model_{checkpoint}.keras"
+    if not source.is_file():
+        raise AstroTFError(f"{source}: missing; has the run finished an epoch?")
+    if (out / str(version)).exists() and not force:
+        raise AstroTFError(f"{out / str(version)}: already exists; pass --force or another --version")
+
+    import keras
+
+    import astrotf.models.registry  # noqa: F401
+
+    keras.mixed_precision.set_global_policy("float32")
+    model = keras.saving.load_model(source, compile=False)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        export_saved_model(model, tmp / str(version))
+        model.save(tmp / "model.keras")
+        metadata = build_metadata(run, out.name, version)
+        if credits:
+            metadata["credits"] = credits
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s to %s", source, out)
+    return out

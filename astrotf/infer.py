@@ -1,0 +1,349 @@
+"""Full-frame denoising: overlapping tiles with Gaussian feathering (AstroPics §3).
+
+The frame is reflect-padded so that every pixel — the borders included — lies well
+inside some tile; tiles of ``tile`` px are taken every ``step = tile * (1 - overlap)``
+px, sent through the model in batches, multiplied by a 2-D Gaussian weight and summed
+into an accumulator and a weight map; ``final = accumulator / weight``.
+
+Memory stays bounded: tiles are produced one band of rows at a time and never held
+all at once; the only full-size buffers are the padded input, the accumulator and
+the weight map. NaN pixels (off-disk, masked) are filled before the network and
+come back as NaN; bands with no finite pixel are skipped.
+
+Models are loaded from a ``.keras`` file, a SavedModel directory (TF Serving layout
+``NAME/1/`` or the version folder itself), or a shipped model's name; the
+``metadata.json`` beside it says what data the model expects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from astrotf.errors import AstroTFError
+
+log = logging.getLogger(__name__)
+
+SHIPPED = Path(__file__).resolve().parent.parent / "saved_models"
+DEFAULT_MODELS = {"stretched": "resunet-rgb", "linear": "resunet-mono"}
+
+
+# ----------------------------------------------------------------------------- tiling
+def tile_starts(length: int, tile: int, step: int) -> list[int]:
+    """Start offsets of tiles of size ``tile`` every ``step`` px covering ``[0, length)``.
+
+    The last tile is aligned with the end, so nothing is left uncovered; requires
+    ``length >= tile``.
+    """
+    if length <= tile:
+        return [0]
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)
+    return starts
+
+
+def gaussian_weight(tile: int, overlap: float) -> np.ndarray:
+    """2-D Gaussian feathering weight (tile, tile), peak 1 at the centre (§3).
+
+    ``sigma = tile / 4``: the weight falls to about 0.14 at the edges, so a
+    neighbouring tile's centre dominates there, yet never reaches zero, so a pixel
+    covered by one tile only keeps that tile's value. With ``overlap == 0`` the weight
+    is flat: the naive tiling of §4.2.
+    """
+    if overlap == 0:
+        return np.ones((tile, tile), np.float32)
+    centre = (tile - 1) / 2
+    g = np.exp(-0.5 * ((np.arange(tile) - centre) / (tile / 4)) ** 2)
+    return np.outer(g, g).astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class TileOptions:
+    """How a frame is cut into tiles.
+
+    Parameters
+    ----------
+    tile : int
+        Tile size in px (the model's training tile is a good choice).
+    overlap : float
+        Fraction of a tile shared with its neighbour, in [0, 0.9]; 0 is naive tiling.
+    batch_size : int
+        Tiles per model call.
+    """
+
+    tile: int = 256
+    overlap: float = 0.25
+    batch_size: int = 8
+
+    def __post_init__(self):
+        if not (isinstance(self.tile, int) and self.tile >= 16):
+            msg = f"`tile` must be an integer >= 16. Received: tile={self.tile!r}"
+            raise AstroTFError(msg)
+        if not 0.0 <= self.overlap <= 0.9:
+            msg = f"`overlap` must be in [0, 0.9]. Received: overlap={self.overlap!r}"
+            raise AstroTFError(msg)
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            msg = f"`batch_size` must be an integer >= 1. Received: batch_size={self.batch_size!r}"
+            raise AstroTFError(msg)
+
+    @property
+    def step(self) -> int:
+        return max(1, int(round(self.tile * (1.0 - self.overlap))))
+
+    @property
+    def margin(self) -> int:
+        """Reflect padding on each side so that frame borders sit inside a tile, not on its edge."""
+        return (self.tile - self.step) // 2
+
+
+def _pad(image: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    widths = ((top, bottom), (left, right), (0, 0))
+    # reflect needs the pad to be smaller than the side; symmetric handles tiny frames
+    mode = "reflect" if min(image.shape[:2]) > max(top, bottom, left, right) else "symmetric"
+    return np.pad(image, widths, mode=mode)
+
+
+def fill_nonfinite(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Replace NaN/Inf by the median of the finite pixels of each channel.
+
+    Returns the filled copy (or the input itself when all pixels are finite) and the
+    boolean mask of non-finite pixels (None when there are none).
+    """
+    bad = ~np.isfinite(image)
+    if not bad.any():
+        return image, None
+    filled = image.copy()
+    for c in range(image.shape[-1]):
+        finite = image[..., c][~bad[..., c]]
+        filled[..., c][bad[..., c]] = np.median(finite) if finite.size else 0.0
+    return filled, bad
+
+
+def denoise_tiled(
+    image: np.ndarray,
+    predict: Callable[[np.ndarray], np.ndarray],
+    options: TileOptions = TileOptions(),
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Denoise a whole frame with overlapping, Gaussian-feathered tiles.
+
+    Parameters
+    ----------
+    image : ndarray, shape (H, W, C), float32
+        Any size, NaN allowed.
+    predict : callable
+        Maps a batch (N, T, T, C) float32 to (N, T, T, C).
+    options : TileOptions
+    progress : callable, optional
+        Called as ``progress(done_tiles, total_tiles)``.
+
+    Returns
+    -------
+    ndarray, shape (H, W, C), float32
+        The denoised frame; NaN where the input was non-finite.
+    """
+    if image.ndim != 3 or 0 in image.shape:
+        msg = f"expected a non-empty (H, W, C) image. Received: shape={image.shape}"
+        raise AstroTFError(msg)
+    height, width, channels = image.shape
+    t, m = options.tile, options.margin
+    filled, bad = fill_nonfinite(image.astype(np.float32, copy=False))
+    padded = _pad(filled, m, max(m, t - height - m), m, max(m, t - width - m))
+    rows = tile_starts(padded.shape[0], t, options.step)
+    cols = tile_starts(padded.shape[1], t, options.step)
+    weight_tile = gaussian_weight(t, options.overlap)[..., None]
+    acc = np.zeros(padded.shape, np.float32)
+    weight = np.zeros(padded.shape[:2] + (1,), np.float32)
+    finite_rows = None if bad is None else ~_pad(bad.all(axis=-1)[..., None], m, padded.shape[0] - height - m,
+                                                 m, padded.shape[1] - width - m)[..., 0]
+
+    total, done = len(rows) * len(cols), 0
+    batch, where = [], []
+
+    def flush():
+        out = np.asarray(predict(np.stack(batch)), np.float32)
+        for (r, c), tile_out in zip(where, out):
+            acc[r:r + t, c:c + t] += tile_out * weight_tile
+            weight[r:r + t, c:c + t] += weight_tile
+        batch.clear()
+        where.clear()
+
+    for r in rows:
+        for c in cols:
+            done += 1
+            if finite_rows is not None and not finite_rows[r:r + t, c:c + t].any():
+                continue  # nothing but masked pixels: the output is NaN there anyway
+            batch.append(padded[r:r + t, c:c + t])
+            where.append((r, c))
+            if len(batch) == options.batch_size:
+                flush()
+                if progress:
+                    progress(done, total)
+    if batch:
+        flush()
+    if progress:
+        progress(total, total)
+    del padded
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = acc[m:m + height, m:m + width] / weight[m:m + height, m:m + width]
+    if bad is not None:
+        out[bad] = np.nan
+    return out
+
+
+# ----------------------------------------------------------------------------- models
+@dataclasses.dataclass
+class LoadedModel:
+    """A model ready for tiles: ``predict`` maps (N, T, T, C) float32 to the same shape."""
+
+    name: str
+    predict: Callable[[np.ndarray], np.ndarray]
+    metadata: dict
+
+    @property
+    def channels(self) -> int:
+        return int(self.metadata.get("channels", 3))
+
+    @property
+    def domain(self) -> str:
+        return self.metadata.get("data_domain", "stretched")
+
+    @property
+    def tile(self) -> int:
+        return int(self.metadata.get("tile", 256))
+
+
+def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
+    """A shipped model's name (``resunet-rgb``), a ``.keras`` file or a SavedModel folder."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    shipped = SHIPPED / str(name_or_path)
+    if shipped.exists():
+        return shipped
+    names = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
+    raise AstroTFError(f"{name_or_path}: no such model file or folder; shipped models: {', '.join(names) or 'none'}")
+
+
+def _find_metadata(path: Path) -> dict:
+    for candidate in (path / "metadata.json", path.parent / "metadata.json",
+                      path.with_suffix(".json"), path.parent.parent / "metadata.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text())
+    return {}
+
+
+def _saved_model_dir(path: Path) -> Path | None:
+    if (path / "saved_model.pb").is_file():
+        return path
+    versions = sorted((p for p in path.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if versions and (versions[-1] / "saved_model.pb").is_file():
+        return versions[-1]
+    return None
+
+
+def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
+    """Load a model for inference, in float32 whatever precision it was trained in.
+
+    Raises
+    ------
+    AstroTFError
+        Unknown name, or a file/folder that is not a Keras model or SavedModel.
+    """
+    path = resolve_model_path(name_or_path)
+    metadata = _find_metadata(path)
+    import tensorflow as tf
+
+    if path.is_dir() and (path / "model.keras").is_file() and _saved_model_dir(path) is None:
+        path = path / "model.keras"
+    if path.is_dir():
+        saved = _saved_model_dir(path)
+        if saved is None:
+            raise AstroTFError(f"{path}: neither a SavedModel (saved_model.pb) nor a folder with model.keras")
+        loaded = tf.saved_model.load(str(saved))
+        serve = loaded.signatures["serving_default"]
+        (input_name,) = serve.structured_input_signature[1].keys()
+        (output_name,) = serve.structured_outputs.keys()
+
+        def predict(batch):
+            return serve(**{input_name: tf.constant(batch, tf.float32)})[output_name].numpy()
+
+        if "channels" not in metadata:
+            metadata["channels"] = int(serve.structured_input_signature[1][input_name].shape[-1])
+        return LoadedModel(metadata.get("name", path.name), predict, metadata)
+
+    import keras
+
+    import astrotf.models.registry  # noqa: F401  (registers the custom objects)
+
+    if path.suffix != ".keras":
+        raise AstroTFError(f"{path}: not a model (expected a .keras file or a SavedModel folder)")
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:  # keras raises many types for a bad archive
+        raise AstroTFError(f"{path}: cannot be loaded as a Keras model ({str(err).splitlines()[0]})") from None
+    metadata.setdefault("channels", int(model.input_shape[-1]))
+    if getattr(model, "normalization", "none") == "background":
+        metadata.setdefault("data_domain", "linear")
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def predict(batch):
+        return fn(tf.constant(batch, tf.float32)).numpy()
+
+    return LoadedModel(metadata.get("name", path.stem), predict, metadata)
+
+
+# ----------------------------------------------------------------------------- domain
+def guess_domain(data: np.ndarray, info) -> str:
+    """``"linear"`` or ``"stretched"`` from format, dtype and values.
+
+    Integer display formats (8/16-bit TIFF, PNG, JPEG) are stretched; FITS is linear;
+    a float TIFF is linear unless it lies in [0, 1] with a bright median (> 0.05), as
+    a stretched export from an image processor would.
+    """
+    if not info.is_linear:
+        return "stretched"
+    if info.format == "tiff":
+        finite = data[np.isfinite(data)]
+        if finite.size and finite.min() >= 0 and finite.max() <= 1 and np.median(finite) > 0.05:
+            return "stretched"
+    return "linear"
+
+
+def adapt_channels(predict: Callable, model_channels: int, image_channels: int) -> Callable:
+    """Run a mono model on each channel of a colour image, or a colour model on a mono image."""
+    if model_channels == image_channels:
+        return predict
+    if model_channels == 1:
+        def per_channel(batch):
+            n, h, w, c = batch.shape
+            planes = np.moveaxis(batch, -1, 1).reshape(n * c, h, w, 1)
+            out = np.asarray(predict(planes)).reshape(n, c, h, w)
+            return np.moveaxis(out, 1, -1)
+
+        return per_channel
+    if image_channels == 1:
+        def via_colour(batch):
+            out = np.asarray(predict(np.repeat(batch, model_channels, axis=-1)))
+            return out.mean(axis=-1, keepdims=True)
+
+        return via_colour
+    raise AstroTFError(f"cannot run a {model_channels}-channel model on a {image_channels}-channel image")
+
+
+def denoise_image(data: np.ndarray, model: LoadedModel, options: TileOptions, progress=None) -> np.ndarray:
+    """Denoise a (H, W, C) frame with a loaded model, handling channels and data range."""
+    predict = adapt_channels(model.predict, model.channels, data.shape[-1])
+    if model.domain == "stretched":
+        finite = data[np.isfinite(data)]
+        if finite.size and (finite.min() < -1e-3 or finite.max() > 1 + 1e-3):
+            log.warning("data outside [0, 1] given to a model for stretched data; values are clipped")
+            data = np.clip(data, 0.0, 1.0)
+    return denoise_tiled(data, predict, options, progress)

@@ -1,0 +1,317 @@
+"""Training runs: fit, checkpoints, resume, TensorBoard, previews (AstroPics §2.6).
+
+A run directory holds everything about one training::
+
+    runs/NAME/
+      run.json            recipe, data provenance, progress, wall time, hardware
+      checkpoints/        "last" checkpoints: weights + optimizer state + epoch (tf.train)
+      model_best.keras    best validation loss so far (what ``astrotf export`` takes)
+      model_last.keras    end of the latest epoch
+      history.csv         one row per epoch: every loss term, train and validation
+      logs/               TensorBoard scalars (train, validation)
+      previews/           epoch-NNNN.png: noisy | denoised | clean | star mask
+      cache/              decoded training images (float32)
+
+The loop is a custom ``tf.GradientTape`` step rather than ``model.fit`` because the
+composite loss needs the star mask as an explicit argument and linear models are
+scored in their normalised units; it also gives exact resume (optimizer state,
+step counter, per-epoch data seed) and a clean stop on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from astrotf.errors import AstroTFError
+from astrotf.recipes import Recipe, recipe_from_dict
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+
+
+class TrainingInterrupted(Exception):
+    """Raised after a clean stop on Ctrl-C; the run can be resumed."""
+
+
+def hardware_summary() -> dict:
+    """What the run is trained on, for the model's metadata."""
+    import tensorflow as tf
+
+    gpus = [d.name for d in tf.config.list_physical_devices("GPU")]
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cpu_cores": os.cpu_count(), "gpus": gpus, "tensorflow": tf.__version__,
+            "platform": platform.platform()}
+
+
+def _data_provenance(data_dir: Path, samples) -> dict:
+    info = {"data_dir": str(data_dir), "n_images": len(samples), "images": [s.name for s in samples]}
+    for extra in ("MANIFEST.json", "CREDITS.json"):
+        path = data_dir / extra
+        if path.is_file():
+            info[extra.split(".")[0].lower()] = extra
+    return info
+
+
+def _stretch(tile: np.ndarray, linear: bool, lo=None, hi=None) -> np.ndarray:
+    """Map a tile to [0, 1] for display: clip for stretched data, asinh for linear data."""
+    if not linear:
+        return np.clip(tile, 0.0, 1.0)
+    span = max(hi - lo, 1e-12)
+    return np.clip(np.arcsinh(np.clip(tile - lo, 0, None) / span * 10) / np.arcsinh(10), 0, 1)
+
+
+def write_preview(path: Path, noisy, denoised, clean, mask, linear: bool, max_rows: int = 4) -> None:
+    """PNG grid, one row per tile: noisy | denoised | clean | star mask."""
+    import cv2
+
+    rows = []
+    for i in range(min(max_rows, len(noisy))):
+        lo, hi = (np.percentile(clean[i], [1, 99.5]) if linear else (None, None))
+        panels = [_stretch(a[i], linear, lo, hi) for a in (noisy, denoised, clean)]
+        panels.append(np.clip(mask[i], 0, 1))
+        panels = [np.repeat(p, 3, axis=-1) if p.shape[-1] == 1 else p for p in panels]
+        sep = np.ones((panels[0].shape[0], 4, 3), np.float32)
+        rows.append(np.concatenate(sum(([p, sep] for p in panels), [])[:-1], axis=1))
+        rows.append(np.ones((4, rows[-1].shape[1], 3), np.float32))
+    grid = (np.concatenate(rows[:-1], axis=0) * 255 + 0.5).astype(np.uint8)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    cv2.imwrite(str(tmp), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    os.replace(tmp, path)
+
+
+def _atomic_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def load_run(run_dir: str | os.PathLike) -> dict:
+    """The ``run.json`` of a run directory."""
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise AstroTFError(f"{run_dir}: not a training run (no {RUN_FILE})")
+    return json.loads(path.read_text())
+
+
+def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.PathLike, *,
+          resume: bool = False, verbose: int = 1) -> dict:
+    """Train a model on a data folder, or resume a run.
+
+    Parameters
+    ----------
+    recipe : Recipe
+        Model, data, loss and optimisation settings. On resume, the recipe saved in
+        the run is used, with ``train.epochs`` (and other train settings) taken from
+        this argument so that a run can be extended.
+    data_dir : path or None
+        Training images; on resume ``None`` means the folder the run was started on.
+    run_dir : path
+        Where checkpoints, logs and previews go.
+    resume : bool
+        Continue from the last checkpoint of ``run_dir``.
+    verbose : int
+        0 silent, 1 progress bar, 2 one line per epoch.
+
+    Returns
+    -------
+    dict
+        The final ``run.json`` content.
+
+    Raises
+    ------
+    AstroTFError
+        Bad data or run folder. :class:`TrainingInterrupted` after a clean Ctrl-C stop.
+    """
+    run_dir = Path(run_dir)
+    state_path = run_dir / RUN_FILE
+    if resume:
+        state = load_run(run_dir)
+        saved = recipe_from_dict(state["recipe"], str(state_path))
+        recipe = dataclasses.replace(saved, train=recipe.train)
+        data_dir = Path(data_dir or state["data"]["data_dir"])
+    else:
+        if state_path.exists():
+            raise AstroTFError(f"{run_dir}: already holds a training run; pass --resume or choose another --out")
+        if data_dir is None:
+            raise AstroTFError("--data is required to start a training run")
+        data_dir = Path(data_dir)
+        state = {}
+
+    # Validate the data before the heavy imports and before anything is written.
+    from astrotf.data import pipeline
+
+    samples = pipeline.prepare_samples(data_dir, recipe.data, run_dir / "cache")
+    train_samples, val_samples = pipeline.split_samples(samples, recipe.data.val_fraction, recipe.data.seed)
+
+    import keras
+    import tensorflow as tf
+
+    from astrotf.layers.normalization import background_stats
+    from astrotf.losses import AstroPicsLoss
+    from astrotf.models.registry import build_model
+
+    tcfg = recipe.train
+    keras.mixed_precision.set_global_policy(tcfg.precision)
+    keras.utils.set_random_seed(tcfg.seed)
+    model = build_model(recipe.model.name, **recipe.model.kwargs())
+    total_steps = tcfg.epochs * tcfg.steps_per_epoch
+    if tcfg.schedule == "cosine":
+        warmup = min(tcfg.warmup_steps, total_steps // 10)
+        lr = keras.optimizers.schedules.CosineDecay(
+            tcfg.lr / 10 if warmup else tcfg.lr, max(total_steps - warmup, 1), alpha=0.05,
+            warmup_target=tcfg.lr if warmup else None, warmup_steps=warmup)
+    else:
+        lr = tcfg.lr
+    optimizer = keras.optimizers.Adam(learning_rate=lr)
+    if tcfg.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    optimizer.build(model.trainable_variables)
+    loss_fn = AstroPicsLoss(recipe.loss)
+    linear = recipe.model.normalization == "background"
+
+    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+    best_var = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best_val_loss=best_var)
+    manager = tf.train.CheckpointManager(ckpt, run_dir / "checkpoints", max_to_keep=3)
+    if resume:
+        if manager.latest_checkpoint is None:
+            raise AstroTFError(f"{run_dir}: no checkpoint to resume from")
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log.info("resumed from %s at step %d", manager.latest_checkpoint, int(optimizer.iterations))
+
+    def scored(x, y, pred):
+        """Prediction and target in the units the loss sees (normalised for linear data)."""
+        if not linear:
+            return y, pred
+        offset, scale = background_stats(x)
+        return (y - offset) / scale, (tf.cast(pred, tf.float32) - offset) / scale
+
+    @tf.function
+    def train_step(x, y, mask):
+        with tf.GradientTape() as tape:
+            pred = model(x, training=True)
+            terms = loss_fn.terms(*scored(x, y, pred), mask)
+            scaled = optimizer.scale_loss(terms["loss"])
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return terms
+
+    @tf.function
+    def eval_step(x, y, mask):
+        pred = model(x, training=False)
+        return loss_fn.terms(*scored(x, y, pred), mask), pred
+
+    val_ds = pipeline.make_dataset(val_samples, recipe.data, training=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for sub in ("previews", "logs"):
+        (run_dir / sub).mkdir(exist_ok=True)
+    writers = {k: tf.summary.create_file_writer(str(run_dir / "logs" / k)) for k in ("train", "validation")}
+
+    state.update({
+        "recipe": recipe.to_dict(),
+        "data": {**_data_provenance(data_dir, samples), "train": [s.name for s in train_samples],
+                 "validation": [s.name for s in val_samples]},
+        "hardware": hardware_summary(),
+        "astrotf_version": __import__("astrotf").__version__,
+    })
+    state.setdefault("wall_time_s", 0.0)
+    state.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    wall_start, wall_before = time.time(), state["wall_time_s"]
+
+    def save_state(status: str) -> None:
+        manager.save(checkpoint_number=int(optimizer.iterations))
+        state.update({"status": status, "step": int(optimizer.iterations), "epoch": int(epoch_var),
+                      "best_val_loss": float(best_var), "wall_time_s": wall_before + time.time() - wall_start,
+                      "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        _atomic_json(state_path, state)
+
+    history_path = run_dir / "history.csv"
+    step = int(optimizer.iterations)
+    try:
+        for epoch in range(int(epoch_var), tcfg.epochs):
+            done_in_epoch = step - epoch * tcfg.steps_per_epoch
+            remaining = tcfg.steps_per_epoch - max(done_in_epoch, 0)
+            if verbose:
+                print(f"Epoch {epoch + 1}/{tcfg.epochs}", file=sys.stderr)
+            bar = keras.utils.Progbar(tcfg.steps_per_epoch, verbose=verbose if verbose else 0,
+                                      stateful_metrics=["lr"])
+            if done_in_epoch > 0:
+                bar.update(done_in_epoch)
+            sums: dict[str, float] = {}
+            train_ds = pipeline.make_dataset(train_samples, recipe.data, training=True, epoch=epoch)
+            for x, y, mask in train_ds.take(remaining):
+                terms = {k: float(v) for k, v in train_step(x, y, mask).items()}
+                if not np.isfinite(terms["loss"]):
+                    raise AstroTFError(f"{run_dir}: loss became {terms['loss']} at step {step + 1}; "
+                                       "lower --lr or use --precision float32")
+                step += 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                current_lr = float(optimizer.learning_rate)
+                bar.update(step - epoch * tcfg.steps_per_epoch, [("loss", terms["loss"]), ("lr", current_lr)])
+                with writers["train"].as_default(step=step):
+                    for k, v in terms.items():
+                        tf.summary.scalar(k, v)
+                    tf.summary.scalar("learning_rate", current_lr)
+                if step % tcfg.checkpoint_every == 0:
+                    save_state("running")
+
+            # validation, preview, checkpoints
+            val_sums, n_val, first = {}, 0, None
+            for x, y, mask in val_ds:
+                terms, pred = eval_step(x, y, mask)
+                for k, v in terms.items():
+                    val_sums[k] = val_sums.get(k, 0.0) + float(v)
+                n_val += 1
+                if first is None:
+                    first = [np.asarray(a, np.float32) for a in (x, pred, y, mask)]
+            val = {k: v / n_val for k, v in val_sums.items()}
+            with writers["validation"].as_default(step=step):
+                for k, v in val.items():
+                    tf.summary.scalar(k, v)
+            write_preview(run_dir / "previews" / f"epoch-{epoch + 1:04d}.png", *first, linear=linear)
+            epoch_var.assign(epoch + 1)
+            n_train = max(remaining, 1)
+            row = {"epoch": epoch + 1, "step": step, **{f"train_{k}": v / n_train for k, v in sums.items()},
+                   **{f"val_{k}": v for k, v in val.items()}, "lr": float(optimizer.learning_rate)}
+            new_file = not history_path.exists()
+            with history_path.open("a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(row))
+                if new_file:
+                    writer.writeheader()
+                writer.writerow(row)
+            if verbose:
+                print(f"  val_loss {val['loss']:.5f} (best {min(float(best_var), val['loss']):.5f})",
+                      file=sys.stderr)
+            if val["loss"] < float(best_var):
+                best_var.assign(val["loss"])
+                model.save(run_dir / "model_best.keras")
+            model.save(run_dir / "model_last.keras")
+            save_state("running")
+    except KeyboardInterrupt:
+        save_state("interrupted")
+        raise TrainingInterrupted(
+            f"stopped at step {int(optimizer.iterations)}; checkpoint saved in {run_dir / 'checkpoints'}; "
+            f"continue with: astrotf train {recipe.model.name} --out {run_dir} --resume"
+        ) from None
+    finally:
+        for w in writers.values():
+            w.close()
+    save_state("finished")
+    return state

@@ -1,0 +1,122 @@
+"""`astrotf train resunet` end to end on a tiny generated dataset: train, stop, resume, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from astrotf.cli import main
+
+TINY = ["--tile", "32", "--batch-size", "2", "--steps-per-epoch", "2", "--precision", "float32", "-q"]
+
+
+def tiny_recipe(tmp_path, channels=3):
+    path = tmp_path / "tiny.toml"
+    path.write_text(
+        f"[model]\nchannels = {channels}\ndepth = 2\nbase_filters = 4\n"
+        f"[data]\nchannels = {channels}\ncrops_per_image = 2\nshuffle_buffer = 4\n"
+        "[train]\ncheckpoint_every = 1\nwarmup_steps = 0\n"
+    )
+    return str(path)
+
+
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_train_writes_checkpoint_and_resume_continues_step_counter(rgb_folder, tmp_path):
+    out = tmp_path / "runs" / "tiny"
+    recipe = tiny_recipe(tmp_path)
+    first = run(["train", "resunet", "--data", str(rgb_folder), "--out", str(out), "--config", recipe,
+                 "--epochs", "1", *TINY])
+    assert first.exit_code == 0, first.output
+    state = json.loads((out / "run.json").read_text())
+    assert state["step"] == 2 and state["epoch"] == 1
+    assert (out / "checkpoints" / "checkpoint").exists()
+    assert (out / "model_best.keras").exists()
+    assert (out / "previews" / "epoch-0001.png").exists()
+    assert sorted(state["data"]["train"] + state["data"]["validation"]) == [f"sky{i}" for i in range(4)]
+    assert len(state["data"]["validation"]) == 1  # 80/20 split by file
+
+    # starting again in the same folder without --resume is refused
+    again = run(["train", "resunet", "--data", str(rgb_folder), "--out", str(out), "--config", recipe, *TINY])
+    assert again.exit_code == 2 and "--resume" in again.output
+
+    resumed = run(["train", "resunet", "--out", str(out), "--config", recipe, "--resume", "--epochs", "2", *TINY])
+    assert resumed.exit_code == 0, resumed.output
+    state = json.loads((out / "run.json").read_text())
+    assert state["step"] == 4 and state["epoch"] == 2 and state["status"] == "finished"
+    assert (out / "previews" / "epoch-0002.png").exists()
+    rows = (out / "history.csv").read_text().strip().splitlines()
+    assert len(rows) == 3 and rows[2].startswith("2,4,")
+
+
+def test_resume_restores_weights_and_optimizer_state(rgb_folder, tmp_path):
+    import tensorflow as tf
+
+    from astrotf.models.resunet import ResUNet
+
+    out = tmp_path / "run"
+    recipe = tiny_recipe(tmp_path)
+    assert run(["train", "resunet", "--data", str(rgb_folder), "--out", str(out), "--config", recipe,
+                "--epochs", "1", *TINY]).exit_code == 0
+    model = ResUNet(channels=3, depth=2, base_filters=4)
+    import keras
+
+    opt = keras.optimizers.Adam()
+    opt.build(model.trainable_variables)
+    ckpt = tf.train.Checkpoint(model=model, optimizer=opt)
+    ckpt.restore(tf.train.latest_checkpoint(out / "checkpoints")).expect_partial()
+    assert int(opt.iterations) == 2
+    saved = keras.saving.load_model(out / "model_last.keras")
+    x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
+    np.testing.assert_allclose(model(x), saved(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "setup,args,message",
+    [
+        ("none", ["--data", "{tmp}/missing"], "does not exist"),
+        ("empty", ["--data", "{tmp}/empty"], "no supported images"),
+        ("unpaired", ["--data", "{tmp}/pairs", "--paired"], "without a partner"),
+        ("small", ["--data", "{tmp}/small", "--tile", "64"], "smaller than the 64 px tile"),
+        ("mono", ["--data", "{tmp}/mono"], "expects 3"),
+        ("nan", ["--data", "{tmp}/nan"], "non-finite"),
+        ("none", ["--data", "{tmp}", "--lr", "5"], "--lr"),
+        ("none", ["--data", "{tmp}", "--config", "{tmp}/nope.toml"], "recipe not found"),
+        ("badtoml", ["--data", "{tmp}", "--config", "{tmp}/bad.toml"], "unknown option"),
+    ],
+)
+def test_bad_input_gives_one_line_error(tmp_path, setup, args, message):
+    import tifffile
+
+    from conftest import synthetic_sky, write_png
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "empty").mkdir()
+    if setup == "unpaired":
+        for side, names in (("noisy", ["a", "b"]), ("clean", ["a"])):
+            (tmp_path / "pairs" / side).mkdir(parents=True)
+            for n in names:
+                write_png(tmp_path / "pairs" / side / f"{n}.png", synthetic_sky(rng, 32))
+    elif setup == "small":
+        (tmp_path / "small").mkdir()
+        write_png(tmp_path / "small" / "s.png", synthetic_sky(rng, 32))
+    elif setup == "mono":
+        (tmp_path / "mono").mkdir()
+        write_png(tmp_path / "mono" / "m.png", synthetic_sky(rng, 48, channels=1))
+    elif setup == "nan":
+        (tmp_path / "nan").mkdir()
+        img = synthetic_sky(rng, 48)
+        img[3, 3, 0] = np.nan
+        tifffile.imwrite(tmp_path / "nan" / "n.tif", img)
+    elif setup == "badtoml":
+        (tmp_path / "bad.toml").write_text("[data]\nnoize = 'astropics'\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = CliRunner().invoke(main, ["train", "resunet", "--out", str(tmp_path / "run"), *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    error_lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(error_lines) == 1
