@@ -1,0 +1,476 @@
+"""Synthetic noise for training pairs: AstroPics degradations (§2.2) and physical CCD noise.
+
+Two families, one per data domain:
+
+* stretched data in [0, 1] (AstroPics Lab §2.2): random-variance Gaussian noise, chroma
+  blotches, banding, and identity / low-noise variants, combined by
+  :func:`add_astropics_noise`;
+* linear data in ADU (Astro U-net §2.1, eqs. 1-4): photon, dark and read noise of an
+  ``r``-times shorter exposure, :func:`add_physical_noise`.
+
+Every function is pure TensorFlow, so it runs inside ``tf.data.Dataset.map`` in graph
+mode with unknown height and width. Images are (H, W, C); the output dtype follows the
+input (computations run in float32). Randomness is stateless: ``seed`` is an int32/int64
+tensor of shape [2], as for ``tf.random.stateless_*``; sub-seeds come from
+``tf.random.experimental.stateless_split``, so one seed always gives the same output.
+
+References
+----------
+.. [1] D. Regordosa, "Denoising Pipeline for Deep-Sky Astrophotography", AstroPics Lab, §2.2.
+.. [2] A. Vojtekova et al., "Learning to denoise astronomical images with U-nets",
+   MNRAS 503 (2021), §2.1, eqs. 1-4.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+
+import tensorflow as tf
+
+# --------------------------------------------------------------------------- validation
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_nonnegative(name: str, value) -> None:
+    """Raise for a negative Python number; tensors are not inspected (graph mode)."""
+    if _is_number(value) and not value >= 0:
+        msg = f"`{name}` must be >= 0. Received: {name}={value}"
+        raise ValueError(msg)
+
+
+def _check_range(name: str, value, minimum: float = 0.0) -> None:
+    if len(value) != 2 or not all(_is_number(v) for v in value):
+        msg = f"`{name}` must be a pair of numbers (low, high). Received: {name}={value}"
+        raise ValueError(msg)
+    if not minimum <= value[0] <= value[1]:
+        msg = f"`{name}` must satisfy {minimum} <= low <= high. Received: {name}={value}"
+        raise ValueError(msg)
+
+
+def _check_probability(name: str, value) -> None:
+    if not (_is_number(value) and 0.0 <= value <= 1.0):
+        msg = f"`{name}` must be a probability in [0, 1]. Received: {name}={value}"
+        raise ValueError(msg)
+
+
+def _check_positive(name: str, value) -> None:
+    if not (_is_number(value) and value > 0):
+        msg = f"`{name}` must be > 0. Received: {name}={value}"
+        raise ValueError(msg)
+
+
+# --------------------------------------------------------------------------- configs
+
+
+@dataclasses.dataclass(frozen=True)
+class AstroPicsNoiseConfig:
+    """Synthetic degradations of stretched tiles in [0, 1] (AstroPics Lab §2.2).
+
+    Attributes
+    ----------
+    gaussian_sigma : (float, float)
+        Range of the per-tile Gaussian sigma, drawn uniformly ("random-variance Gaussian").
+    chroma_prob : float
+        Probability that a noisy tile also gets chroma blotches.
+    chroma_sigma : (float, float)
+        Range of the standard deviation of the low-resolution chroma cells.
+    chroma_block : (int, int)
+        Range (inclusive) of the cell size in px, drawn per tile.
+    banding_prob : float
+        Probability of banding; orientation (rows or columns) is drawn 50/50.
+    banding_sigma : (float, float)
+        Range of the standard deviation of the per-row / per-column offsets.
+    identity_prob : float
+        Probability that the tile is returned unchanged, so the model learns to leave
+        clean data alone.
+    low_noise_prob : float
+        Probability that the tile only gets a faint Gaussian noise.
+    low_noise_sigma : (float, float)
+        Range of that faint Gaussian sigma.
+    clip : bool
+        Clip noisy tiles to [0, 1] (identity tiles are never touched).
+
+    Raises
+    ------
+    ValueError
+        If a range is not ordered or negative, a probability is outside [0, 1], or
+        ``identity_prob + low_noise_prob > 1``.
+    """
+
+    gaussian_sigma: tuple[float, float] = (0.01, 0.08)
+    chroma_prob: float = 0.5
+    chroma_sigma: tuple[float, float] = (0.005, 0.04)
+    chroma_block: tuple[int, int] = (8, 48)
+    banding_prob: float = 0.3
+    banding_sigma: tuple[float, float] = (0.002, 0.02)
+    identity_prob: float = 0.1
+    low_noise_prob: float = 0.1
+    low_noise_sigma: tuple[float, float] = (0.0, 0.005)
+    clip: bool = True
+
+    def __post_init__(self):
+        for name in ("gaussian_sigma", "chroma_sigma", "banding_sigma", "low_noise_sigma"):
+            _check_range(name, getattr(self, name))
+        _check_range("chroma_block", self.chroma_block, minimum=1)
+        if not all(isinstance(v, numbers.Integral) for v in self.chroma_block):
+            msg = f"`chroma_block` must be a pair of ints. Received: chroma_block={self.chroma_block}"
+            raise ValueError(msg)
+        for name in ("chroma_prob", "banding_prob", "identity_prob", "low_noise_prob"):
+            _check_probability(name, getattr(self, name))
+        if self.identity_prob + self.low_noise_prob > 1.0:
+            msg = (
+                "`identity_prob + low_noise_prob` must be <= 1. Received: "
+                f"identity_prob={self.identity_prob}, low_noise_prob={self.low_noise_prob}"
+            )
+            raise ValueError(msg)
+
+
+@dataclasses.dataclass(frozen=True)
+class PhysicalNoiseConfig:
+    """CCD noise of a shorter exposure, for linear data (Astro U-net §2.1, eqs. 1-4).
+
+    Attributes
+    ----------
+    exposure_ratio : (float, float)
+        Range of ``r = t_long / t_short``, drawn uniformly per tile; ``1 <= low <= high``.
+    exposure_time : float
+        Exposure time of the long (clean) image, seconds.
+    dark_current : float
+        Dark current, e-/s/px.
+    read_noise : float
+        Read-out noise, e- rms.
+    gain : float
+        e-/ADU; image values are ADU, converted to electrons and back.
+
+    Raises
+    ------
+    ValueError
+        If a field is out of range (see above; ``exposure_time`` and ``gain`` > 0,
+        ``dark_current`` and ``read_noise`` >= 0).
+    """
+
+    exposure_ratio: tuple[float, float] = (2.0, 5.0)
+    exposure_time: float = 1.0
+    dark_current: float = 0.0
+    read_noise: float = 3.0
+    gain: float = 1.0
+
+    def __post_init__(self):
+        _check_range("exposure_ratio", self.exposure_ratio, minimum=1.0)
+        _check_positive("exposure_time", self.exposure_time)
+        _check_positive("gain", self.gain)
+        for name in ("dark_current", "read_noise"):
+            if not _is_number(getattr(self, name)):
+                msg = f"`{name}` must be a number. Received: {name}={getattr(self, name)}"
+                raise ValueError(msg)
+            _check_nonnegative(name, getattr(self, name))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _to_float32(image) -> tuple[tf.Tensor, tf.DType]:
+    image = tf.convert_to_tensor(image)
+    return tf.cast(image, tf.float32), image.dtype
+
+
+def _split(seed, num: int) -> tf.Tensor:
+    return tf.random.experimental.stateless_split(tf.convert_to_tensor(seed), num=num)
+
+
+def _uniform(value_range, seed, dtype=tf.float32) -> tf.Tensor:
+    """One scalar drawn uniformly from ``value_range`` (inclusive for ints)."""
+    low, high = value_range
+    if dtype.is_integer:
+        return tf.random.stateless_uniform([], seed, minval=low, maxval=high + 1, dtype=dtype)
+    return tf.random.stateless_uniform([], seed, minval=low, maxval=high)
+
+
+def _coin(prob: float, seed) -> tf.Tensor:
+    return tf.random.stateless_uniform([], seed) < prob
+
+
+# --------------------------------------------------------------------------- AstroPics §2.2
+
+
+def gaussian_noise(image, sigma, seed) -> tf.Tensor:
+    """Add white Gaussian noise, independent per pixel and channel.
+
+    Parameters
+    ----------
+    image : tf.Tensor
+        Any shape, typically (H, W, C); float32, float16 or bfloat16.
+    sigma : float or scalar tf.Tensor
+        Standard deviation, in the units of ``image``.
+    seed : tf.Tensor
+        Shape [2], int32 or int64.
+
+    Returns
+    -------
+    tf.Tensor
+        ``image + N(0, sigma)``, same shape and dtype as ``image``.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma`` is a negative Python number.
+    """
+    _check_nonnegative("sigma", sigma)
+    x, dtype = _to_float32(image)
+    noise = tf.random.stateless_normal(tf.shape(x), seed, stddev=tf.cast(sigma, tf.float32))
+    return tf.cast(x + noise, dtype)
+
+
+def chroma_noise(image, sigma, block, seed) -> tf.Tensor:
+    """Add low-frequency colour blotches (AstroPics §2.2, "chroma block noise").
+
+    A field of ``ceil(H / block) x ceil(W / block) x C`` independent N(0, sigma) cells is
+    upsampled bilinearly to H x W and added: per-channel fields give colour blotches
+    for C = 3, luminance blotches for C = 1.
+
+    Parameters
+    ----------
+    image : tf.Tensor
+        Shape (H, W, C).
+    sigma : float or scalar tf.Tensor
+        Standard deviation of the low-resolution cells. Bilinear interpolation averages
+        neighbouring cells, so the per-pixel standard deviation of the added field is
+        lower: about ``2/3 * sigma`` for large blocks (``sigma`` for ``block = 1``).
+    block : int or scalar int32 tf.Tensor
+        Size of one low-resolution cell, px.
+    seed : tf.Tensor
+        Shape [2], int32 or int64.
+
+    Returns
+    -------
+    tf.Tensor
+        Same shape and dtype as ``image``.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma`` is a negative Python number or ``block`` a Python int < 1.
+    """
+    _check_nonnegative("sigma", sigma)
+    if _is_number(block) and not block >= 1:
+        msg = f"`block` must be >= 1. Received: block={block}"
+        raise ValueError(msg)
+    x, dtype = _to_float32(image)
+    height, width, channels = tf.unstack(tf.shape(x))
+    block = tf.cast(block, tf.int32)
+    grid = tf.stack([-(-height // block), -(-width // block), channels])
+    cells = tf.random.stateless_normal(grid, seed, stddev=tf.cast(sigma, tf.float32))
+    field = tf.image.resize(cells, tf.stack([height, width]), method="bilinear")
+    return tf.cast(x + field, dtype)
+
+
+def banding_noise(image, sigma, vertical, seed) -> tf.Tensor:
+    """Add fixed-pattern banding: one N(0, sigma) offset per row or per column (§2.2).
+
+    Parameters
+    ----------
+    image : tf.Tensor
+        Shape (H, W, C).
+    sigma : float or scalar tf.Tensor
+        Standard deviation of the offsets.
+    vertical : bool or scalar bool tf.Tensor
+        ``False``: horizontal bands (one offset per row); ``True``: vertical bands (one
+        offset per column). The same offset applies to all channels.
+    seed : tf.Tensor
+        Shape [2], int32 or int64.
+
+    Returns
+    -------
+    tf.Tensor
+        Same shape and dtype as ``image``.
+
+    Raises
+    ------
+    ValueError
+        If ``sigma`` is a negative Python number.
+    """
+    _check_nonnegative("sigma", sigma)
+    x, dtype = _to_float32(image)
+    height, width, _ = tf.unstack(tf.shape(x))
+    vertical = tf.convert_to_tensor(vertical, tf.bool)
+    one = tf.constant(1, tf.int32)
+    shape = tf.where(vertical, tf.stack([one, width, one]), tf.stack([height, one, one]))
+    offsets = tf.random.stateless_normal(shape, seed, stddev=tf.cast(sigma, tf.float32))
+    return tf.cast(x + offsets, dtype)
+
+
+def _maybe_chroma(x: tf.Tensor, config: AstroPicsNoiseConfig, seed) -> tf.Tensor:
+    seeds = _split(seed, 4)
+    sigma = _uniform(config.chroma_sigma, seeds[1])
+    block = _uniform(config.chroma_block, seeds[2], tf.int32)
+    return tf.cond(
+        _coin(config.chroma_prob, seeds[0]),
+        lambda: chroma_noise(x, sigma, block, seeds[3]),
+        lambda: x,
+    )
+
+
+def _maybe_banding(x: tf.Tensor, config: AstroPicsNoiseConfig, seed) -> tf.Tensor:
+    seeds = _split(seed, 4)
+    sigma = _uniform(config.banding_sigma, seeds[1])
+    vertical = _coin(0.5, seeds[2])
+    return tf.cond(
+        _coin(config.banding_prob, seeds[0]),
+        lambda: banding_noise(x, sigma, vertical, seeds[3]),
+        lambda: x,
+    )
+
+
+def add_astropics_noise(image, config: AstroPicsNoiseConfig, seed) -> tf.Tensor:
+    """Degrade a clean stretched tile with the AstroPics noise mix (§2.2).
+
+    With ``u ~ U[0, 1)``: ``u < identity_prob`` returns the tile unchanged;
+    ``u < identity_prob + low_noise_prob`` adds only a faint Gaussian
+    (``sigma ~ U(low_noise_sigma)``); otherwise a Gaussian with ``sigma ~ U(gaussian_sigma)``,
+    then chroma blotches with probability ``chroma_prob`` and banding (random orientation)
+    with probability ``banding_prob``. Noisy tiles are clipped to [0, 1] if ``config.clip``.
+
+    Parameters
+    ----------
+    image : tf.Tensor
+        Clean tile, shape (H, W, C), values in [0, 1].
+    config : AstroPicsNoiseConfig
+    seed : tf.Tensor
+        Shape [2], int32 or int64.
+
+    Returns
+    -------
+    tf.Tensor
+        Noisy tile, same shape and dtype as ``image``.
+
+    References
+    ----------
+    AstroPics Lab denoising pipeline, §2.2.
+    """
+    image = tf.convert_to_tensor(image)
+    seeds = _split(seed, 5)
+    u = tf.random.stateless_uniform([], seeds[0])
+
+    def finish(x):
+        x = tf.clip_by_value(x, 0.0, 1.0) if config.clip else x
+        return tf.cast(x, image.dtype)
+
+    def low_noise():
+        sigma = _uniform(config.low_noise_sigma, seeds[1])
+        return finish(gaussian_noise(tf.cast(image, tf.float32), sigma, seeds[2]))
+
+    def full_noise():
+        sigma = _uniform(config.gaussian_sigma, seeds[1])
+        x = gaussian_noise(tf.cast(image, tf.float32), sigma, seeds[2])
+        x = _maybe_chroma(x, config, seeds[3])
+        return finish(_maybe_banding(x, config, seeds[4]))
+
+    return tf.cond(
+        u < config.identity_prob,
+        lambda: image,
+        lambda: tf.cond(u < config.identity_prob + config.low_noise_prob, low_noise, full_noise),
+    )
+
+
+# --------------------------------------------------------------------------- Astro U-net §2.1
+
+
+def _check_ratio(ratio) -> None:
+    if _is_number(ratio) and not ratio >= 1:
+        msg = f"`ratio` must be >= 1 (the short exposure is r times shorter). Received: ratio={ratio}"
+        raise ValueError(msg)
+
+
+def add_physical_noise(image, config: PhysicalNoiseConfig, seed, ratio=None) -> tf.Tensor:
+    """Turn a clean long exposure into one with the noise of an ``r``-times shorter one.
+
+    In electrons ``e = image * gain``, the short exposure ``e / r`` (eq. 3) gets photon,
+    dark and read noise (eqs. 1, 2, 4)::
+
+        noisy_e = Pois(e / r) + N(0, sqrt(dark_current * exposure_time / r)) + N(0, read_noise)
+
+    and is scaled back by ``r / gain``: the result has the flux scale of the input
+    (unbiased) and the noise of the shorter exposure; its expected standard deviation is
+    :func:`physical_noise_sigma`. Negative pixels (sky subtraction) enter the Poisson
+    draw as 0 and their negative part is added back unchanged, so the output stays
+    unbiased there too. Non-finite pixels are passed through unchanged.
+
+    Parameters
+    ----------
+    image : tf.Tensor
+        Clean long exposure in ADU, any shape (typically (H, W, C)).
+    config : PhysicalNoiseConfig
+    seed : tf.Tensor
+        Shape [2], int32 or int64.
+    ratio : float or scalar tf.Tensor, optional
+        Exposure ratio ``r >= 1``; drawn from ``config.exposure_ratio`` if None. Draw it
+        yourself and pass it when the model needs ``r`` as an input (Astro U-net §3.2).
+
+    Returns
+    -------
+    tf.Tensor
+        Noisy image in ADU, same shape and dtype as ``image``.
+
+    Raises
+    ------
+    ValueError
+        If ``ratio`` is a Python number < 1.
+
+    References
+    ----------
+    Vojtekova et al. (2021), Astro U-net, §2.1, eqs. 1-4.
+    """
+    _check_ratio(ratio)
+    x, dtype = _to_float32(image)
+    seeds = _split(seed, 4)
+    r = _uniform(config.exposure_ratio, seeds[0]) if ratio is None else tf.cast(ratio, tf.float32)
+
+    electrons = x * config.gain
+    finite = tf.math.is_finite(electrons)
+    short = tf.where(finite, electrons / r, 0.0)  # a NaN rate would hang the Poisson sampler
+    shape = tf.shape(short)
+    photons = tf.random.stateless_poisson(shape, seeds[1], tf.nn.relu(short), dtype=tf.float32)
+    dark_sigma = tf.sqrt(config.dark_current * config.exposure_time / r)
+    dark = tf.random.stateless_normal(shape, seeds[2], stddev=dark_sigma)
+    read = tf.random.stateless_normal(shape, seeds[3], stddev=config.read_noise)
+    noisy_e = photons + tf.minimum(short, 0.0) + dark + read
+    return tf.cast(tf.where(finite, noisy_e * r / config.gain, x), dtype)
+
+
+def physical_noise_sigma(image, config: PhysicalNoiseConfig, ratio) -> tf.Tensor:
+    """Expected per-pixel standard deviation of :func:`add_physical_noise`, in ADU.
+
+    ``sqrt(max(e, 0) / r + dark_current * exposure_time / r + read_noise**2) * r / gain``
+    with ``e = image * gain``.
+
+    Parameters
+    ----------
+    image : tf.Tensor
+        Clean long exposure in ADU, any shape.
+    config : PhysicalNoiseConfig
+    ratio : float or scalar tf.Tensor
+        Exposure ratio ``r >= 1``.
+
+    Returns
+    -------
+    tf.Tensor
+        Same shape and dtype as ``image``.
+
+    Raises
+    ------
+    ValueError
+        If ``ratio`` is a Python number < 1.
+    """
+    _check_ratio(ratio)
+    x, dtype = _to_float32(image)
+    r = tf.cast(ratio, tf.float32)
+    variance = (
+        tf.nn.relu(x * config.gain) / r
+        + config.dark_current * config.exposure_time / r
+        + config.read_noise**2
+    )
+    return tf.cast(tf.sqrt(variance) * r / config.gain, dtype)

@@ -1,0 +1,255 @@
+"""Synthetic noise: statistics, reproducibility per seed, graph mode, config validation."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from astrotf.data import noise
+
+SEED = tf.constant([12, 34], tf.int64)
+
+
+def flat(value=0.5, shape=(128, 128, 3)):
+    return tf.fill(shape, tf.constant(value, tf.float32))
+
+
+def lag1_autocorrelation(field):
+    a = field - field.mean()
+    return float((a[:, 1:] * a[:, :-1]).mean() / a.var())
+
+
+def map_with_unknown_shapes(fn, sizes=((40, 56), (33, 64))):
+    """Run ``fn(image, seed)`` inside Dataset.map over images of varying size."""
+    images = [np.full((h, w, 3), 0.5, np.float32) for h, w in sizes]
+    spec = tf.TensorSpec([None, None, 3], tf.float32)
+    ds = tf.data.Dataset.from_generator(lambda: iter(images), output_signature=spec)
+    ds = ds.enumerate().map(lambda i, x: (x, fn(x, tf.stack([i, tf.constant(5, tf.int64)]))))
+    return [(x.numpy(), y.numpy()) for x, y in ds]
+
+
+# --------------------------------------------------------------------------- gaussian
+
+
+def test_gaussian_noise_mean_and_std():
+    sigma = 0.05
+    added = (noise.gaussian_noise(flat(), sigma, SEED) - flat()).numpy()
+    standard_error = sigma / np.sqrt(added.size)
+    assert abs(added.mean()) < 4 * standard_error
+    assert added.std() == pytest.approx(sigma, rel=0.03)
+
+
+def test_gaussian_noise_is_reproducible_per_seed():
+    a = noise.gaussian_noise(flat(), 0.05, SEED)
+    b = noise.gaussian_noise(flat(), 0.05, SEED)
+    c = noise.gaussian_noise(flat(), 0.05, [12, 35])
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_gaussian_noise_runs_in_dataset_map_with_unknown_shapes():
+    for x, y in map_with_unknown_shapes(lambda x, s: noise.gaussian_noise(x, 0.05, s)):
+        assert y.shape == x.shape
+        assert 0.03 < (y - x).std() < 0.07
+
+
+def test_gaussian_noise_output_dtype_follows_input():
+    out = noise.gaussian_noise(tf.cast(flat(), tf.float16), 0.05, SEED)
+    assert out.dtype == tf.float16
+
+
+def test_gaussian_noise_rejects_negative_sigma():
+    with pytest.raises(ValueError, match="sigma=-0.1"):
+        noise.gaussian_noise(flat(), -0.1, SEED)
+
+
+# --------------------------------------------------------------------------- chroma
+
+
+def test_chroma_noise_std_is_within_bilinear_band():
+    # Bilinear upsampling of iid cells keeps ~(2/3) of sigma per pixel for large blocks.
+    sigma = 0.05
+    ratios = [
+        (noise.chroma_noise(flat(), sigma, 16, [k, 1]) - flat()).numpy().std() / sigma
+        for k in range(4)
+    ]
+    assert 0.55 < np.mean(ratios) < 0.8
+
+
+def test_chroma_noise_is_spatially_correlated_unlike_gaussian():
+    chroma = (noise.chroma_noise(flat(), 0.05, 16, SEED) - flat()).numpy()[..., 0]
+    white = (noise.gaussian_noise(flat(), 0.05, SEED) - flat()).numpy()[..., 0]
+    assert lag1_autocorrelation(chroma) > 0.8
+    assert abs(lag1_autocorrelation(white)) < 0.1
+
+
+def test_chroma_noise_differs_per_channel():
+    field = (noise.chroma_noise(flat(), 0.05, 16, SEED) - flat()).numpy().reshape(-1, 3)
+    correlation = np.corrcoef(field.T)
+    assert np.all(np.abs(correlation[np.triu_indices(3, k=1)]) < 0.5)
+
+
+def test_chroma_noise_handles_sizes_not_multiple_of_block():
+    image = flat(shape=(37, 50, 1))
+    out = noise.chroma_noise(image, 0.05, 16, SEED)
+    assert out.shape == image.shape
+
+
+def test_chroma_noise_rejects_block_below_one():
+    with pytest.raises(ValueError, match="block=0"):
+        noise.chroma_noise(flat(), 0.05, 0, SEED)
+
+
+# --------------------------------------------------------------------------- banding
+
+
+def test_horizontal_banding_is_constant_along_rows():
+    field = (noise.banding_noise(flat(), 0.02, False, SEED) - flat()).numpy()
+    assert np.all(np.ptp(field, axis=(1, 2)) == 0)  # one offset per row, all channels
+    assert 0.01 < field[:, 0, 0].std() < 0.03  # rows differ
+
+
+def test_vertical_banding_is_constant_along_columns():
+    field = (noise.banding_noise(flat(), 0.02, True, SEED) - flat()).numpy()
+    assert np.all(np.ptp(field, axis=(0, 2)) == 0)
+    assert 0.01 < field[0, :, 0].std() < 0.03
+
+
+def test_banding_orientation_can_be_a_tensor():
+    field = noise.banding_noise(flat(), 0.02, tf.constant(True), SEED) - flat()
+    assert np.all(np.ptp(field.numpy(), axis=(0, 2)) == 0)
+
+
+# --------------------------------------------------------------------------- AstroPics mix
+
+
+def test_identity_prob_one_returns_input_exactly():
+    config = noise.AstroPicsNoiseConfig(identity_prob=1.0, low_noise_prob=0.0)
+    image = tf.random.stateless_uniform((32, 32, 3), [1, 2], minval=-0.5, maxval=1.5)
+    np.testing.assert_array_equal(noise.add_astropics_noise(image, config, SEED), image)
+
+
+def test_low_noise_prob_one_adds_only_faint_noise():
+    config = noise.AstroPicsNoiseConfig(identity_prob=0.0, low_noise_prob=1.0)
+    for k in range(5):
+        added = noise.add_astropics_noise(flat(), config, [k, 0]) - flat()
+        assert added.numpy().std() <= config.low_noise_sigma[1]
+
+
+def test_branch_probabilities_are_respected():
+    config = noise.AstroPicsNoiseConfig(identity_prob=0.3, low_noise_prob=0.2)
+    n = 200
+    fn = tf.function(lambda s: noise.add_astropics_noise(flat(shape=(32, 32, 3)), config, s))
+    stds = np.array([(fn(tf.constant([k, 9])) - 0.5).numpy().std() for k in range(n)])
+    identity = np.mean(stds == 0)
+    low = np.mean((stds > 0) & (stds <= config.low_noise_sigma[1]))
+    for fraction, p in ((identity, 0.3), (low, 0.2)):
+        assert abs(fraction - p) < 4 * np.sqrt(p * (1 - p) / n)
+
+
+def test_clip_keeps_values_in_unit_interval():
+    config = noise.AstroPicsNoiseConfig(gaussian_sigma=(0.3, 0.5), identity_prob=0.0, low_noise_prob=0.0)
+    image = tf.random.stateless_uniform((64, 64, 3), [3, 4])
+    out = noise.add_astropics_noise(image, config, SEED).numpy()
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert out.min() == 0.0 and out.max() == 1.0  # the noise was strong enough to need it
+
+
+def test_astropics_noise_runs_in_dataset_map_and_follows_dtype():
+    config = noise.AstroPicsNoiseConfig()
+    for x, y in map_with_unknown_shapes(lambda x, s: noise.add_astropics_noise(x, config, s)):
+        assert y.shape == x.shape and y.dtype == np.float32
+    assert noise.add_astropics_noise(tf.cast(flat(), tf.bfloat16), config, SEED).dtype == tf.bfloat16
+
+
+def test_astropics_noise_is_reproducible_per_seed():
+    config = noise.AstroPicsNoiseConfig(identity_prob=0.0, low_noise_prob=0.0, chroma_prob=1.0, banding_prob=1.0)
+    a = noise.add_astropics_noise(flat(), config, SEED)
+    np.testing.assert_array_equal(a, noise.add_astropics_noise(flat(), config, SEED))
+    assert not np.array_equal(a, noise.add_astropics_noise(flat(), config, [12, 35]))
+
+
+# --------------------------------------------------------------------------- physical noise
+
+
+def physical(gain=1.0, dark=0.0, exposure_time=1.0):
+    return noise.PhysicalNoiseConfig(read_noise=3.0, dark_current=dark, gain=gain, exposure_time=exposure_time)
+
+
+def test_physical_noise_is_unbiased_with_short_exposure_variance():
+    out = noise.add_physical_noise(flat(400.0, (128, 128, 1)), physical(), SEED, ratio=4.0).numpy()
+    expected_var = 400 * 4 + (3 * 4) ** 2
+    assert abs(out.mean() - 400) < 4 * np.sqrt(expected_var / out.size)
+    assert out.var() == pytest.approx(expected_var, rel=0.05)
+
+
+def test_physical_noise_converts_adu_with_gain():
+    # 200 ADU at 2 e-/ADU = 400 e-; the variance in ADU^2 is the e- variance / gain^2.
+    out = noise.add_physical_noise(flat(200.0, (128, 128, 1)), physical(gain=2.0), SEED, ratio=4.0).numpy()
+    expected_var = (400 * 4 + (3 * 4) ** 2) / 2.0**2
+    assert abs(out.mean() - 200) < 4 * np.sqrt(expected_var / out.size)
+    assert out.var() == pytest.approx(expected_var, rel=0.05)
+
+
+def test_physical_noise_sigma_matches_empirical_std():
+    config = physical(gain=1.5, dark=20.0, exposure_time=3.0)
+    image = flat(150.0, (128, 128, 1))
+    out = noise.add_physical_noise(image, config, SEED, ratio=2.5).numpy()
+    predicted = noise.physical_noise_sigma(image, config, 2.5).numpy()
+    assert out.std() == pytest.approx(predicted.mean(), rel=0.03)
+
+
+def test_physical_noise_is_reproducible_and_draws_ratio_from_config():
+    config = noise.PhysicalNoiseConfig()
+    image = flat(400.0, (32, 32, 1))
+    a = noise.add_physical_noise(image, config, SEED)
+    np.testing.assert_array_equal(a, noise.add_physical_noise(image, config, SEED))
+    assert not np.array_equal(a, noise.add_physical_noise(image, config, [12, 35]))
+    low = noise.physical_noise_sigma(image, config, config.exposure_ratio[0]).numpy().mean()
+    high = noise.physical_noise_sigma(image, config, config.exposure_ratio[1]).numpy().mean()
+    assert 0.8 * low < a.numpy().std() < 1.2 * high
+
+
+def test_physical_noise_keeps_negative_pixels_unbiased_and_passes_nan_through():
+    image = tf.concat([flat(-50.0, (64, 64, 1)), flat(np.nan, (1, 64, 1))], axis=0)
+    out = noise.add_physical_noise(image, physical(), SEED, ratio=4.0).numpy()
+    assert abs(out[:64].mean() + 50) < 4 * 12 / 64  # only read noise, 12 ADU rms
+    assert np.all(np.isnan(out[64:]))
+
+
+def test_physical_noise_rejects_ratio_below_one():
+    with pytest.raises(ValueError, match="ratio=0.5"):
+        noise.add_physical_noise(flat(), noise.PhysicalNoiseConfig(), SEED, ratio=0.5)
+
+
+# --------------------------------------------------------------------------- config validation
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"gaussian_sigma": (0.1, 0.01)}, "gaussian_sigma"),
+        ({"chroma_sigma": (-0.01, 0.01)}, "chroma_sigma"),
+        ({"chroma_block": (0, 8)}, "chroma_block"),
+        ({"chroma_block": (4.5, 8)}, "chroma_block"),
+        ({"banding_prob": 1.5}, "banding_prob"),
+        ({"identity_prob": 0.6, "low_noise_prob": 0.6}, "identity_prob"),
+    ],
+)
+def test_astropics_config_validation(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        noise.AstroPicsNoiseConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"exposure_ratio": (0.5, 2.0)}, "exposure_ratio"),
+        ({"exposure_time": 0.0}, "exposure_time"),
+        ({"dark_current": -1.0}, "dark_current"),
+        ({"read_noise": -3.0}, "read_noise"),
+        ({"gain": 0.0}, "gain"),
+    ],
+)
+def test_physical_config_validation(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        noise.PhysicalNoiseConfig(**kwargs)
