@@ -81,8 +81,9 @@ def _resolve_recipe(config: str | None) -> Path | None:
 @click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
               help="Peak learning rate of Adam. [recipe: 1e-4]")
 @click.option("--seed", type=int, help="Seed of data split, crops, noise and weights. [recipe: 0]")
-@click.option("--precision", type=click.Choice(["float32", "mixed_bfloat16", "mixed_float16"]),
-              help="Keras dtype policy; mixed_bfloat16 is the fast path on CPU. [recipe: mixed_bfloat16]")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+              help="Keras dtype policy; auto = mixed_bfloat16 where the hardware has native bfloat16 "
+                   "(GPU, AVX512-BF16/AMX CPU), else float32. [recipe: auto]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("-q", "--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
 @friendly_errors

@@ -23,7 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +55,10 @@ class TrainConfig:
         Cosine decay to 5 % of ``lr`` after a linear warm-up, or constant.
     warmup_steps : int
         Steps of linear warm-up from ``lr / 10`` (cosine schedule only).
-    precision : {"float32", "mixed_bfloat16", "mixed_float16"}
-        Keras dtype policy. ``mixed_bfloat16`` is the fast path on CPUs; the loss,
-        the last layer and the residual sum always stay in float32.
+    precision : {"auto", "float32", "mixed_bfloat16", "mixed_float16"}
+        Keras dtype policy; the loss, the last layer and the residual sum always stay
+        in float32. ``auto`` (default) picks the fast path for the hardware, see
+        :func:`resolve_precision`.
     checkpoint_every : int
         Steps between "last" checkpoints (also written at every epoch end and on Ctrl-C).
     seed : int
@@ -69,7 +70,7 @@ class TrainConfig:
     lr: float = 1e-4
     schedule: str = "cosine"
     warmup_steps: int = 200
-    precision: str = "mixed_bfloat16"
+    precision: str = "auto"
     checkpoint_every: int = 100
     seed: int = 0
 
@@ -164,3 +165,26 @@ def override(recipe: Recipe, **changes) -> Recipe:
         except ValueError as err:
             raise AstroTFError(f"bad option value: {err}") from None
     return dataclasses.replace(recipe, **updated)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return next((set(line.split(":", 1)[1].split()) for line in fh if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def resolve_precision(precision: str, has_gpu: bool) -> str:
+    """The dtype policy ``auto`` stands for on this machine.
+
+    ``mixed_bfloat16`` where the hardware computes bfloat16 natively (a GPU, or a CPU
+    with AVX512-BF16 / AMX), else ``float32``: on CPUs without it, bfloat16 is
+    emulated and a ResUNet training step measured 3.8x *slower* than float32 (AMD
+    EPYC, AVX2, TensorFlow 2.21).
+    """
+    if precision != "auto":
+        return precision
+    if has_gpu or _cpu_flags() & {"avx512_bf16", "amx_bf16"}:
+        return "mixed_bfloat16"
+    return "float32"

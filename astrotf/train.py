@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from astrotf.errors import AstroTFError
-from astrotf.recipes import Recipe, recipe_from_dict
+from astrotf.recipes import Recipe, recipe_from_dict, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,9 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     from astrotf.models.registry import build_model
 
     tcfg = recipe.train
-    keras.mixed_precision.set_global_policy(tcfg.precision)
+    precision = resolve_precision(tcfg.precision, bool(tf.config.list_physical_devices("GPU")))
+    log.info("precision: %s", precision)
+    keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(tcfg.seed)
     model = build_model(recipe.model.name, **recipe.model.kwargs())
     total_steps = tcfg.epochs * tcfg.steps_per_epoch
@@ -179,7 +181,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     else:
         lr = tcfg.lr
     optimizer = keras.optimizers.Adam(learning_rate=lr)
-    if tcfg.precision == "mixed_float16":
+    if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)
     loss_fn = AstroPicsLoss(recipe.loss)
@@ -228,6 +230,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         "data": {**_data_provenance(data_dir, samples), "train": [s.name for s in train_samples],
                  "validation": [s.name for s in val_samples]},
         "hardware": hardware_summary(),
+        "precision": precision,
         "astrotf_version": __import__("astrotf").__version__,
     })
     state.setdefault("wall_time_s", 0.0)

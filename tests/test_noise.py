@@ -162,7 +162,9 @@ def test_astropics_noise_runs_in_dataset_map_and_follows_dtype():
 
 
 def test_astropics_noise_is_reproducible_per_seed():
-    config = noise.AstroPicsNoiseConfig(identity_prob=0.0, low_noise_prob=0.0, chroma_prob=1.0, banding_prob=1.0)
+    config = noise.AstroPicsNoiseConfig(
+        identity_prob=0.0, low_noise_prob=0.0, chroma_prob=1.0, banding_prob=1.0
+    )
     a = noise.add_astropics_noise(flat(), config, SEED)
     np.testing.assert_array_equal(a, noise.add_astropics_noise(flat(), config, SEED))
     assert not np.array_equal(a, noise.add_astropics_noise(flat(), config, [12, 35]))
@@ -172,7 +174,9 @@ def test_astropics_noise_is_reproducible_per_seed():
 
 
 def physical(gain=1.0, dark=0.0, exposure_time=1.0):
-    return noise.PhysicalNoiseConfig(read_noise=3.0, dark_current=dark, gain=gain, exposure_time=exposure_time)
+    return noise.PhysicalNoiseConfig(
+        read_noise=3.0, dark_current=dark, gain=gain, exposure_time=exposure_time
+    )
 
 
 def test_physical_noise_is_unbiased_with_short_exposure_variance():
@@ -184,7 +188,8 @@ def test_physical_noise_is_unbiased_with_short_exposure_variance():
 
 def test_physical_noise_converts_adu_with_gain():
     # 200 ADU at 2 e-/ADU = 400 e-; the variance in ADU^2 is the e- variance / gain^2.
-    out = noise.add_physical_noise(flat(200.0, (128, 128, 1)), physical(gain=2.0), SEED, ratio=4.0).numpy()
+    image = flat(200.0, (128, 128, 1))
+    out = noise.add_physical_noise(image, physical(gain=2.0), SEED, ratio=4.0).numpy()
     expected_var = (400 * 4 + (3 * 4) ** 2) / 2.0**2
     assert abs(out.mean() - 200) < 4 * np.sqrt(expected_var / out.size)
     assert out.var() == pytest.approx(expected_var, rel=0.05)

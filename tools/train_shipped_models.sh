@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Reproduce the shipped models in saved_models/ from data a package ships (no download at run time
+# except `apt-get download stellarium-data` from the Debian archive inside make_datasets.py).
+#
+#   bash tools/train_shipped_models.sh [rgb|mono|all]
+#
+# Budgets were set for the 2-core CPU machines this project is developed on (about 45 min per
+# model); on a GPU raise --epochs/--tile towards the recipes' paper defaults (256 px, lr 1e-4).
+# Stop with Ctrl-C at any time and run the same command again: training resumes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-all}
+resume_flag() { [ -f "runs/$1/run.json" ] && echo "--resume" || true; }
+
+if [ "$what" = rgb ] || [ "$what" = all ]; then
+  [ -d datasets/stellarium-rgb/clean ] || python tools/make_datasets.py stellarium --out datasets/stellarium-rgb
+  astrotf train resunet --config pipelines/resunet-rgb.toml --data datasets/stellarium-rgb \
+    --out runs/resunet-rgb --tile 128 --batch-size 8 --epochs 40 --steps-per-epoch 100 --lr 4e-4 --seed 0 \
+    $(resume_flag resunet-rgb)
+  astrotf export runs/resunet-rgb --out saved_models/resunet-rgb --force \
+    --credits datasets/stellarium-rgb/CREDITS.json
+fi
+
+if [ "$what" = mono ] || [ "$what" = all ]; then
+  [ -d datasets/starfields/clean ] || python tools/make_datasets.py starfields --out datasets/starfields \
+    --n 120 --size 512 --seed 0
+  astrotf train resunet --config pipelines/resunet-mono-linear.toml --data datasets/starfields \
+    --out runs/resunet-mono --tile 128 --batch-size 8 --epochs 30 --steps-per-epoch 100 --lr 4e-4 --seed 0 \
+    $(resume_flag resunet-mono)
+  astrotf export runs/resunet-mono --out saved_models/resunet-mono --force
+fi
