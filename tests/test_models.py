@@ -1,0 +1,65 @@
+"""Model contract: build, shapes, config round trip, .keras save/load, any H x W, identity path."""
+
+import keras
+import numpy as np
+import pytest
+
+from astrotf.models.registry import build_model
+from astrotf.models.resunet import ResUNet
+
+CASES = [
+    dict(channels=3, depth=2, base_filters=4),
+    dict(channels=1, depth=3, base_filters=4, normalization="background"),
+]
+
+
+@pytest.mark.parametrize("kwargs", CASES)
+def test_model_contract(kwargs, tmp_path):
+    model = build_model("resunet", **kwargs)
+    rng = np.random.default_rng(0)
+    scale = 1000.0 if kwargs.get("normalization") == "background" else 1.0
+    for shape in [(2, 32, 32), (1, 37, 53), (1, 5, 9)]:
+        x = (rng.random(shape + (kwargs["channels"],)) * scale).astype(np.float32)
+        assert model(x).shape == x.shape
+    config = model.get_config()
+    assert {k: config[k] for k in kwargs} == kwargs
+    clone = ResUNet.from_config(config)
+    assert clone.count_params() == model.count_params()
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    x = (rng.random((2, 24, 40, kwargs["channels"])) * scale).astype(np.float32)
+    np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6 * scale)
+
+
+def test_zero_head_is_exact_identity():
+    """The global residual: a model whose correction is zero returns its input bit for bit."""
+    model = ResUNet(channels=3, depth=2, base_filters=4)
+    head = model.get_layer("head")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    x = np.random.default_rng(1).random((2, 19, 23, 3)).astype(np.float32)
+    np.testing.assert_array_equal(model(x), x)
+
+
+def test_background_normalisation_is_exactly_inverted_and_scale_equivariant():
+    model = ResUNet(channels=1, depth=2, base_filters=4, normalization="background")
+    head = model.get_layer("head")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    x = (np.random.default_rng(2).normal(500, 20, (1, 32, 32, 1))).astype(np.float32)
+    np.testing.assert_allclose(model(x), x, rtol=1e-6)
+    trained = ResUNet(channels=1, depth=2, base_filters=4, normalization="background")
+    # a*x + b in gives a*f(x) + b out: flux units do not matter
+    np.testing.assert_allclose(trained(3 * x + 100), 3 * np.asarray(trained(x)) + 100, rtol=1e-4)
+
+
+def test_mixed_precision_keeps_float32_output():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = ResUNet(channels=3, depth=2, base_filters=4)
+    out = model(np.random.default_rng(0).random((1, 16, 16, 3)).astype(np.float32))
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(channels=0), "channels"), (dict(depth=9), "depth"),
+                                          (dict(normalization="minmax"), "normalization")])
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ResUNet(**kwargs)
