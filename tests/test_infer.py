@@ -1,0 +1,112 @@
+"""Tiled inference with Gaussian feathering (AstroPics §3): coverage, exactness, seams, NaN."""
+
+import keras
+import numpy as np
+import pytest
+
+from astrotf.errors import AstroTFError
+from astrotf.infer import TileOptions, adapt_channels, denoise_tiled, gaussian_weight, tile_starts
+
+
+def identity(batch):
+    return batch
+
+
+@pytest.mark.parametrize("length,tile,step", [(100, 32, 24), (32, 32, 8), (33, 32, 32), (257, 64, 48)])
+def test_tile_starts_cover_every_pixel(length, tile, step):
+    covered = np.zeros(length, bool)
+    for s in tile_starts(length, tile, step):
+        assert 0 <= s <= length - tile
+        covered[s:s + tile] = True
+    assert covered.all()
+
+
+def test_identity_model_returns_input_for_random_shapes_and_overlaps():
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        h, w = rng.integers(1, 120, 2)
+        c = int(rng.choice([1, 3]))
+        overlap = float(rng.choice([0.0, 0.1, 0.25, 0.5]))
+        image = rng.random((h, w, c), dtype=np.float32)
+        out = denoise_tiled(image, identity, TileOptions(tile=32, overlap=overlap, batch_size=3))
+        # exact up to float32 rounding of sum(w * x) / sum(w)
+        np.testing.assert_array_equal(out, image)
+
+
+def test_tiled_matches_whole_image_prediction_for_a_small_conv_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, None, 1)), keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+                              keras.layers.Conv2D(1, 3, padding="same")])
+    image = np.random.default_rng(1).random((70, 90, 1), dtype=np.float32)
+    whole = np.asarray(model(image[None]))[0]
+    tiled = denoise_tiled(image, lambda b: np.asarray(model(b)), TileOptions(tile=32, overlap=0.5, batch_size=4))
+    # reflect padding at the frame borders differs from the model's zero padding: compare the interior
+    inner = (slice(3, -3), slice(3, -3))
+    assert np.abs(tiled[inner] - whole[inner]).max() < 0.05 * whole.std()
+    assert np.abs(tiled[inner] - whole[inner]).mean() < 0.005 * whole.std()
+
+
+def seam_strength(image):
+    """Largest jump of the second difference along rows and columns."""
+    return max(np.abs(np.diff(image, 2, axis=0)).max(), np.abs(np.diff(image, 2, axis=1)).max())
+
+
+def test_gaussian_overlap_removes_seams_that_naive_tiling_shows():
+    # a model whose output depends on the tile it sees (local contrast boost) makes seams
+    def context_dependent(batch):
+        return batch + 0.5 * (batch - batch.mean(axis=(1, 2), keepdims=True))
+
+    yy, xx = np.mgrid[0:128, 0:128].astype(np.float32)
+    gradient = ((xx + yy) / 256.0)[..., None]
+    naive = denoise_tiled(gradient, context_dependent, TileOptions(tile=32, overlap=0.0))
+    feathered = denoise_tiled(gradient, context_dependent, TileOptions(tile=32, overlap=0.25))
+    wide = denoise_tiled(gradient, context_dependent, TileOptions(tile=32, overlap=0.5))
+    assert seam_strength(naive) > 0.05
+    # the jump between tiles is spread over the overlap: the wider, the smoother
+    assert seam_strength(feathered) < 0.3 * seam_strength(naive)
+    assert seam_strength(wide) < 0.6 * seam_strength(feathered)
+
+
+def test_nan_pixels_stay_out_of_the_network_and_come_back_as_nan():
+    image = np.random.default_rng(2).random((64, 80, 1), dtype=np.float32)
+    image[10:20, 5:30] = np.nan
+    image[:, 70:] = np.nan
+    seen = []
+
+    def spy(batch):
+        seen.append(np.isfinite(batch).all())
+        return batch
+
+    out = denoise_tiled(image, spy, TileOptions(tile=32, overlap=0.25))
+    assert all(seen)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(image))
+    np.testing.assert_array_equal(out[np.isfinite(image)], image[np.isfinite(image)])
+
+
+def test_all_masked_tiles_are_skipped():
+    image = np.full((96, 96, 1), np.nan, np.float32)
+    image[:20, :20] = 1.0
+    calls = []
+    denoise_tiled(image, lambda b: calls.append(len(b)) or b, TileOptions(tile=32, overlap=0.0, batch_size=1))
+    assert sum(calls) < 9  # a 3 x 3 grid, most of it NaN only
+
+
+def test_gaussian_weight_peaks_in_the_centre_and_never_vanishes():
+    w = gaussian_weight(64, 0.25)
+    assert w.max() == w[31:33, 31:33].max() and w.min() > 0.01
+    assert (gaussian_weight(64, 0.0) == 1).all()
+
+
+def test_channel_adaptation():
+    rgb = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
+    per_channel = adapt_channels(lambda b: b * 2, model_channels=1, image_channels=3)
+    np.testing.assert_allclose(per_channel(rgb), rgb * 2)
+    mono = rgb[..., :1]
+    np.testing.assert_allclose(adapt_channels(lambda b: b, 3, 1)(mono), mono)
+
+
+@pytest.mark.parametrize("kwargs,match", [(dict(tile=8), "tile"), (dict(overlap=0.95), "overlap"),
+                                          (dict(batch_size=0), "batch_size")])
+def test_tile_options_validate(kwargs, match):
+    with pytest.raises(AstroTFError, match=match):
+        TileOptions(**kwargs)
