@@ -63,3 +63,16 @@ def test_mixed_precision_keeps_float32_output():
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ResUNet(**kwargs)
+
+
+def test_bilinear_upsample_matches_keras_upsampling2d_and_traces_with_dynamic_shape():
+    import tensorflow as tf
+
+    from astrotf.layers.blocks import BilinearUpsample2x
+
+    x = np.random.default_rng(3).random((2, 5, 7, 3)).astype(np.float32)
+    reference = keras.layers.UpSampling2D(2, interpolation="bilinear")(x)
+    np.testing.assert_allclose(BilinearUpsample2x()(x), reference, atol=1e-6)
+    layer = BilinearUpsample2x()
+    fn = tf.function(layer.call, input_signature=[tf.TensorSpec([None, None, None, 3])])
+    np.testing.assert_allclose(fn(x), reference, atol=1e-6)

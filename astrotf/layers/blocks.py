@@ -99,3 +99,40 @@ class CropLike(layers.Layer):
 
     def compute_output_shape(self, x_shape, reference_shape):
         return (x_shape[0], reference_shape[1], reference_shape[2], x_shape[3])
+
+
+@keras.saving.register_keras_serializable(package="astrotf")
+class BilinearUpsample2x(layers.Layer):
+    """2× bilinear upsampling (half-pixel centres, edges clamped) for any, even dynamic, H × W.
+
+    Gives the same values as ``UpSampling2D(2, interpolation="bilinear")``, whose
+    TensorFlow implementation cannot be traced with unknown height and width (as a
+    SavedModel signature for tiles of any size needs): each output pair is
+    ``0.75 * x[i] + 0.25 * x[i -/+ 1]``, interleaved with a reshape.
+    """
+
+    @staticmethod
+    def _up(x, axis):
+        first = ops.take(x, ops.convert_to_tensor([0]), axis=axis)
+        n = ops.shape(x)[axis]
+        last = ops.take(x, ops.reshape(n - 1, (1,)), axis=axis)
+        head = ops.take(x, ops.arange(0, n - 1), axis=axis)
+        tail = ops.take(x, ops.arange(1, n), axis=axis)
+        prev = ops.concatenate([first, head], axis=axis)
+        nxt = ops.concatenate([tail, last], axis=axis)
+        even = 0.75 * x + 0.25 * prev
+        odd = 0.75 * x + 0.25 * nxt
+        stacked = ops.stack([even, odd], axis=axis + 1)
+        shape = ops.shape(x)
+        new_shape = [shape[0], shape[1], shape[2], shape[3]]
+        new_shape[axis] = 2 * n
+        return ops.reshape(stacked, new_shape)
+
+    def call(self, x):
+        return self._up(self._up(x, 1), 2)
+
+    def compute_output_shape(self, input_shape):
+        def up(n):
+            return None if n is None else 2 * n
+
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])

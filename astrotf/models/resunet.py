@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from astrotf.layers.blocks import CropLike, PadToMultiple, ResidualBlock
+from astrotf.layers.blocks import BilinearUpsample2x, CropLike, PadToMultiple, ResidualBlock
 from astrotf.layers.normalization import BackgroundNormalization, Denormalization
 
 NORMALIZATIONS = ("none", "background")
@@ -86,7 +86,7 @@ class ResUNet(keras.Model):
             h = layers.MaxPooling2D(2, name=f"down{level}")(h)
         h = ResidualBlock(base_filters * 2**depth, activation, name="bottleneck")(h)
         for level in reversed(range(depth)):
-            h = layers.UpSampling2D(2, interpolation="bilinear", name=f"up{level}")(h)
+            h = BilinearUpsample2x(name=f"up{level}")(h)
             h = layers.Concatenate(name=f"skip{level}")([h, skips[level]])
             h = ResidualBlock(base_filters * 2**level, activation, name=f"dec{level}")(h)
         correction = layers.Conv2D(channels, 1, dtype="float32", name="head")(h)

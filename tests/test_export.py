@@ -1,0 +1,93 @@
+"""SavedModel export: TF Serving layout, serving_default signature, parity with Keras, metadata."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from astrotf.errors import AstroTFError
+from astrotf.export import export_run
+from astrotf.infer import load_model
+from astrotf.models.resunet import ResUNet
+
+
+def fake_run(tmp_path, **model_kwargs):
+    """A run folder as training leaves it: run.json and model_best.keras."""
+    kwargs = dict(channels=3, depth=2, base_filters=4) | model_kwargs
+    model = ResUNet(**kwargs)
+    run = tmp_path / "run"
+    run.mkdir()
+    model.save(run / "model_best.keras")
+    recipe = {"model": {"name": "resunet", **{"activation": "relu", "normalization": "none"}, **kwargs},
+              "data": {"tile": 32}, "loss": {}, "train": {}}
+    (run / "run.json").write_text(json.dumps({"recipe": recipe, "step": 7, "epoch": 1, "wall_time_s": 3.0,
+                                              "hardware": {"cpu": "test"}, "data": {"data_dir": "x"}}))
+    return run, model
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("export")
+    run, model = fake_run(tmp)
+    out = export_run(run, tmp / "saved_models" / "tiny")
+    return out, model
+
+
+def test_layout_and_metadata(exported):
+    out, _ = exported
+    assert (out / "1" / "saved_model.pb").is_file() and (out / "model.keras").is_file()
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["channels"] == 3 and meta["data_domain"] == "stretched" and meta["tile"] == 32
+    assert meta["signature"] == {"name": "serving_default", "input": "image", "output": "denoised",
+                                 "shape": [None, None, None, 3], "dtype": "float32"}
+    assert meta["training"]["steps"] == 7 and meta["training"]["hardware"] == {"cpu": "test"}
+
+
+def test_serving_signature_matches_keras_at_two_batch_sizes_and_odd_size(exported):
+    out, model = exported
+    serve = tf.saved_model.load(str(out / "1")).signatures["serving_default"]
+    rng = np.random.default_rng(0)
+    for shape in [(1, 32, 32, 3), (3, 37, 29, 3)]:
+        x = rng.random(shape, dtype=np.float32)
+        got = serve(image=tf.constant(x))["denoised"].numpy()
+        np.testing.assert_allclose(got, model(x), atol=1e-5)
+
+
+def test_saved_model_cli_lists_serving_default(exported):
+    out, _ = exported
+    cli = shutil.which("saved_model_cli") or str(Path(sys.executable).parent / "saved_model_cli")
+    result = subprocess.run([cli, "show", "--dir", str(out / "1"), "--all"], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "serving_default" in result.stdout and "image" in result.stdout and "denoised" in result.stdout
+
+
+def test_infer_loads_saved_model_and_keras_file_alike(exported):
+    out, model = exported
+    x = np.random.default_rng(1).random((2, 32, 32, 3), dtype=np.float32)
+    from_saved = load_model(out)
+    from_keras = load_model(out / "model.keras")
+    np.testing.assert_allclose(from_saved.predict(x), model(x), atol=1e-5)
+    np.testing.assert_allclose(from_keras.predict(x), model(x), atol=1e-5)
+    assert from_saved.channels == 3 and from_saved.domain == "stretched"
+
+
+def test_linear_model_exports_its_normalisation(tmp_path):
+    run, model = fake_run(tmp_path, channels=1, normalization="background")
+    out = export_run(run, tmp_path / "mono")
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["data_domain"] == "linear" and meta["normalization"]["kind"] == "background"
+    x = (np.random.default_rng(2).normal(1000, 30, (1, 33, 35, 1))).astype(np.float32)
+    np.testing.assert_allclose(load_model(out).predict(x), model(x), rtol=1e-5)
+
+
+def test_export_refuses_to_overwrite(exported, tmp_path):
+    out, _ = exported
+    run, _ = fake_run(tmp_path)
+    with pytest.raises(AstroTFError, match="already exists"):
+        export_run(run, out)
