@@ -1,0 +1,110 @@
+"""`astrotf infer` and `astrotf export` from the command line: formats, headers, no overwrite, bad files."""
+
+import numpy as np
+import pytest
+import tifffile
+from astropy.io import fits
+from click.testing import CliRunner
+
+from astrotf import io
+from astrotf.cli import main
+from astrotf.models.resunet import ResUNet
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("models")
+    rgb = ResUNet(channels=3, depth=2, base_filters=4)
+    mono = ResUNet(channels=1, depth=2, base_filters=4, normalization="background")
+    rgb.save(tmp / "rgb.keras")
+    mono.save(tmp / "mono.keras")
+    return {"rgb": str(tmp / "rgb.keras"), "mono": str(tmp / "mono.keras")}
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["infer", "-q", "--tile", "32", *map(str, args)])
+
+
+def test_16bit_rgb_tiff_round_trip(tmp_path, models):
+    src = tmp_path / "m31.tif"
+    data = (np.random.default_rng(0).random((45, 61, 3)) * 65535).astype(np.uint16)
+    tifffile.imwrite(src, data, photometric="rgb")
+    result = invoke(src, "--model", models["rgb"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "m31_denoised.tif"
+    written = tifffile.imread(out)
+    assert written.dtype == np.uint16 and written.shape == data.shape
+    np.testing.assert_array_equal(tifffile.imread(src), data)  # the input is untouched
+
+
+def test_fits_keeps_header_adds_history_and_nan(tmp_path, models):
+    src = tmp_path / "frame.fits"
+    data = np.random.default_rng(1).normal(300, 10, (40, 50)).astype(np.float32)
+    data[:5, :5] = np.nan
+    header = fits.Header({"OBJECT": "NGC 1234", "EXPTIME": 120.0, "BUNIT": "electron"})
+    fits.PrimaryHDU(data, header).writeto(src)
+    result = invoke(src, "--model", models["mono"], "--out-dir", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    with fits.open(tmp_path / "out" / "frame_denoised.fits") as hdul:
+        out_header, out = hdul[0].header, hdul[0].data
+    assert out_header["OBJECT"] == "NGC 1234" and out_header["EXPTIME"] == 120.0
+    assert any("astrotf" in str(card) for card in out_header["HISTORY"])
+    assert np.isnan(out[:5, :5]).all() and np.isfinite(out[5:, 5:]).all()
+    # linear data stay in their units: the background level is kept
+    assert abs(np.nanmedian(out) - np.nanmedian(data)) < 5
+
+
+@pytest.mark.parametrize("suffix,dtype", [(".png", np.uint8), (".png", np.uint16)])
+def test_png_round_trip_keeps_dtype(tmp_path, models, suffix, dtype):
+    src = tmp_path / f"sky{suffix}"
+    scale = np.iinfo(dtype).max
+    data = (np.random.default_rng(2).random((33, 40, 3)) * scale).astype(dtype)
+    info = io.ImageInfo(path=src, format="png", dtype=np.dtype(dtype), channels=3, layout="HWC", scale=scale)
+    io.write_image(src, data.astype(np.float32) / scale, info)
+    assert invoke(src, "--model", models["rgb"]).exit_code == 0
+    out, out_info = io.read_image(tmp_path / f"sky_denoised{suffix}")
+    assert out_info.dtype == dtype and out.shape == (33, 40, 3)
+
+
+def test_existing_output_needs_force_and_input_is_never_overwritten(tmp_path, models):
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, np.zeros((32, 32), np.uint8))
+    assert invoke(src, "--model", models["rgb"]).exit_code == 0
+    again = invoke(src, "--model", models["rgb"])
+    assert again.exit_code != 0 and "--force" in again.output
+    assert invoke(src, "--model", models["rgb"], "--force").exit_code == 0
+    same = invoke(src, "--model", models["rgb"], "-o", src)
+    assert same.exit_code != 0 and "overwrite the input" in same.output
+
+
+def test_bad_file_is_reported_and_the_others_go_on(tmp_path, models):
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
+    bad = tmp_path / "broken.fits"
+    bad.write_bytes(b"not a fits file at all")
+    result = invoke(bad, good, "--model", models["rgb"])
+    assert result.exit_code == 1
+    assert (tmp_path / "good_denoised.tif").exists()
+    assert "broken.fits" in result.output and "1 of 2 image(s) failed" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--overlap", "0.95"], "--overlap"),
+    (["--model", "no-such-model"], "no such model"),
+    (["--tile", "4"], "--tile"),
+])
+def test_bad_options_are_named(tmp_path, models, args, message):
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, np.zeros((32, 32), np.uint8))
+    result = CliRunner().invoke(main, ["infer", "-q", str(src), *args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_export_cli_writes_serving_layout(tmp_path):
+    from tests.test_export import fake_run
+
+    run, _ = fake_run(tmp_path)
+    result = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "sm" / "tiny")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "sm" / "tiny" / "1" / "saved_model.pb").exists()
