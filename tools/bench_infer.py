@@ -1,0 +1,99 @@
+"""Inference speed and memory of the shipped models: tiled (overlap 0.25) against one whole-frame call.
+
+For each model, on a synthetic frame of the model's kind, in the same run:
+  * Mpix/s of ``denoise_tiled`` at overlap 0.25 (the default) and at overlap 0 (naive tiles),
+  * Mpix/s of one call of the model on the whole frame (padded inside the model),
+  * the ratio tiled / whole in time (the overlap alone costs 1 / (1 - 0.25)^2 = 1.78x),
+  * peak resident memory of a tiled run on a large mono frame, measured in a child process.
+
+    python tools/bench_infer.py [--size 2048] [--big 10000] [--models resunet-rgb resunet-mono]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def frame(size: int, channels: int, linear: bool, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if linear:
+        return rng.poisson(100.0, (size, size, channels)).astype(np.float32)
+    return np.clip(rng.normal(0.2, 0.05, (size, size, channels)), 0, 1).astype(np.float32)
+
+
+def seconds(fn, repeat: int = 2) -> float:
+    fn()  # warm-up: tracing, first allocation
+    best = np.inf
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_model(name: str, size: int, batch: int) -> dict:
+    import tensorflow as tf
+
+    from astrotf.infer import TileOptions, denoise_tiled, load_model
+
+    model = load_model(name)
+    image = frame(size, model.channels, model.domain == "linear")
+    mpix = size * size / 1e6
+    tiled = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.25, batch)))
+    naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch)))
+    whole = seconds(lambda: model.predict(image[None]), repeat=1)
+    del tf
+    return {"model": name, "frame": f"{size}x{size}x{model.channels}", "tiled_mpix_s": mpix / tiled,
+            "naive_mpix_s": mpix / naive, "whole_mpix_s": mpix / whole, "tiled_over_whole": tiled / whole}
+
+
+def peak_rss_child(name: str, size: int) -> float:
+    """Peak RSS in GB of a child process that denoises a (size, size) mono frame tiled."""
+    code = (
+        "import json, resource, numpy as np\n"
+        "from astrotf.infer import TileOptions, denoise_tiled, load_model\n"
+        f"m = load_model({name!r})\n"
+        f"x = np.random.default_rng(0).poisson(100.0, ({size}, {size}, 1)).astype(np.float32)\n"
+        "from astrotf.infer import adapt_channels\n"
+        "p = adapt_channels(m.predict, m.channels, 1)\n"
+        "denoise_tiled(x, p, TileOptions(256, 0.25, 8))\n"
+        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1]) / 1024**2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["resunet-rgb", "resunet-mono"])
+    parser.add_argument("--size", type=int, default=2048, help="side of the speed-test frame")
+    parser.add_argument("--big", type=int, default=0, help="side of the mono frame for peak RSS (0: skip)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    rows = [bench_model(name, args.size, args.batch_size) for name in args.models]
+    print("| model | frame | tiled 0.25 Mpix/s | naive tiles Mpix/s | whole frame Mpix/s | tiled / whole time |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['frame']} | {r['tiled_mpix_s']:.2f} | {r['naive_mpix_s']:.2f} | "
+              f"{r['whole_mpix_s']:.2f} | {r['tiled_over_whole']:.2f} |")
+    if args.big:
+        for name in args.models:
+            gb = peak_rss_child(name, args.big)
+            rows.append({"model": name, "peak_rss_gb": gb, "big_frame": args.big})
+            print(f"peak RSS, {name}, tiled {args.big}x{args.big} mono frame: {gb:.2f} GB")
+    print(f"(this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB peak RSS)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
