@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,7 +31,16 @@ from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
 
-SHIPPED = Path(__file__).resolve().parent.parent / "saved_models"
+
+def shipped_model_dirs() -> list[Path]:
+    """Where shipped models are looked up, first match wins: ``$ASTROTF_MODELS``, the
+    source checkout's ``saved_models/``, and ``<prefix>/share/astrotf/saved_models`` of an
+    installed package."""
+    dirs = [Path(os.environ["ASTROTF_MODELS"])] if os.environ.get("ASTROTF_MODELS") else []
+    dirs.append(Path(__file__).resolve().parent.parent / "saved_models")
+    dirs.append(Path(sys.prefix) / "share" / "astrotf" / "saved_models")
+    return [d for d in dirs if d.is_dir()]
+
 DEFAULT_MODELS = {"stretched": "resunet-rgb", "linear": "resunet-mono"}
 
 
@@ -235,10 +245,10 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return path
-    shipped = SHIPPED / str(name_or_path)
-    if shipped.exists():
-        return shipped
-    names = sorted(p.name for p in SHIPPED.iterdir() if p.is_dir()) if SHIPPED.is_dir() else []
+    for folder in shipped_model_dirs():
+        if (folder / str(name_or_path)).exists():
+            return folder / str(name_or_path)
+    names = sorted({p.name for d in shipped_model_dirs() for p in d.iterdir() if p.is_dir()})
     raise AstroTFError(f"{name_or_path}: no such model file or folder; shipped models: {', '.join(names) or 'none'}")
 
 
