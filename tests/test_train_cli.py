@@ -117,3 +117,39 @@ def test_bad_input_gives_one_line_error(tmp_path, setup, args, message):
     assert "Traceback" not in result.output
     error_lines = [line for line in result.output.splitlines() if line.startswith("Error")]
     assert len(error_lines) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_and_resume_continues(rgb_folder, tmp_path):
+    """SIGINT (Ctrl-C) to a real training process: clean stop with a checkpoint, then --resume."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    recipe = tiny_recipe(tmp_path)
+    cmd = [sys.executable, "-m", "astrotf.cli", "train", "resunet", "--data", str(rgb_folder), "--out", str(out),
+           "--config", recipe, "--epochs", "50", *TINY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "run.json").exists():
+        time.sleep(0.2)
+    assert (out / "run.json").exists(), "training never wrote its first checkpoint"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    assert "--resume" in output and "Traceback" not in output
+    state = json.loads((out / "run.json").read_text())
+    assert state["status"] == "interrupted" and state["step"] >= 1
+    stopped_at = state["step"]
+
+    target = stopped_at // 2 + 2  # epochs of 2 steps: finish the epoch in progress and one more
+    resumed = run(["train", "resunet", "--out", str(out), "--config", recipe, "--resume", "--epochs", str(target),
+                   *TINY])
+    assert resumed.exit_code == 0, resumed.output
+    state = json.loads((out / "run.json").read_text())
+    assert state["step"] == 2 * target and state["status"] == "finished"
