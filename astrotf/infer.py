@@ -5,9 +5,10 @@ inside some tile; tiles of ``tile`` px are taken every ``step = tile * (1 - over
 px, sent through the model in batches, multiplied by a 2-D Gaussian weight and summed
 into an accumulator and a weight map; ``final = accumulator / weight``.
 
-Memory stays bounded: tiles are produced one band of rows at a time and never held
-all at once; the only full-size buffers are the padded input, the accumulator and
-the weight map. NaN pixels (off-disk, masked) are filled before the network and
+Memory stays bounded: tiles are produced one row of tiles at a time and never held
+all at once, and the float64 accumulator and weight map cover a single band of
+``tile`` rows; finished rows go straight to the output. The full-size buffers are
+the (padded) input and the output. NaN pixels (off-disk, masked) are filled before the network and
 come back as NaN; bands with no finite pixel are skipped.
 
 Models are loaded from a ``.keras`` file, a SavedModel directory (TF Serving layout
@@ -173,46 +174,53 @@ def denoise_tiled(
     height, width, channels = image.shape
     t, m = options.tile, options.margin
     filled, bad = fill_nonfinite(image.astype(np.float32, copy=False))
-    padded = _pad(filled, m, max(m, t - height - m), m, max(m, t - width - m))
+    pads = (m, max(m, t - height - m), m, max(m, t - width - m))
+    padded = _pad(filled, *pads)
+    has_finite = None if bad is None else ~_pad(bad.all(axis=-1)[..., None], *pads)[..., 0]
     rows = tile_starts(padded.shape[0], t, options.step)
     cols = tile_starts(padded.shape[1], t, options.step)
     weight_tile = gaussian_weight(t, options.overlap, options.edge)[..., None].astype(np.float64)
-    # float64 sums make final = sum(w * x) / sum(w) exact for an identity model (the
-    # products of two float32 are exact in float64); 10k x 10k mono needs 1.6 GB for both.
-    acc = np.zeros(padded.shape, np.float64)
-    weight = np.zeros(padded.shape[:2] + (1,), np.float64)
-    finite_rows = None if bad is None else ~_pad(bad.all(axis=-1)[..., None], m, padded.shape[0] - height - m,
-                                                 m, padded.shape[1] - width - m)[..., 0]
+    out = np.empty((height, width, channels), np.float32)
+
+    # Rolling band of t padded rows starting at `top`: rows above the next tile row are final
+    # and go to `out`. float64 sums make final = sum(w * x) / sum(w) exact for an identity
+    # model (products of two float32 are exact in float64).
+    acc = np.zeros((t, padded.shape[1], channels), np.float64)
+    weight = np.zeros((t, padded.shape[1], 1), np.float64)
+    top = 0
+
+    def finalize(n_rows: int) -> None:
+        """Write padded rows [top, top + n_rows) that lie in the frame to `out`."""
+        lo, hi = max(top, m), min(top + n_rows, m + height)
+        if hi > lo:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                band = acc[lo - top:hi - top, m:m + width] / weight[lo - top:hi - top, m:m + width]
+            out[lo - m:hi - m] = band
 
     total, done = len(rows) * len(cols), 0
-    batch, where = [], []
-
-    def flush():
-        out = np.asarray(predict(np.stack(batch)), np.float32)
-        for (r, c), tile_out in zip(where, out):
-            acc[r:r + t, c:c + t] += tile_out.astype(np.float64) * weight_tile
-            weight[r:r + t, c:c + t] += weight_tile
-        batch.clear()
-        where.clear()
-
     for r in rows:
-        for c in cols:
-            done += 1
-            if finite_rows is not None and not finite_rows[r:r + t, c:c + t].any():
-                continue  # nothing but masked pixels: the output is NaN there anyway
-            batch.append(padded[r:r + t, c:c + t])
-            where.append((r, c))
-            if len(batch) == options.batch_size:
-                flush()
-                if progress:
-                    progress(done, total)
-    if batch:
-        flush()
-    if progress:
-        progress(total, total)
-    del padded
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (acc[m:m + height, m:m + width] / weight[m:m + height, m:m + width]).astype(np.float32)
+        shift = r - top
+        if shift:
+            finalize(shift)
+            for buf in (acc, weight):
+                buf[:t - shift] = buf[shift:]
+                buf[t - shift:] = 0.0
+            top = r
+        batch, where = [], []
+        for i, c in enumerate(cols):
+            if has_finite is None or has_finite[r:r + t, c:c + t].any():  # skip masked-only tiles
+                batch.append(padded[r:r + t, c:c + t])
+                where.append(c)
+            if batch and (len(batch) == options.batch_size or i == len(cols) - 1):
+                result = np.asarray(predict(np.stack(batch)), np.float32)
+                for c0, tile_out in zip(where, result):
+                    acc[:, c0:c0 + t] += tile_out.astype(np.float64) * weight_tile
+                    weight[:, c0:c0 + t] += weight_tile
+                batch, where = [], []
+        done += len(cols)
+        if progress:
+            progress(done, total)
+    finalize(t)
     if bad is not None:
         out[bad] = np.nan
     return out
