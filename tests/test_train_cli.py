@@ -135,9 +135,11 @@ def test_ctrl_c_saves_and_resume_continues(rgb_folder, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     deadline = time.time() + 120
-    while time.time() < deadline and not (out / "run.json").exists():
+    while time.time() < deadline and not (out / "run.json").exists() and proc.poll() is None:
         time.sleep(0.2)
-    assert (out / "run.json").exists(), "training never wrote its first checkpoint"
+    if not (out / "run.json").exists():
+        proc.kill()
+        pytest.fail(f"training never wrote its first checkpoint:\n{proc.communicate()[0]}")
     time.sleep(1.0)
     proc.send_signal(signal.SIGINT)
     output, _ = proc.communicate(timeout=120)
