@@ -6,3 +6,15 @@ class AstroTFError(ValueError):
 
     The CLI prints ``str(error)`` and exits with status 2 instead of showing a traceback.
     """
+
+
+def check_fields(config, checks) -> None:
+    """Validate dataclass fields: ``checks`` is ``[(field, ok, expected), ...]``.
+
+    Raises ``ValueError("`field` must be <expected>. Received: field=<value>")`` for the
+    first check that fails, in the style of Keras' argument errors.
+    """
+    for name, ok, expected in checks:
+        if not ok:
+            msg = f"`{name}` must be {expected}. Received: {name}={getattr(config, name)!r}"
+            raise ValueError(msg)

@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 
 from astrotf.data.pipeline import DataConfig
-from astrotf.errors import AstroTFError
+from astrotf.errors import AstroTFError, check_fields
 from astrotf.losses import LossConfig
 
 if sys.version_info >= (3, 11):
@@ -86,10 +86,7 @@ class TrainConfig:
             ("checkpoint_every", isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 1,
              "an integer >= 1"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                msg = f"`{name}` must be {expected}. Received: {name}={getattr(self, name)!r}"
-                raise ValueError(msg)
+        check_fields(self, checks)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,7 @@ from astrotf.data.noise import (
     add_astropics_noise,
     add_physical_noise,
 )
-from astrotf.errors import AstroTFError
+from astrotf.errors import AstroTFError, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,7 @@ class DataConfig:
              "an integer >= 1"),
             ("val_fraction", 0.0 <= self.val_fraction < 1.0, "in [0, 1)"),
         ]
-        for name, ok, expected in checks:
-            if not ok:
-                msg = f"`{name}` must be {expected}. Received: {name}={getattr(self, name)!r}"
-                raise ValueError(msg)
+        check_fields(self, checks)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,57 @@
+"""The shipped models: metadata complete, identity on clean data, default model choice from the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from astrotf import io
+from astrotf.cli import main
+from astrotf.infer import TileOptions, denoise_image, load_model, shipped_model_dirs
+
+SHIPPED = ["resunet-rgb", "resunet-mono"]
+SAMPLES = io.pathlib.Path(__file__).resolve().parent.parent / "astrotf" / "samples"
+
+
+def psnr(a, b, data_range):
+    return 10 * np.log10(data_range**2 / np.mean((a - b) ** 2))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_metadata_records_what_the_model_expects_and_how_it_was_made(name):
+    folder = next(d / name for d in shipped_model_dirs() if (d / name).is_dir())
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["data_domain"] in ("stretched", "linear") and meta["channels"] in (1, 3)
+    training = meta["training"]
+    assert training["steps"] > 0 and training["wall_time_s"] > 0
+    assert training["hardware"]["cpu"] and training["data"]["n_images"] > 0
+    assert (folder / "1" / "saved_model.pb").is_file()
+
+
+def test_rgb_model_leaves_a_clean_image_unchanged():
+    data, _ = io.read_image(SAMPLES / "hubble_deep_field.tif")
+    crop = data[200:456, 300:556]
+    out = denoise_image(crop, load_model("resunet-rgb"), TileOptions(256, 0.25))
+    assert psnr(out, crop, 1.0) >= 40.0
+
+
+def test_mono_model_lowers_the_noise_and_keeps_the_background(tmp_path):
+    data, _ = io.read_image(SAMPLES / "starfield.fits")
+    window = data[:256, :256]
+    out = denoise_image(window, load_model("resunet-mono"), TileOptions(256, 0.25))
+    sky_in, sky_out = np.median(window), np.median(out)
+    mad = lambda x: 1.4826 * np.median(np.abs(x - np.median(x)))  # noqa: E731
+    assert mad(out) < 0.7 * mad(window)
+    assert abs(sky_out - sky_in) < 0.1 * mad(window)
+
+
+def test_cli_picks_the_model_that_fits_the_data(tmp_path):
+    rgb, rgb_info = io.read_image(SAMPLES / "hubble_deep_field.tif")
+    io.write_image(tmp_path / "rgb.tif", rgb[:200, :300], rgb_info)
+    mono, mono_info = io.read_image(SAMPLES / "starfield.fits")
+    io.write_image(tmp_path / "mono.fits", mono[:200, :300], mono_info)
+    result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "rgb.tif"), str(tmp_path / "mono.fits")])
+    assert result.exit_code == 0, result.output
+    assert "-> model resunet-rgb" in result.output and "-> model resunet-mono" in result.output
+    assert (tmp_path / "rgb_denoised.tif").exists() and (tmp_path / "mono_denoised.fits").exists()
