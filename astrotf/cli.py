@@ -93,10 +93,16 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
 
     Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume.
     """
-    from astrotf.recipes import Recipe, load_recipe, override
+    from astrotf.recipes import Recipe, load_recipe, override, recipe_from_dict
 
     recipe_path = _resolve_recipe(config)
-    recipe = load_recipe(recipe_path) if recipe_path else Recipe()
+    if resume and recipe_path is None:
+        from astrotf.train import load_run
+
+        # continue with the run's own settings; options given now still override them
+        recipe = recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))
+    else:
+        recipe = load_recipe(recipe_path) if recipe_path else Recipe()
     mode = None if paired is None else ("paired" if paired else "clean-only")
     recipe = override(
         recipe, data__mode=mode, data__batch_size=batch_size, data__tile=tile, data__seed=seed,

@@ -21,7 +21,6 @@ step counter, per-epoch data seed) and a clean stop on Ctrl-C.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -116,9 +115,9 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     Parameters
     ----------
     recipe : Recipe
-        Model, data, loss and optimisation settings. On resume, the recipe saved in
-        the run is used, with ``train.epochs`` (and other train settings) taken from
-        this argument so that a run can be extended.
+        Model, data, loss and optimisation settings. On resume its ``model`` must
+        match the run's; the other sections may differ (e.g. more ``train.epochs`` to
+        extend a run).
     data_dir : path or None
         Training images; on resume ``None`` means the folder the run was started on.
     run_dir : path
@@ -143,7 +142,8 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     if resume:
         state = load_run(run_dir)
         saved = recipe_from_dict(state["recipe"], str(state_path))
-        recipe = dataclasses.replace(saved, train=recipe.train)
+        if saved.model != recipe.model:
+            raise AstroTFError(f"{run_dir}: the run's model is {saved.model}, the recipe asks for {recipe.model}")
         data_dir = Path(data_dir or state["data"]["data_dir"])
     else:
         if state_path.exists():

@@ -7,7 +7,7 @@ import tifffile
 from astrotf.data import pipeline
 from astrotf.data.pipeline import DataConfig
 from astrotf.errors import AstroTFError
-from tests.conftest import synthetic_sky, write_png
+from tests.conftest import synthetic_sky
 
 
 def paired_folder(tmp_path, n=3, size=40):

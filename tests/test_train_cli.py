@@ -43,7 +43,8 @@ def test_train_writes_checkpoint_and_resume_continues_step_counter(rgb_folder, t
     again = run(["train", "resunet", "--data", str(rgb_folder), "--out", str(out), "--config", recipe, *TINY])
     assert again.exit_code == 2 and "--resume" in again.output
 
-    resumed = run(["train", "resunet", "--out", str(out), "--config", recipe, "--resume", "--epochs", "2", *TINY])
+    # no --config, no --steps-per-epoch: the run's own settings are used
+    resumed = run(["train", "resunet", "--out", str(out), "--resume", "--epochs", "2", "-q"])
     assert resumed.exit_code == 0, resumed.output
     state = json.loads((out / "run.json").read_text())
     assert state["step"] == 4 and state["epoch"] == 2 and state["status"] == "finished"
