@@ -49,6 +49,8 @@ def main(verbose: int) -> None:
     _quiet_tensorflow()
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(verbose + 1, 2)]
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        logging.getLogger("absl").setLevel(logging.WARNING)  # checkpoint sharding chatter
 
 
 @main.group()
@@ -147,7 +149,7 @@ def _output_path(image: Path, output: Path | None, out_dir: Path | None) -> Path
               help="Shipped model name, .keras file or SavedModel folder. Default: chosen from the data.")
 @click.option("--overlap", type=click.FloatRange(0.0, 0.9), default=0.25, show_default=True,
               help="Fraction of a tile shared with its neighbours; 0 = naive tiling.")
-@click.option("--tile", type=click.IntRange(min=16), help="Tile size in px. [model's training tile]")
+@click.option("--tile", type=click.IntRange(min=16), help="Tile size in px. [256, or the model's training tile if larger]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per model call.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (never the input).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
@@ -183,7 +185,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, force,
             model = models[name]
             if model_name is None:
                 click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name}", err=True)
-            options = TileOptions(tile=tile or model.tile, overlap=overlap, batch_size=batch_size)
+            options = TileOptions(tile=tile or max(256, model.tile), overlap=overlap, batch_size=batch_size)
             if quiet:
                 result = denoise_image(data, model, options)
             else:

@@ -59,6 +59,9 @@ class TrainConfig:
         Keras dtype policy; the loss, the last layer and the residual sum always stay
         in float32. ``auto`` (default) picks the fast path for the hardware, see
         :func:`resolve_precision`.
+    clip_norm : float or None
+        Clip the global gradient norm to this value (None: no clipping). Useful for
+        linear data, whose normalised star peaks are thousands of sigma.
     checkpoint_every : int
         Steps between "last" checkpoints (also written at every epoch end and on Ctrl-C).
     seed : int
@@ -71,6 +74,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_steps: int = 200
     precision: str = "auto"
+    clip_norm: float | None = None
     checkpoint_every: int = 100
     seed: int = 0
 
@@ -83,6 +87,8 @@ class TrainConfig:
             ("schedule", self.schedule in ("cosine", "constant"), "'cosine' or 'constant'"),
             ("warmup_steps", isinstance(self.warmup_steps, int) and self.warmup_steps >= 0, "an integer >= 0"),
             ("precision", self.precision in PRECISIONS, f"one of {PRECISIONS}"),
+            ("clip_norm", self.clip_norm is None or (isinstance(self.clip_norm, (int, float)) and self.clip_norm > 0),
+             "None or > 0"),
             ("checkpoint_every", isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 1,
              "an integer >= 1"),
         ]

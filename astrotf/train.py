@@ -180,7 +180,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
             warmup_target=tcfg.lr if warmup else None, warmup_steps=warmup)
     else:
         lr = tcfg.lr
-    optimizer = keras.optimizers.Adam(learning_rate=lr)
+    optimizer = keras.optimizers.Adam(learning_rate=lr, global_clipnorm=tcfg.clip_norm)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(model.trainable_variables)

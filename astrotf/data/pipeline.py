@@ -318,8 +318,12 @@ def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, e
         tiles = tiles.shuffle(config.shuffle_buffer, seed=config.seed + epoch)
     tiles = tiles.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     batches = tiles.batch(config.batch_size, drop_remainder=training)
-    # star masks per batch: the mask ops run much faster on a batch than tile by tile
-    batches = batches.map(lambda x, y: (x, y, star_mask(y, config.star_mask)),
+    # Star masks per batch (the mask ops run much faster on a batch than tile by tile).
+    # The absolute threshold (stretched data) applies to the clean target as in §2.3; the
+    # sigma threshold (linear data) needs a noise scale, which a noise-free target lacks
+    # (its MAD is ~0), so there the cores are the k-sigma detections in the noisy input.
+    from_noisy = config.star_mask.threshold_sigma is not None
+    batches = batches.map(lambda x, y: (x, y, star_mask(x if from_noisy else y, config.star_mask)),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if not training:
         batches = batches.cache()
