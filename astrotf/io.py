@@ -404,7 +404,24 @@ def _write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: l
     for key, value in scaling.items():
         hdu.header[key] = value
     hdul = fits.HDUList([fits.PrimaryHDU(), hdu] if compression else [hdu])
+    hdul.extend(_other_extensions(info))
     hdul.writeto(tmp, output_verify="silentfix", checksum=extra.get("checksum", False))
+
+
+def _other_extensions(info: ImageInfo) -> list:
+    """Copies of the source file's extensions other than the image (tables, masks, weights).
+
+    Nothing of the input is lost: a catalogue or a data-quality extension travels to the output.
+    """
+    if info.format != "fits" or not info.path.is_file():
+        return []
+    try:
+        with fits.open(info.path, lazy_load_hdus=False) as source:
+            return [h.copy() for i, h in enumerate(source)
+                    if i != info.hdu_index and i > 0 and not (isinstance(h, fits.CompImageHDU) and i == 1)]
+    except (OSError, ValueError) as err:
+        logger.warning("%s: extensions not copied to the output (%s)", info.path, _one_line(err))
+        return []
 
 
 def _write_tiff(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo) -> None:

@@ -403,3 +403,19 @@ def test_list_images_needs_a_folder(tmp_path):
 def test_supported_suffixes():
     assert set(SUPPORTED_SUFFIXES) == {".fits", ".fit", ".fts", ".fits.gz", ".fit.gz",
                                        ".tif", ".tiff", ".png", ".jpg", ".jpeg"}
+
+
+def test_fits_extensions_other_than_the_image_are_kept(tmp_path):
+    from astropy.table import Table
+
+    src = tmp_path / "field.fits"
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    table = fits.table_to_hdu(Table({"x": [1.5, 2.5], "flux": [10.0, 20.0]}))
+    table.name = "TRUTH"
+    fits.HDUList([fits.PrimaryHDU(image), table]).writeto(src)
+    data, info = read_image(src)
+    write_image(tmp_path / "out.fits", data * 2, info)
+    with fits.open(tmp_path / "out.fits") as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "TRUTH"]
+        np.testing.assert_array_equal(hdul["TRUTH"].data["flux"], [10.0, 20.0])
+        np.testing.assert_array_equal(hdul[0].data, image * 2)
