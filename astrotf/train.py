@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -251,7 +250,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
             done_in_epoch = step - epoch * tcfg.steps_per_epoch
             remaining = tcfg.steps_per_epoch - max(done_in_epoch, 0)
             if verbose:
-                print(f"Epoch {epoch + 1}/{tcfg.epochs}", file=sys.stderr)
+                log.info("Epoch %d/%d", epoch + 1, tcfg.epochs)
             bar = keras.utils.Progbar(tcfg.steps_per_epoch, verbose=verbose if verbose else 0,
                                       stateful_metrics=["lr"])
             if done_in_epoch > 0:
@@ -300,8 +299,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
                     writer.writeheader()
                 writer.writerow(row)
             if verbose:
-                print(f"  val_loss {val['loss']:.5f} (best {min(float(best_var), val['loss']):.5f})",
-                      file=sys.stderr)
+                log.info("val_loss %.5f (best %.5f)", val["loss"], min(float(best_var), val["loss"]))
             if val["loss"] < float(best_var):
                 best_var.assign(val["loss"])
                 model.save(run_dir / "model_best.keras")
