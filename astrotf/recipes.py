@@ -36,6 +36,7 @@ class ModelConfig:
     base_filters: int = 16
     activation: str = "relu"
     normalization: str = "none"
+    space_to_depth: int = 1
 
     def kwargs(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}

@@ -10,6 +10,8 @@ from astrotf.models.resunet import ResUNet
 CASES = [
     dict(channels=3, depth=2, base_filters=4),
     dict(channels=1, depth=3, base_filters=4, normalization="background"),
+    dict(channels=3, depth=2, base_filters=4, space_to_depth=2),
+    dict(channels=1, depth=2, base_filters=4, normalization="background", space_to_depth=2),
 ]
 
 
@@ -31,9 +33,10 @@ def test_model_contract(kwargs, tmp_path):
     np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6 * scale)
 
 
-def test_zero_head_is_exact_identity():
+@pytest.mark.parametrize("space_to_depth", [1, 2])
+def test_zero_head_is_exact_identity(space_to_depth):
     """The global residual: a model whose correction is zero returns its input bit for bit."""
-    model = ResUNet(channels=3, depth=2, base_filters=4)
+    model = ResUNet(channels=3, depth=2, base_filters=4, space_to_depth=space_to_depth)
     head = model.get_layer("head")
     head.set_weights([np.zeros_like(w) for w in head.get_weights()])
     x = np.random.default_rng(1).random((2, 19, 23, 3)).astype(np.float32)
@@ -59,7 +62,8 @@ def test_mixed_precision_keeps_float32_output():
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(channels=0), "channels"), (dict(depth=9), "depth"),
-                                          (dict(normalization="minmax"), "normalization")])
+                                          (dict(normalization="minmax"), "normalization"),
+                                          (dict(space_to_depth=3), "space_to_depth")])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ResUNet(**kwargs)
@@ -76,3 +80,27 @@ def test_bilinear_upsample_matches_keras_upsampling2d_and_traces_with_dynamic_sh
     layer = BilinearUpsample2x()
     fn = tf.function(layer.call, input_signature=[tf.TensorSpec([None, None, None, 3])])
     np.testing.assert_allclose(fn(x), reference, atol=1e-6)
+
+
+def test_space_to_depth_matches_tensorflow_and_is_inverted_exactly():
+    import tensorflow as tf
+
+    from astrotf.layers.blocks import DepthToSpace, SpaceToDepth
+
+    x = np.random.default_rng(4).random((2, 6, 10, 3)).astype(np.float32)
+    folded = SpaceToDepth(2)(x)
+    np.testing.assert_array_equal(folded, tf.nn.space_to_depth(x, 2))
+    np.testing.assert_array_equal(DepthToSpace(2)(folded), x)
+    fn = tf.function(lambda t: DepthToSpace(2)(SpaceToDepth(2)(t)),
+                     input_signature=[tf.TensorSpec([None, None, None, 3])])
+    np.testing.assert_array_equal(fn(x), x)
+
+
+def test_space_to_depth_model_is_translation_consistent_on_block_grid():
+    """Shifting the input by one pooling cell (2 px unshuffle x 2 px pool) shifts the output alike."""
+    model = ResUNet(channels=1, depth=1, base_filters=4, space_to_depth=2)
+    x = np.random.default_rng(5).random((1, 128, 128, 1)).astype(np.float32)
+    shifted = np.roll(x, 4, axis=1)
+    a = np.asarray(model(x))[0, 56:72, 56:72]
+    b = np.asarray(model(shifted))[0, 60:76, 56:72]
+    np.testing.assert_allclose(a, b, atol=1e-5)

@@ -136,3 +136,69 @@ class BilinearUpsample2x(layers.Layer):
             return None if n is None else 2 * n
 
         return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
+
+
+@keras.saving.register_keras_serializable(package="astrotf")
+class SpaceToDepth(layers.Layer):
+    """Fold each ``block × block`` patch of pixels into channels (pixel unshuffle).
+
+    ``(B, H, W, C) -> (B, H / block, W / block, block² · C)``, lossless and exactly
+    undone by :class:`DepthToSpace`. Used as the front end of a fast denoiser
+    (FFDNet, Zhang et al. 2018): the network then works at half resolution, where a
+    3×3 convolution costs a quarter as much per input pixel and sees twice as far.
+    H and W must be multiples of ``block`` (see :class:`PadToMultiple`).
+    """
+
+    def __init__(self, block: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        if block < 1:
+            msg = f"`block` must be a positive integer. Received: block={block}"
+            raise ValueError(msg)
+        self.block = int(block)
+
+    def call(self, x):
+        b = self.block
+        shape = ops.shape(x)
+        x = ops.reshape(x, [shape[0], shape[1] // b, b, shape[2] // b, b, shape[3]])
+        x = ops.transpose(x, [0, 1, 3, 2, 4, 5])
+        return ops.reshape(x, [shape[0], shape[1] // b, shape[2] // b, b * b * shape[3]])
+
+    def compute_output_shape(self, input_shape):
+        def down(n):
+            return None if n is None else n // self.block
+
+        channels = None if input_shape[3] is None else input_shape[3] * self.block**2
+        return (input_shape[0], down(input_shape[1]), down(input_shape[2]), channels)
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}
+
+
+@keras.saving.register_keras_serializable(package="astrotf")
+class DepthToSpace(layers.Layer):
+    """Unfold channels into ``block × block`` pixel patches: the inverse of :class:`SpaceToDepth`."""
+
+    def __init__(self, block: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        if block < 1:
+            msg = f"`block` must be a positive integer. Received: block={block}"
+            raise ValueError(msg)
+        self.block = int(block)
+
+    def call(self, x):
+        b = self.block
+        shape = ops.shape(x)
+        c = shape[3] // (b * b)
+        x = ops.reshape(x, [shape[0], shape[1], shape[2], b, b, c])
+        x = ops.transpose(x, [0, 1, 3, 2, 4, 5])
+        return ops.reshape(x, [shape[0], shape[1] * b, shape[2] * b, c])
+
+    def compute_output_shape(self, input_shape):
+        def up(n):
+            return None if n is None else n * self.block
+
+        channels = None if input_shape[3] is None else input_shape[3] // self.block**2
+        return (input_shape[0], up(input_shape[1]), up(input_shape[2]), channels)
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}

