@@ -151,10 +151,12 @@ def _output_path(image: Path, output: Path | None, out_dir: Path | None) -> Path
               help="Fraction of a tile shared with its neighbours; 0 = naive tiling.")
 @click.option("--tile", type=click.IntRange(min=16), help="Tile size in px. [256, or the model's training tile if larger]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per model call.")
+@click.option("--backend", type=click.Choice(["tensorflow", "onnxruntime"]), default="tensorflow",
+              show_default=True, help="Engine that runs the model (onnxruntime needs the model's model.onnx).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (never the input).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @friendly_errors
-def infer(images, output, out_dir, model_name, overlap, tile, batch_size, force, quiet):
+def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, force, quiet):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
     The result keeps the input's format, dtype, channel layout and header (plus a
@@ -181,7 +183,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, force,
             domain = guess_domain(data, info)
             name = model_name or DEFAULT_MODELS[domain]
             if name not in models:
-                models[name] = load_model(name)
+                models[name] = load_model(name, backend=backend)
             model = models[name]
             if model_name is None:
                 click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name}", err=True)
@@ -222,17 +224,22 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, force,
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--credits", "credits_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="JSON file with data credits and licences to record in metadata.json.")
+@click.option("--format", "formats", type=click.Choice(["savedmodel", "onnx"]), multiple=True,
+              help="Also write model.onnx with 'onnx' (repeatable). The SavedModel is always written.")
 @click.option("--force", is_flag=True, help="Replace an existing export.")
 @friendly_errors
-def export(run_dir, out, version, checkpoint, credits_file, force):
-    """Export a training run as a TF Serving SavedModel with metadata.json."""
+def export(run_dir, out, version, checkpoint, credits_file, formats, force):
+    """Export a training run as a TF Serving SavedModel with metadata.json (and ONNX)."""
     import json
 
     from astrotf.export import export_run
 
     credits = json.loads(credits_file.read_text()) if credits_file else None
-    path = export_run(run_dir, out, version=version, checkpoint=checkpoint, credits=credits, force=force)
-    click.echo(f"exported {run_dir} -> {path} (serving_default: image -> denoised)")
+    formats = tuple(dict.fromkeys(("savedmodel",) + formats))
+    path = export_run(run_dir, out, version=version, checkpoint=checkpoint, credits=credits, force=force,
+                      formats=formats)
+    extra = " + model.onnx" if "onnx" in formats else ""
+    click.echo(f"exported {run_dir} -> {path} (serving_default: image -> denoised){extra}")
 
 
 if __name__ == "__main__":  # pragma: no cover

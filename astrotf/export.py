@@ -7,6 +7,8 @@ Layout (TF Serving's model base path)::
                             input  "image"    float32 [None, None, None, C]  (tiles, any H x W)
                             output "denoised" float32 [None, None, None, C]
       model.keras         the same weights as a Keras model (fine-tuning, Python API)
+      model.onnx          with ``formats`` including "onnx": the same graph for ONNX Runtime
+                          (input "image", output "denoised", dynamic N, H, W; needs tf2onnx)
       metadata.json       channels, data domain, normalisation, tile, recipe, provenance, version
 
 The export is always float32, whatever precision the run trained in.
@@ -85,13 +87,56 @@ def export_saved_model(model, path: str | os.PathLike) -> None:
     archive.write_out(str(path), verbose=False)
 
 
+ONNX_OPSET = 17
+FORMATS = ("savedmodel", "onnx")
+
+
+def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> None:
+    """Write a Keras model as ONNX with input ``image`` and output ``denoised`` (dynamic N, H, W).
+
+    Keras converts through tf2onnx; the model is called once first, as Keras requires.
+
+    Raises
+    ------
+    AstroTFError
+        If tf2onnx / onnx are not installed (``pip install "astrotf[onnx]"``).
+    """
+    import numpy as np
+
+    try:
+        import onnx
+        import tf2onnx  # noqa: F401
+    except ImportError:
+        msg = 'ONNX export needs tf2onnx and onnx: pip install "astrotf[onnx]"'
+        raise AstroTFError(msg) from None
+    import tensorflow as tf
+
+    channels = int(model.input_shape[-1])
+    model(np.zeros((1, 32, 32, channels), np.float32))
+    spec = tf.TensorSpec([None, None, None, channels], tf.float32, name=INPUT_NAME)
+    model.export(str(path), format="onnx", input_signature=[spec], opset_version=opset, verbose=False)
+    graph = onnx.load(str(path))
+    (output,) = graph.graph.output
+    for node in graph.graph.node:  # tf2onnx names the output after the TF tensor ("Identity:0")
+        node.output[:] = [OUTPUT_NAME if name == output.name else name for name in node.output]
+    output.name = OUTPUT_NAME
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
+
+
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: int = 1,
-               checkpoint: str = "best", credits: dict | None = None, force: bool = False) -> Path:
+               checkpoint: str = "best", credits: dict | None = None, force: bool = False,
+               formats: tuple[str, ...] = ("savedmodel",)) -> Path:
     """Export ``run_dir/model_{checkpoint}.keras`` to ``out`` (see the module docstring).
 
-    Written into a temporary folder beside ``out`` and moved into place, so a failed
-    export never leaves half a model behind.
+    The SavedModel, ``model.keras`` and ``metadata.json`` are always written;
+    ``formats`` containing ``"onnx"`` adds ``model.onnx``. Written into a temporary
+    folder beside ``out`` and moved into place, so a failed export never leaves half a
+    model behind.
     """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise AstroTFError(f"unknown export format(s) {unknown}; expected some of {list(FORMATS)}")
     from astrotf.train import load_run
 
     run_dir, out = Path(run_dir), Path(out)
@@ -114,6 +159,10 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
         export_saved_model(model, tmp / str(version))
         model.save(tmp / "model.keras")
         metadata = build_metadata(run, out.name, version)
+        if "onnx" in formats:
+            export_onnx(model, tmp / "model.onnx")
+            metadata["onnx"] = {"file": "model.onnx", "opset": ONNX_OPSET,
+                                "input": INPUT_NAME, "output": OUTPUT_NAME}
         if credits:
             metadata["credits"] = credits
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))

@@ -277,16 +277,55 @@ def _saved_model_dir(path: Path) -> Path | None:
     return None
 
 
-def load_model(name_or_path: str | os.PathLike) -> LoadedModel:
+BACKENDS = ("tensorflow", "onnxruntime")
+
+
+def _load_onnx(path: Path, metadata: dict) -> LoadedModel:
+    """An ONNX Runtime session on ``path`` (a .onnx file or a folder holding model.onnx)."""
+    onnx_file = path if path.suffix == ".onnx" else path / "model.onnx"
+    if not onnx_file.is_file():
+        raise AstroTFError(f"{path}: no model.onnx; export it with `astrotf export RUN --format onnx`")
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise AstroTFError('the onnxruntime backend needs onnxruntime: pip install "astrotf[onnx]"') from None
+    try:
+        session = ort.InferenceSession(str(onnx_file), providers=ort.get_available_providers())
+    except Exception as err:  # onnxruntime raises its own exception types for a bad file
+        raise AstroTFError(f"{onnx_file}: cannot be loaded by ONNX Runtime ({str(err).splitlines()[0]})") from None
+    (inp,) = session.get_inputs()
+    if "channels" not in metadata and isinstance(inp.shape[-1], int):
+        metadata["channels"] = inp.shape[-1]
+
+    def predict(batch):
+        return session.run(None, {inp.name: np.ascontiguousarray(batch, np.float32)})[0]
+
+    return LoadedModel(metadata.get("name", onnx_file.parent.name), predict, metadata)
+
+
+def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow") -> LoadedModel:
     """Load a model for inference, in float32 whatever precision it was trained in.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        A shipped model's name, an exported model folder, a SavedModel folder, a
+        ``.keras`` file or (ONNX Runtime) a ``.onnx`` file.
+    backend : {"tensorflow", "onnxruntime"}
+        ``onnxruntime`` runs the folder's ``model.onnx`` (see :func:`astrotf.export.export_onnx`)
+        on the best available execution provider (CUDA, TensorRT, else CPU).
 
     Raises
     ------
     AstroTFError
-        Unknown name, or a file/folder that is not a Keras model or SavedModel.
+        Unknown name or backend, or a file/folder that is not a model.
     """
+    if backend not in BACKENDS:
+        raise AstroTFError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
     path = resolve_model_path(name_or_path)
     metadata = _find_metadata(path)
+    if backend == "onnxruntime":
+        return _load_onnx(path, metadata)
     import tensorflow as tf
 
     if path.is_dir() and (path / "model.keras").is_file() and _saved_model_dir(path) is None:

@@ -91,3 +91,31 @@ def test_export_refuses_to_overwrite(exported, tmp_path):
     run, _ = fake_run(tmp_path)
     with pytest.raises(AstroTFError, match="already exists"):
         export_run(run, out)
+
+
+@pytest.fixture(scope="module")
+def exported_onnx(tmp_path_factory):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    tmp = tmp_path_factory.mktemp("onnx")
+    run, model = fake_run(tmp, channels=1, normalization="background", space_to_depth=2)
+    out = export_run(run, tmp / "saved_models" / "tiny-onnx", formats=("savedmodel", "onnx"))
+    return out, model
+
+
+def test_onnx_matches_tensorflow_on_two_tile_sizes_and_odd_frames(exported_onnx):
+    out, model = exported_onnx
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["onnx"]["input"] == "image" and meta["onnx"]["output"] == "denoised"
+    onnx_model = load_model(out, backend="onnxruntime")
+    rng = np.random.default_rng(1)
+    for shape in [(4, 32, 32, 1), (2, 64, 64, 1), (1, 37, 53, 1)]:  # odd H x W exercises pad + crop
+        x = rng.normal(0.0, 1.0, shape).astype(np.float32)
+        np.testing.assert_allclose(onnx_model.predict(x), model(x), atol=1e-4)
+
+
+def test_onnx_backend_without_onnx_file_is_a_clear_error(exported):
+    pytest.importorskip("onnxruntime")
+    out, _ = exported
+    with pytest.raises(AstroTFError, match="no model.onnx"):
+        load_model(out, backend="onnxruntime")

@@ -74,8 +74,10 @@ class PadToMultiple(layers.Layer):
 
     def call(self, x):
         shape = ops.shape(x)
-        pad_h = (-shape[1]) % self.multiple
-        pad_w = (-shape[2]) % self.multiple
+        # (m - n % m) % m rather than (-n) % m: only non-negative operands, so the pad is
+        # right under C-style remainders too (ONNX Mod as converted by tf2onnx).
+        pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
+        pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
         # Reflection needs the pad to be smaller than the side; symmetric covers tiny inputs too.
         return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="symmetric")
 
