@@ -7,12 +7,19 @@ For each model, on a synthetic frame of the model's kind, in the same run:
   * peak resident memory of a tiled run on a large mono frame, measured in a child process.
 
     python tools/bench_infer.py [--size 2048] [--big 10000] [--models resunet-rgb resunet-mono]
+                                [--backends tensorflow onnxruntime]
+
+With several backends, every engine runs the same exported model on the same frame in the same run
+(ONNX Runtime needs the model folder's model.onnx: ``astrotf export RUN --format onnx``); the
+largest difference from TensorFlow's output is printed beside the speed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import resource
 import subprocess
 import sys
@@ -38,20 +45,22 @@ def seconds(fn, repeat: int = 2) -> float:
     return best
 
 
-def bench_model(name: str, size: int, batch: int) -> dict:
-    import tensorflow as tf
-
+def bench_model(name: str, size: int, batch: int, backend: str = "tensorflow", reference=None) -> dict:
     from astrotf.infer import TileOptions, denoise_tiled, load_model
 
-    model = load_model(name)
+    model = load_model(name, backend=backend)
     image = frame(size, model.channels, model.domain == "linear")
     mpix = size * size / 1e6
     tiled = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.25, batch)))
     naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch)))
     whole = seconds(lambda: model.predict(image[None]), repeat=1)
-    del tf
-    return {"model": name, "frame": f"{size}x{size}x{model.channels}", "tiled_mpix_s": mpix / tiled,
-            "naive_mpix_s": mpix / naive, "whole_mpix_s": mpix / whole, "tiled_over_whole": tiled / whole}
+    out = np.asarray(model.predict(image[None, :512, :512]))
+    row = {"model": name, "backend": backend, "frame": f"{size}x{size}x{model.channels}",
+           "tiled_mpix_s": mpix / tiled, "naive_mpix_s": mpix / naive, "whole_mpix_s": mpix / whole,
+           "tiled_over_whole": tiled / whole, "output": out}
+    if reference is not None:
+        row["max_abs_diff"] = float(np.abs(out - reference).max())
+    return row
 
 
 def peak_rss_child(name: str, size: int) -> float:
@@ -76,14 +85,28 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, help="side of the speed-test frame")
     parser.add_argument("--big", type=int, default=0, help="side of the mono frame for peak RSS (0: skip)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--backends", nargs="+", default=["tensorflow"], choices=["tensorflow", "onnxruntime"])
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    rows = [bench_model(name, args.size, args.batch_size) for name in args.models]
-    print("| model | frame | tiled 0.25 Mpix/s | naive tiles Mpix/s | whole frame Mpix/s | tiled / whole time |")
-    print("|---|---|---|---|---|---|")
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+               platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
+    print(f"{time.strftime('%Y-%m-%d')}, {cpu}, {len(os.sched_getaffinity(0))} cores, "
+          f"frame {args.size}x{args.size}, batch {args.batch_size}")
+    rows = []
+    for name in args.models:
+        reference = None
+        for backend in args.backends:
+            row = bench_model(name, args.size, args.batch_size, backend, reference)
+            reference = row.pop("output") if reference is None else reference
+            row.pop("output", None)
+            rows.append(row)
+    print("| model | backend | frame | tiled 0.25 Mpix/s | naive tiles Mpix/s | whole frame Mpix/s "
+          "| tiled / whole time | max abs diff vs first backend |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} | {r['frame']} | {r['tiled_mpix_s']:.2f} | {r['naive_mpix_s']:.2f} | "
-              f"{r['whole_mpix_s']:.2f} | {r['tiled_over_whole']:.2f} |")
+        diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "-"
+        print(f"| {r['model']} | {r['backend']} | {r['frame']} | {r['tiled_mpix_s']:.2f} | {r['naive_mpix_s']:.2f} | "
+              f"{r['whole_mpix_s']:.2f} | {r['tiled_over_whole']:.2f} | {diff} |")
     if args.big:
         for name in args.models:
             gb = peak_rss_child(name, args.big)
