@@ -140,8 +140,60 @@ def _output_path(image: Path, output: Path | None, out_dir: Path | None) -> Path
     return (out_dir or image.parent) / f"{stem}_denoised{image.name[len(stem):]}"
 
 
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        index, count = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise AstroTFError(f"--shard must be I/N, e.g. 0/4. Received: --shard={value}") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise AstroTFError(f"--shard I/N needs 0 <= I < N. Received: --shard={value}")
+    return index, count
+
+
+def _collect_inputs(images: tuple[Path, ...], from_list: Path | None, shard: tuple[int, int] | None) -> list[Path]:
+    """Inputs from the command line and a list file (one path per line, # comments), then this shard's share."""
+    paths = list(images)
+    if from_list is not None:
+        for line in from_list.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                paths.append(Path(line))
+    paths = list(dict.fromkeys(paths))
+    if not paths:
+        raise AstroTFError("no input images: give IMAGE arguments or --from-list FILE")
+    if shard is not None:
+        index, count = shard
+        paths = sorted(paths)[index::count]  # sorted: every shard sees the same order
+    return paths
+
+
+class _Manifest:
+    """JSON lines, one per input, appended and flushed at once (a crash loses at most one line)."""
+
+    def __init__(self, path: Path | None):
+        self.fh = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, **record) -> None:
+        if self.fh is not None:
+            import json
+            import time
+
+            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
+            self.fh.write(json.dumps(record, default=str) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
 @main.command()
-@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Output file (one input only). Default: <stem>_denoised.<ext> beside the input.")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), help="Folder for the outputs.")
@@ -155,28 +207,53 @@ def _output_path(image: Path, output: Path | None, out_dir: Path | None) -> Path
               show_default=True, help="Engine that runs the model (onnxruntime needs the model's model.onnx).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (never the input).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--from-list", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Text file of input paths, one per line (for archives too large for a command line).")
+@click.option("--skip-existing", is_flag=True,
+              help="Skip inputs whose output exists (outputs are written atomically, so they are complete): "
+                   "run the same command again after a crash to resume.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON-lines log of every input's result, timing and error, appended. "
+                   "[default with --out-dir: DIR/astrotf-manifest.jsonl]")
+@click.option("--shard", metavar="I/N", help="Process only the I-th of N interleaved shares of the sorted inputs "
+                                               "(e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
 @friendly_errors
-def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, force, quiet):
+def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, force, quiet,
+          from_list, skip_existing, manifest, shard):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
     The result keeps the input's format, dtype, channel layout and header (plus a
     HISTORY card). Over many files, a bad one is reported and the rest go on; the
     exit status is then 1.
     """
+    images = _collect_inputs(images, from_list, _parse_shard(shard))
     if output is not None and len(images) > 1:
         raise AstroTFError("-o/--output takes one input image; use --out-dir for several")
     if output is not None and out_dir is not None:
         raise AstroTFError("use either -o/--output or --out-dir, not both")
+    if skip_existing and force:
+        raise AstroTFError("use either --skip-existing or --force, not both")
+    import time
+
     from astrotf import io
     from astrotf.infer import DEFAULT_MODELS, TileOptions, denoise_image, guess_domain, load_model
 
+    if manifest is None and out_dir is not None:
+        manifest = out_dir / "astrotf-manifest.jsonl"
+    log_file = _Manifest(manifest)
     models: dict = {}
-    failures = []
-    for image in images:
+    failures, skipped = [], 0
+    for number, image in enumerate(images, 1):
+        started = time.perf_counter()
+        target = None
         try:
             target = _output_path(image, output, out_dir)
             if target.resolve() == image.resolve():
                 raise AstroTFError(f"{target}: output would overwrite the input")
+            if target.exists() and skip_existing:
+                skipped += 1
+                log_file.write(input=image, output=target, status="skipped")
+                continue
             if target.exists() and not force:
                 raise AstroTFError(f"{target}: output exists; pass --force to overwrite it")
             data, info = io.read_image(image)
@@ -203,10 +280,19 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             if out_dir is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
             io.write_image(target, result, info, history=history, overwrite=force)
-            click.echo(f"{image} -> {target}", err=True)
+            seconds = time.perf_counter() - started
+            log_file.write(input=image, output=target, status="ok", seconds=round(seconds, 3),
+                           model=model.name, shape=list(data.shape))
+            counter = f"[{number}/{len(images)}] " if len(images) > 1 else ""
+            click.echo(f"{counter}{image} -> {target} ({seconds:.1f} s)", err=True)
         except AstroTFError as err:
             failures.append(str(err))
+            log_file.write(input=image, output=target, status="error", error=str(err),
+                           seconds=round(time.perf_counter() - started, 3))
             click.echo(f"Error: {err}", err=True)
+    log_file.close()
+    if skipped:
+        click.echo(f"{skipped} of {len(images)} image(s) skipped: output already there", err=True)
     if failures:
         if len(images) > 1:
             click.echo(f"{len(failures)} of {len(images)} image(s) failed:", err=True)
