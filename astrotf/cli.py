@@ -87,10 +87,14 @@ def _resolve_recipe(config: str | None) -> Path | None:
               help="Keras dtype policy; auto = mixed_bfloat16 where the hardware has native bfloat16 "
                    "(GPU, AVX512-BF16/AMX CPU), else float32. [recipe: auto]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+              show_default=True,
+              help="tf.distribute: one device; all GPUs of this machine; or the machines of TF_CONFIG. "
+                   "--batch-size is the global batch. Checkpoints work across strategies.")
 @click.option("-q", "--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
 @friendly_errors
 def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size, tile, lr, seed, precision,
-                  resume, quiet):
+                  resume, strategy, quiet):
     """Train the AstroPics ResUNet (star-aware composite loss, synthetic noise).
 
     Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume.
@@ -121,7 +125,7 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
     from astrotf.train import train as run_training
 
     try:
-        state = run_training(recipe, data, out, resume=resume, verbose=2 if quiet else 1)
+        state = run_training(recipe, data, out, resume=resume, verbose=2 if quiet else 1, strategy=strategy)
     except TrainingInterrupted as stop:
         click.echo(f"Interrupted: {stop}", err=True)
         sys.exit(130)

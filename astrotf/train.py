@@ -107,8 +107,60 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     return json.loads(path.read_text())
 
 
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+def _scalar(variable) -> float:
+    """A Keras / tf.distribute scalar variable as a Python number (``int()`` fails on mirrored ones)."""
+    import keras
+
+    return float(keras.ops.convert_to_numpy(variable))
+
+
+def _steps_done(optimizer) -> int:
+    return int(_scalar(optimizer.iterations))
+
+
+def worker_task() -> tuple[bool, int]:
+    """``(is_chief, task_id)`` of this process from ``TF_CONFIG`` (``(True, 0)`` without one).
+
+    The chief is the ``chief`` task or, in a cluster without one, worker 0 (TensorFlow's rule).
+    """
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True, 0
+    try:
+        config = json.loads(raw)
+        task_type, task_id = config["task"]["type"], int(config["task"]["index"])
+    except (ValueError, KeyError, TypeError):
+        raise AstroTFError(f"TF_CONFIG is not valid JSON with task.type and task.index. Received: {raw!r}") from None
+    chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and "chief" not in config["cluster"])
+    return chief, task_id
+
+
+def make_strategy(name: str):
+    """A ``tf.distribute`` strategy by name.
+
+    ``default``: one device; ``mirrored``: all GPUs of this machine (one CPU device
+    without GPUs); ``multiworker``: synchronous data parallelism over the machines of
+    ``TF_CONFIG``, all-reducing gradients with collective ops. Must be called before
+    any other TensorFlow op runs (a MultiWorkerMirroredStrategy requirement).
+    """
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise AstroTFError("--strategy multiworker needs TF_CONFIG describing the cluster and this task")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise AstroTFError(f"unknown strategy {name!r}; expected one of {list(STRATEGIES)}")
+
+
 def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.PathLike, *,
-          resume: bool = False, verbose: int = 1) -> dict:
+          resume: bool = False, verbose: int = 1, strategy: str = "default") -> dict:
     """Train a model on a data folder, or resume a run.
 
     Parameters
@@ -125,6 +177,12 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         Continue from the last checkpoint of ``run_dir``.
     verbose : int
         0 silent, 1 progress bar, 2 one line per epoch.
+    strategy : {"default", "mirrored", "multiworker"}
+        Distribution (see :func:`make_strategy`). The batch is the global batch, split
+        over the replicas; checkpoints are the same whatever the strategy, so a run can
+        be resumed under another one. With several workers the chief writes
+        ``run_dir``; the other workers write their checkpoints and logs to
+        ``run_dir/workers/worker-N`` and resume from the chief's checkpoints.
 
     Returns
     -------
@@ -137,10 +195,12 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         Bad data or run folder. :class:`TrainingInterrupted` after a clean Ctrl-C stop.
     """
     run_dir = Path(run_dir)
-    state_path = run_dir / RUN_FILE
+    is_chief, task_id = worker_task() if strategy == "multiworker" else (True, 0)
+    out_dir = run_dir if is_chief else run_dir / "workers" / f"worker-{task_id}"
+    state_path = out_dir / RUN_FILE
     if resume:
         state = load_run(run_dir)
-        saved = recipe_from_dict(state["recipe"], str(state_path))
+        saved = recipe_from_dict(state["recipe"], str(run_dir / RUN_FILE))
         if saved.model != recipe.model:
             raise AstroTFError(f"{run_dir}: the run's model is {saved.model}, the recipe asks for {recipe.model}")
         data_dir = Path(data_dir or state["data"]["data_dir"])
@@ -155,9 +215,10 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     # Validate the data before the heavy imports and before anything is written.
     from astrotf.data import pipeline
 
-    samples = pipeline.prepare_samples(data_dir, recipe.data, run_dir / "cache")
+    samples = pipeline.prepare_samples(data_dir, recipe.data, out_dir / "cache")
     train_samples, val_samples = pipeline.split_samples(samples, recipe.data.val_fraction, recipe.data.seed)
 
+    distribution = make_strategy(strategy)  # before any other TensorFlow op
     import keras
     import tensorflow as tf
 
@@ -170,31 +231,40 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     log.info("precision: %s", precision)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(tcfg.seed)
-    model = build_model(recipe.model.name, **recipe.model.kwargs())
-    total_steps = tcfg.epochs * tcfg.steps_per_epoch
-    if tcfg.schedule == "cosine":
-        warmup = min(tcfg.warmup_steps, total_steps // 10)
-        lr = keras.optimizers.schedules.CosineDecay(
-            tcfg.lr / 10 if warmup else tcfg.lr, max(total_steps - warmup, 1), alpha=0.05,
-            warmup_target=tcfg.lr if warmup else None, warmup_steps=warmup)
-    else:
-        lr = tcfg.lr
-    optimizer = keras.optimizers.Adam(learning_rate=lr, global_clipnorm=tcfg.clip_norm)
-    if precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-    loss_fn = AstroPicsLoss(recipe.loss)
-    linear = recipe.model.normalization == "background"
+    replicas = distribution.num_replicas_in_sync
+    if recipe.data.batch_size % replicas:
+        raise AstroTFError(f"--batch-size {recipe.data.batch_size} (the global batch) must be a multiple of the "
+                           f"{replicas} replicas of --strategy {strategy}")
+    if replicas > 1 or strategy != "default":
+        log.info("strategy %s: %d replica(s), %d tiles per replica and step", strategy, replicas,
+                 recipe.data.batch_size // replicas)
+    with distribution.scope():  # model, optimizer and counters live on the strategy's devices
+        model = build_model(recipe.model.name, **recipe.model.kwargs())
+        total_steps = tcfg.epochs * tcfg.steps_per_epoch
+        if tcfg.schedule == "cosine":
+            warmup = min(tcfg.warmup_steps, total_steps // 10)
+            lr = keras.optimizers.schedules.CosineDecay(
+                tcfg.lr / 10 if warmup else tcfg.lr, max(total_steps - warmup, 1), alpha=0.05,
+                warmup_target=tcfg.lr if warmup else None, warmup_steps=warmup)
+        else:
+            lr = tcfg.lr
+        optimizer = keras.optimizers.Adam(learning_rate=lr, global_clipnorm=tcfg.clip_norm)
+        if precision == "mixed_float16":
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        loss_fn = AstroPicsLoss(recipe.loss)
+        linear = recipe.model.normalization == "background"
 
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    best_var = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
+        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        best_var = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
     ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best_val_loss=best_var)
-    manager = tf.train.CheckpointManager(ckpt, run_dir / "checkpoints", max_to_keep=3)
+    manager = tf.train.CheckpointManager(ckpt, out_dir / "checkpoints", max_to_keep=3)
     if resume:
-        if manager.latest_checkpoint is None:
+        latest = tf.train.latest_checkpoint(run_dir / "checkpoints")  # every worker resumes from the chief's
+        if latest is None:
             raise AstroTFError(f"{run_dir}: no checkpoint to resume from")
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log.info("resumed from %s at step %d", manager.latest_checkpoint, int(optimizer.iterations))
+        ckpt.restore(latest).assert_existing_objects_matched()
+        log.info("resumed from %s at step %d", latest, _steps_done(optimizer))
 
     def scored(x, y, pred):
         """Prediction and target in the units the loss sees (normalised for linear data)."""
@@ -203,15 +273,20 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         offset, scale = background_stats(x)
         return (y - offset) / scale, (tf.cast(pred, tf.float32) - offset) / scale
 
-    @tf.function
-    def train_step(x, y, mask):
+    def replica_step(x, y, mask):
         with tf.GradientTape() as tape:
             pred = model(x, training=True)
             terms = loss_fn.terms(*scored(x, y, pred), mask)
-            scaled = optimizer.scale_loss(terms["loss"])
+            # each replica's mean loss / replicas: the optimizer all-reduces (sums) the gradients
+            scaled = optimizer.scale_loss(terms["loss"] / replicas)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return terms
+
+    @tf.function
+    def train_step(x, y, mask):
+        terms = distribution.run(replica_step, args=(x, y, mask))
+        return {k: distribution.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in terms.items()}
 
     @tf.function
     def eval_step(x, y, mask):
@@ -219,10 +294,10 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         return loss_fn.terms(*scored(x, y, pred), mask), pred
 
     val_ds = pipeline.make_dataset(val_samples, recipe.data, training=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("previews", "logs"):
-        (run_dir / sub).mkdir(exist_ok=True)
-    writers = {k: tf.summary.create_file_writer(str(run_dir / "logs" / k)) for k in ("train", "validation")}
+        (out_dir / sub).mkdir(exist_ok=True)
+    writers = {k: tf.summary.create_file_writer(str(out_dir / "logs" / k)) for k in ("train", "validation")}
 
     state.update({
         "recipe": recipe.to_dict(),
@@ -230,6 +305,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
                  "validation": [s.name for s in val_samples]},
         "hardware": hardware_summary(),
         "precision": precision,
+        "strategy": {"name": strategy, "replicas": replicas, "chief": is_chief, "task": task_id},
         "astrotf_version": __import__("astrotf").__version__,
     })
     state.setdefault("wall_time_s", 0.0)
@@ -237,16 +313,16 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     wall_start, wall_before = time.time(), state["wall_time_s"]
 
     def save_state(status: str) -> None:
-        manager.save(checkpoint_number=int(optimizer.iterations))
-        state.update({"status": status, "step": int(optimizer.iterations), "epoch": int(epoch_var),
-                      "best_val_loss": float(best_var), "wall_time_s": wall_before + time.time() - wall_start,
+        manager.save(checkpoint_number=_steps_done(optimizer))
+        state.update({"status": status, "step": _steps_done(optimizer), "epoch": int(_scalar(epoch_var)),
+                      "best_val_loss": _scalar(best_var), "wall_time_s": wall_before + time.time() - wall_start,
                       "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         _atomic_json(state_path, state)
 
-    history_path = run_dir / "history.csv"
-    step = int(optimizer.iterations)
+    history_path = out_dir / "history.csv"
+    step = _steps_done(optimizer)
     try:
-        for epoch in range(int(epoch_var), tcfg.epochs):
+        for epoch in range(int(_scalar(epoch_var)), tcfg.epochs):
             done_in_epoch = step - epoch * tcfg.steps_per_epoch
             remaining = tcfg.steps_per_epoch - max(done_in_epoch, 0)
             if verbose:
@@ -256,8 +332,12 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
             if done_in_epoch > 0:
                 bar.update(done_in_epoch)
             sums: dict[str, float] = {}
-            train_ds = pipeline.make_dataset(train_samples, recipe.data, training=True, epoch=epoch)
-            for x, y, mask in train_ds.take(remaining):
+            train_ds = pipeline.make_dataset(train_samples, recipe.data, training=True, epoch=epoch).take(remaining)
+            if strategy != "default":
+                options = tf.data.Options()  # workers take interleaved tiles of the same seeded stream
+                options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+                train_ds = distribution.experimental_distribute_dataset(train_ds.with_options(options))
+            for x, y, mask in train_ds:
                 terms = {k: float(v) for k, v in train_step(x, y, mask).items()}
                 if not np.isfinite(terms["loss"]):
                     raise AstroTFError(f"{run_dir}: loss became {terms['loss']} at step {step + 1}; "
@@ -265,7 +345,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
                 step += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
-                current_lr = float(optimizer.learning_rate)
+                current_lr = _scalar(optimizer.learning_rate)
                 bar.update(step - epoch * tcfg.steps_per_epoch, [("loss", terms["loss"]), ("lr", current_lr)])
                 with writers["train"].as_default(step=step):
                     for k, v in terms.items():
@@ -287,11 +367,11 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
             with writers["validation"].as_default(step=step):
                 for k, v in val.items():
                     tf.summary.scalar(k, v)
-            write_preview(run_dir / "previews" / f"epoch-{epoch + 1:04d}.png", *first, linear=linear)
+            write_preview(out_dir / "previews" / f"epoch-{epoch + 1:04d}.png", *first, linear=linear)
             epoch_var.assign(epoch + 1)
             n_train = max(remaining, 1)
             row = {"epoch": epoch + 1, "step": step, **{f"train_{k}": v / n_train for k, v in sums.items()},
-                   **{f"val_{k}": v for k, v in val.items()}, "lr": float(optimizer.learning_rate)}
+                   **{f"val_{k}": v for k, v in val.items()}, "lr": _scalar(optimizer.learning_rate)}
             new_file = not history_path.exists()
             with history_path.open("a", newline="") as fh:
                 writer = csv.DictWriter(fh, fieldnames=list(row))
@@ -299,16 +379,16 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
                     writer.writeheader()
                 writer.writerow(row)
             if verbose:
-                log.info("val_loss %.5f (best %.5f)", val["loss"], min(float(best_var), val["loss"]))
-            if val["loss"] < float(best_var):
+                log.info("val_loss %.5f (best %.5f)", val["loss"], min(_scalar(best_var), val["loss"]))
+            if val["loss"] < _scalar(best_var):
                 best_var.assign(val["loss"])
-                model.save(run_dir / "model_best.keras")
-            model.save(run_dir / "model_last.keras")
+                model.save(out_dir / "model_best.keras")
+            model.save(out_dir / "model_last.keras")
             save_state("running")
     except KeyboardInterrupt:
         save_state("interrupted")
         raise TrainingInterrupted(
-            f"stopped at step {int(optimizer.iterations)}; checkpoint saved in {run_dir / 'checkpoints'}; "
+            f"stopped at step {_steps_done(optimizer)}; checkpoint saved in {run_dir / 'checkpoints'}; "
             f"continue with: astrotf train {recipe.model.name} --out {run_dir} --resume"
         ) from None
     finally:
