@@ -124,18 +124,23 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         """Scores and options as JSON-ready values (NaN and infinities as None)."""
-        def clean(v):
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, (list, tuple)):
-                return [clean(x) for x in v]
-            if isinstance(v, (float, np.floating)):
-                return float(v) if math.isfinite(v) else None
-            if isinstance(v, np.integer):
-                return int(v)
-            return v
+        return {"options": to_jsonable(dataclasses.asdict(self.options)), "scores": to_jsonable(self.scores)}
 
-        return {"options": clean(dataclasses.asdict(self.options)), "scores": clean(self.scores)}
+
+def to_jsonable(value, skip: tuple = ()):
+    """Nested dicts/lists of NumPy and Python scalars as JSON values: NaN and infinities become None.
+
+    Dictionary keys in ``skip`` are left out (e.g. arrays kept for plots).
+    """
+    if isinstance(value, dict):
+        return {k: to_jsonable(v, skip) for k, v in value.items() if k not in skip}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v, skip) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
 
 
 # (key, label, format) in display order; a table shows the rows that have values
@@ -345,7 +350,8 @@ def format_table(evaluation: Evaluation) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells):
-        return "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+        padded = [c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))]
+        return "| " + " | ".join(padded) + " |"
 
     sep = "|" + "|".join(("-" * (w + 1) + ":") if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])

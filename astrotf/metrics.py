@@ -136,6 +136,13 @@ def _finite_pixels(*arrays: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _scored_pair(reference, image, data_range: float | None):
+    """``(reference, image, finite mask, data range)`` for PSNR and SSIM."""
+    a, b = _pair(reference, image)
+    mask = _finite_pixels(a, b)
+    return a, b, mask, _data_range(a, mask, data_range)
+
+
 def _data_range(reference: np.ndarray, mask: np.ndarray, data_range: float | None) -> float:
     if data_range is None:
         values = reference[mask]
@@ -173,9 +180,7 @@ def psnr(reference: np.ndarray, image: np.ndarray, data_range: float | None = No
     """
     from skimage.metrics import peak_signal_noise_ratio
 
-    a, b = _pair(reference, image)
-    mask = _finite_pixels(a, b)
-    rng = _data_range(a, mask, data_range)
+    a, b, mask, rng = _scored_pair(reference, image, data_range)
     if np.array_equal(a[mask], b[mask]):
         return float("inf")
     return float(peak_signal_noise_ratio(a[mask], b[mask], data_range=rng))
@@ -210,9 +215,7 @@ def ssim(reference: np.ndarray, image: np.ndarray, data_range: float | None = No
     """
     from skimage.metrics import structural_similarity
 
-    a, b = _pair(reference, image)
-    mask = _finite_pixels(a, b)
-    rng = _data_range(a, mask, data_range)
+    a, b, mask, rng = _scored_pair(reference, image, data_range)
     fill = float(np.median(a[mask]))
     _, smap = structural_similarity(np.where(mask, a, fill), np.where(mask, b, fill), data_range=rng,
                                     channel_axis=channel_axis, full=True)
@@ -410,7 +413,8 @@ def correlation(x: np.ndarray, y: np.ndarray) -> LinearFit:
     mask = _finite_pixels(a, b)
     a, b = a[mask], b[mask]
     if a.size < 2 or np.ptp(a) == 0:
-        msg = f"`x` must have at least 2 distinct finite values. Received: {a.size} finite pixel(s), ptp={np.ptp(a) if a.size else 0}"
+        msg = (f"`x` must have at least 2 distinct finite values (pixels finite in both images). "
+               f"Received: {a.size} finite pixel(s), ptp={np.ptp(a) if a.size else 0}")
         raise ValueError(msg)
     fit = linregress(a, b)
     return LinearFit(pearson=float(fit.rvalue), slope=float(fit.slope), intercept=float(fit.intercept),

@@ -1,0 +1,41 @@
+"""tools/bench_quality.py: the star-field case end to end on one tiny field (classical peers only)."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "bench_quality.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_quality", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_star_field_case_scores_truth_input_and_peers(bench):
+    methods = {"Gaussian blur": lambda x: bench.gaussian_filter(x, 1.0),
+               "wavelet": bench.in_noise_units(bench.wavelet, with_sigma=False)}
+    report = bench.bench_fields(1, [2.0], 128, methods)
+    rows = report["2"]["methods"]
+    assert list(rows) == ["noise-free truth", "noisy input", "Gaussian blur", "wavelet"]
+    truth, noisy = rows["noise-free truth"], rows["noisy input"]
+    assert truth["fixed"]["fp"] == 0 and truth["fixed"]["tp"] >= noisy["fixed"]["tp"] > 0
+    assert abs(truth["flux_error_median"]) < 0.02  # aperture correction: the truth measures its own flux
+    assert noisy["snr_gain"] == 1.0
+    text = bench.fields_markdown(report, 128)
+    assert "| noisy input |" in text and "TPR fixed" in text
+
+
+def test_peers_keep_the_data_in_its_units(bench):
+    rng = np.random.default_rng(0)
+    frame = 1000.0 + rng.normal(0, 10.0, (64, 64))
+    for name, method in bench.peers("linear", use_bm3d=False).items():
+        out = method(frame)
+        assert out.shape == frame.shape
+        assert abs(np.median(out) - 1000.0) < 2.0, name
+        assert np.std(out) < 10.0, name
