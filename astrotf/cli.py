@@ -211,6 +211,11 @@ class _Manifest:
               show_default=True, help="Engine that runs the model (onnxruntime needs the model's model.onnx).")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (never the input).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--server", metavar="HOST:PORT",
+              help="Run the model on a TF Serving endpoint (gRPC port, or REST with --protocol rest); "
+                   "--model names the served model. Tiling and blending stay local.")
+@click.option("--protocol", type=click.Choice(["grpc", "rest"]), default="grpc", show_default=True,
+              help="How to talk to --server.")
 @click.option("--from-list", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="Text file of input paths, one per line (for archives too large for a command line).")
 @click.option("--skip-existing", is_flag=True,
@@ -223,7 +228,7 @@ class _Manifest:
                                                "(e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, force, quiet,
-          from_list, skip_existing, manifest, shard):
+          server, protocol, from_list, skip_existing, manifest, shard):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
     The result keeps the input's format, dtype, channel layout and header (plus a
@@ -264,7 +269,13 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             domain = guess_domain(data, info)
             name = model_name or DEFAULT_MODELS[domain]
             if name not in models:
-                models[name] = load_model(name, backend=backend)
+                if server:
+                    from astrotf.serving import connect
+
+                    models[name] = connect(server, name, protocol)
+                    models[name].metadata.setdefault("data_domain", domain)  # no local metadata.json
+                else:
+                    models[name] = load_model(name, backend=backend)
             model = models[name]
             if model_name is None:
                 click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name}", err=True)
