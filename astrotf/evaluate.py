@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from astrotf import metrics
-from astrotf.errors import AstroTFError
+from astrotf.errors import AstroTFError, check_fields
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,6 @@ class EvaluationOptions:
     tolerance: float = 0.1
 
     def __post_init__(self):
-        from astrotf.errors import check_fields
-
         positive = ("threshold_sigma", "radius", "aperture", "tolerance")
         check_fields(self, [(n, _finite(getattr(self, n)) and getattr(self, n) > 0, "a finite number > 0")
                             for n in positive])

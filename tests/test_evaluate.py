@@ -138,3 +138,17 @@ def test_evaluate_does_not_import_tensorflow():
             "print('tensorflow' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_options_name_the_bad_value():
+    with pytest.raises(ValueError, match=r"aperture_correction.*Received: aperture_correction=1.5"):
+        EvaluationOptions(aperture_correction=1.5)
+    with pytest.raises(ValueError, match=r"noise_range"):
+        EvaluationOptions(noise_range=(5.0, -5.0))
+
+
+def test_json_has_no_nan_or_numpy_values(field):
+    clean, noisy, _ = field
+    record = evaluate(clean, noisy, clean).to_dict()
+    text = json.dumps(record, allow_nan=False)  # inf PSNR of the reference against itself becomes null
+    assert '"psnr"' in text
