@@ -57,6 +57,19 @@ class NoiseFit:
         return self.amplitude * np.exp(-0.5 * ((np.asarray(x) - self.mean) / self.sigma) ** 2)
 
 
+def _half_max_sigma(counts: np.ndarray, bin_width: float) -> float:
+    """Sigma of a Gaussian with the full width at half maximum of the histogram's highest peak."""
+    peak = int(np.argmax(counts))
+    above = counts >= counts[peak] / 2.0
+    left = peak
+    while left > 0 and above[left - 1]:
+        left -= 1
+    right = peak
+    while right < len(counts) - 1 and above[right + 1]:
+        right += 1
+    return max((right - left + 1) * bin_width / 2.3548, bin_width)
+
+
 def noise_level(
     image: np.ndarray,
     value_range: tuple[float, float] = (-20.0, 20.0),
@@ -105,8 +118,10 @@ def noise_level(
         raise ValueError(msg)
     counts, edges = np.histogram(values, bins=bins, range=(low, high))
     centers = 0.5 * (edges[:-1] + edges[1:])
-    start = models.Gaussian1D(amplitude=counts.max(), mean=float(np.median(values)),
-                              stddev=max(float(np.std(values)), edges[1] - edges[0]))
+    # start from the peak's half-maximum width, not the std of all values: after a TDR restore the
+    # histogram is a narrow peak on broad wings, and a broad start converges to the wings
+    start = models.Gaussian1D(amplitude=counts.max(), mean=float(centers[np.argmax(counts)]),
+                              stddev=_half_max_sigma(counts, edges[1] - edges[0]))
     fit = fitting.TRFLSQFitter()(start, centers, counts.astype(np.float64))
     return NoiseFit(sigma=abs(float(fit.stddev.value)), mean=float(fit.mean.value),
                     amplitude=float(fit.amplitude.value), n_pixels=int(values.size),
