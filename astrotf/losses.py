@@ -188,3 +188,38 @@ class AstroPicsLoss:
 
     def __call__(self, y_true, y_pred, star_mask):
         return self.terms(y_true, y_pred, star_mask)["loss"]
+
+
+def self2self_loss(y_true, y_pred, keep_mask, valid=None):
+    """Squared error on the dropped pixels only (Self2Self / TDR eq. 3).
+
+    ``sum((1 - B) * valid * (F(B·y) - y)**2) / sum((1 - B) * valid)``: kept pixels
+    (``B = 1``) do not enter the loss, so the network is never rewarded for copying
+    its input. Normalised by the number of scored pixels so the scale does not depend
+    on the keep probability or the patch size.
+
+    Parameters
+    ----------
+    y_true, y_pred : tensor (B, H, W, C)
+        Noisy target ``y`` and prediction ``F(B·y)``, in the network's normalised units.
+    keep_mask : tensor (B, H, W, C) or (B, H, W, 1)
+        Bernoulli mask ``B``: 1 = pixel given to the network, 0 = dropped (scored).
+    valid : tensor, optional
+        1 where the target is a real measurement, 0 where it is not (NaN filled).
+
+    Returns
+    -------
+    Scalar tensor.
+    """
+    y_true, y_pred, keep_mask = _f32(y_true, y_pred, keep_mask)
+    weight = (1.0 - keep_mask) * ops.ones_like(y_true)
+    if valid is not None:
+        weight = weight * ops.cast(valid, "float32")
+    return ops.sum(weight * ops.square(y_pred - y_true)) / ops.maximum(ops.sum(weight), 1.0)
+
+
+class Self2SelfLoss:
+    """Class form of :func:`self2self_loss`: ``loss(y_true, y_pred, keep_mask, valid=None)``."""
+
+    def __call__(self, y_true, y_pred, keep_mask, valid=None):
+        return self2self_loss(y_true, y_pred, keep_mask, valid)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from astrotf.models.resunet import ResUNet
+from astrotf.models.self2self import Self2Self
 
-MODELS = {"resunet": ResUNet}
+MODELS = {"resunet": ResUNet, "self2self": Self2Self}
 
 
 def build_model(name: str, **kwargs):
