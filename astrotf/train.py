@@ -159,6 +159,72 @@ def make_strategy(name: str):
     raise AstroTFError(f"unknown strategy {name!r}; expected one of {list(STRATEGIES)}")
 
 
+class RunRecord:
+    """``run.json`` and ``tf.train`` checkpoints of a run directory: the resume machinery
+    of a single-process trainer (used by :mod:`astrotf.train_self2self`).
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory.
+    resume : bool
+        Read the existing ``run.json`` (error if absent); otherwise refuse a folder that
+        already holds a run.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, resume: bool):
+        self.dir = Path(run_dir)
+        self.path = self.dir / RUN_FILE
+        self.resume = resume
+        if resume:
+            self.state = load_run(self.dir)
+        else:
+            if self.path.exists():
+                raise AstroTFError(f"{self.dir}: already holds a training run; pass --resume or choose another --out")
+            self.state = {}
+        self.manager = None
+
+    def attach(self, **trackables):
+        """Create the checkpoint of ``trackables`` (model, optimizer, counters); restore it on resume."""
+        import tensorflow as tf
+
+        ckpt = tf.train.Checkpoint(**trackables)
+        self.manager = tf.train.CheckpointManager(ckpt, self.dir / "checkpoints", max_to_keep=3)
+        if self.resume:
+            if self.manager.latest_checkpoint is None:
+                raise AstroTFError(f"{self.dir}: no checkpoint to resume from")
+            ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+            log.info("resumed from %s", self.manager.latest_checkpoint)
+        return ckpt
+
+    def start(self, **fields) -> None:
+        """Record what the run is (recipe, data, hardware) and start the wall clock."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state.update({**fields, "hardware": hardware_summary(),
+                           "astrotf_version": __import__("astrotf").__version__})
+        self.state.setdefault("wall_time_s", 0.0)
+        self.state.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self._wall_start, self._wall_before = time.time(), self.state["wall_time_s"]
+
+    def elapsed(self) -> float:
+        """Training wall time in seconds, earlier sessions of a resumed run included."""
+        return self._wall_before + time.time() - self._wall_start
+
+    def save(self, status: str, step: int, **fields) -> None:
+        """Checkpoint (numbered by ``step``) and an atomic ``run.json`` update."""
+        self.manager.save(checkpoint_number=step)
+        self.state.update({"status": status, "step": step, **fields,
+                           "wall_time_s": self.elapsed(),
+                           "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        _atomic_json(self.path, self.state)
+
+    def interrupted(self, step: int, command: str) -> TrainingInterrupted:
+        """Checkpoint after Ctrl-C; returns the exception that says how to continue."""
+        self.save("interrupted", step)
+        return TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {self.dir / 'checkpoints'}; "
+                                   f"continue with: {command} --out {self.dir} --resume")
+
+
 def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.PathLike, *,
           resume: bool = False, verbose: int = 1, strategy: str = "default") -> dict:
     """Train a model on a data folder, or resume a run.
