@@ -134,6 +134,65 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
 
 
 
+@train.command("self2self")
+@click.argument("image", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory, e.g. runs/NAME (checkpoints, history, previews).")
+@click.option("--config", "config", metavar="TOML", help="Recipe: a pipelines/*.toml file or its name (self2self-hmi).")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps. [recipe: 2000]")
+@click.option("--keep-prob", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Bernoulli probability p that a pixel is given to the network. [recipe: 0.7]")
+@click.option("--patch", type=click.IntRange(min=16), help="Patch size in px. [recipe: 64]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Patches per step. [recipe: 8]")
+@click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="Adam learning rate (cosine decay). [recipe: 1e-3]")
+@click.option("--seed", type=int, help="Seed of weights, patches, flips and masks. [recipe: 0]")
+@click.option("--init", "init", type=click.Path(exists=True, path_type=Path), metavar="RUN",
+              help="Fine-tune from a Self2Self run, exported model folder or .keras file (keeps its normalisation).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("-q", "--quiet", is_flag=True, help="Log lines instead of a progress bar.")
+@friendly_errors
+def train_self2self_command(image, out, config, steps, keep_prob, patch, batch_size, lr, seed, init, resume, quiet):
+    """Train Self2Self on the single noisy IMAGE (TDR: train, then denoise others of its kind).
+
+    Loss on the dropped pixels only (eq. 3), random flips, NaN pixels ignored. Stop
+    with Ctrl-C at any time: the run is checkpointed and continues with --resume.
+    """
+    from astrotf.train_self2self import (
+        Self2SelfRecipe,
+        load_self2self_recipe,
+        override_self2self,
+        self2self_recipe_from_dict,
+    )
+
+    if not resume and image is None:
+        raise AstroTFError("IMAGE is required to start a Self2Self run (or pass --resume)")
+    if image is not None and not image.is_file():
+        raise AstroTFError(f"{image}: no such file (IMAGE)")
+    if resume and init is not None:
+        raise AstroTFError("--init starts a new run; it cannot be combined with --resume")
+    recipe_path = _resolve_recipe(config)
+    if resume and recipe_path is None:
+        from astrotf.train import load_run
+
+        recipe = self2self_recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))
+    else:
+        recipe = load_self2self_recipe(recipe_path) if recipe_path else Self2SelfRecipe()
+    recipe = override_self2self(recipe, train__steps=steps, train__keep_prob=keep_prob, train__patch=patch,
+                                train__batch_size=batch_size, train__lr=lr, train__seed=seed)
+
+    from astrotf.train import TrainingInterrupted
+    from astrotf.train_self2self import train_self2self
+
+    try:
+        state = train_self2self(recipe, image, out, init=init, resume=resume, verbose=2 if quiet else 1)
+    except TrainingInterrupted as stop:
+        click.echo(f"Interrupted: {stop}", err=True)
+        sys.exit(130)
+    click.echo(f"Finished {state['step']} steps in {state['wall_time_s']:.0f} s; model: {Path(out)} "
+               f"(denoise with: astrotf infer IMAGE --model {out}; export with: astrotf export {out} --out ...)")
+
+
 def _output_path(image: Path, output: Path | None, out_dir: Path | None) -> Path:
     from astrotf import io
 
@@ -196,6 +255,43 @@ class _Manifest:
             self.fh.close()
 
 
+def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range):
+    """TDR restore (optional) and the noise-level report; returns the result and the lines to print."""
+    import numpy as np
+
+    from astrotf.metrics import noise_level
+    from astrotf.restore import restore, restore_threshold
+
+    lines = []
+
+    def sigma(image, what):
+        try:
+            return noise_level(image, tuple(noise_range)).sigma
+        except ValueError as err:
+            raise AstroTFError(f"noise level of the {what}: {err} (see --noise-range)") from None
+
+    sigma_in = sigma(data, "input") if (report or restore_sigma is not None) else None
+    if report:
+        sigma_out = sigma(result, "denoised output")
+        lines.append(f"noise level (Gaussian fit in [{noise_range[0]:g}, {noise_range[1]:g}]): "
+                     f"input {sigma_in:.4g}, denoised {sigma_out:.4g}, ratio {sigma_out / sigma_in:.3f}")
+    if restore_r is not None or restore_sigma is not None:
+        threshold = (restore_threshold(data, threshold=restore_r) if restore_r is not None
+                     else restore_sigma * sigma_in)
+        restored = restore(result, data, threshold)
+        result = restored.image
+        how = f"R={threshold:.4g}" + (f" ({restore_sigma:g} x noise level {sigma_in:.4g})"
+                                      if restore_sigma is not None else "")
+        lines.append(f"restore {how}: {100 * restored.fraction:.2f} % of the pixels set back to their input value")
+        if report:
+            sigma_out = sigma(result, "restored output")
+            diff = np.abs(result.astype(np.float64) - data.astype(np.float64))
+            max_dev = float(np.nanmax(diff)) if np.isfinite(diff).any() else 0.0
+            lines.append(f"noise level after restore: {sigma_out:.4g}, ratio {sigma_out / sigma_in:.3f}; "
+                         f"max |out - in| = {max_dev:.4g} <= R")
+    return result, lines
+
+
 @main.command()
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -226,9 +322,22 @@ class _Manifest:
                    "[default with --out-dir: DIR/astrotf-manifest.jsonl]")
 @click.option("--shard", metavar="I/N", help="Process only the I-th of N interleaved shares of the sorted inputs "
                                                "(e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).")
+@click.option("--samples", type=click.IntRange(min=1),
+              help="Self2Self: ensemble members averaged (TDR eq. 4). [model's metadata: 16]")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Self2Self masks and dropout.")
+@click.option("--average", type=click.Choice(["dropped", "all"]), default="dropped", show_default=True,
+              help="Self2Self: average each pixel over the members that dropped it, or over all (eq. 4).")
+@click.option("--restore", "restore_r", type=click.FloatRange(min=0), metavar="R",
+              help="Set back every pixel that moved by more than R (data units): max |out - in| <= R.")
+@click.option("--restore-sigma", type=click.FloatRange(min=0), metavar="K",
+              help="As --restore with R = K x the input's noise level (Gaussian fit, see --noise-range).")
+@click.option("--report", is_flag=True, help="Print the noise level before and after (and the restored fraction).")
+@click.option("--noise-range", type=(float, float), default=(-20.0, 20.0), show_default=True, metavar="LOW HIGH",
+              help="Value range whose histogram gives the noise level (--report, --restore-sigma).")
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, force, quiet,
-          server, protocol, from_list, skip_existing, manifest, shard):
+          server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
+          restore_sigma, report, noise_range):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
     The result keeps the input's format, dtype, channel layout and header (plus a
@@ -242,6 +351,10 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
         raise AstroTFError("use either -o/--output or --out-dir, not both")
     if skip_existing and force:
         raise AstroTFError("use either --skip-existing or --force, not both")
+    if restore_r is not None and restore_sigma is not None:
+        raise AstroTFError("use either --restore or --restore-sigma, not both")
+    if not noise_range[0] < noise_range[1]:
+        raise AstroTFError(f"--noise-range: LOW must be below HIGH. Received: {noise_range[0]} {noise_range[1]}")
     import time
 
     from astrotf import io
@@ -277,6 +390,12 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                 else:
                     models[name] = load_model(name, backend=backend)
             model = models[name]
+            if samples is not None or getattr(model, "sample", None) is not None:
+                from astrotf.infer import with_ensemble
+
+                # a fresh, seeded ensemble per image: the result does not depend on the file order
+                model = with_ensemble(model, samples or int(model.metadata.get("ensemble", {}).get("samples", 16)),
+                                      seed, average)
             if model_name is None:
                 click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name}", err=True)
             options = TileOptions(tile=tile or max(256, model.tile), overlap=overlap, batch_size=batch_size)
@@ -292,6 +411,14 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             history = [f"astrotf {__version__} infer: model={model.name} "
                        f"v{model.metadata.get('version', '?')} tile={options.tile} overlap={options.overlap}",
                        f"astrotf input: {image.name}"]
+            if getattr(model, "sample", None) is not None:
+                history.append(f"astrotf Self2Self ensemble: samples={samples or model.metadata['ensemble']['samples']}"
+                               f" seed={seed} average={average}")
+            if restore_r is not None or restore_sigma is not None or report:
+                result, lines = _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range)
+                history += [f"astrotf {line}" for line in lines if line.startswith("restore")]
+                for line in lines:
+                    click.echo(f"{image.name}: {line}")
             if out_dir is not None:
                 out_dir.mkdir(parents=True, exist_ok=True)
             io.write_image(target, result, info, history=history, overwrite=force)

@@ -36,6 +36,8 @@ OUTPUT_NAME = "denoised"
 def build_metadata(run: dict, name: str, version: int) -> dict:
     """What a user and :mod:`astrotf.infer` need to know about an exported model."""
     recipe = run["recipe"]
+    if recipe["model"].get("name") == "self2self":
+        return _self2self_metadata(run, name, version)
     linear = recipe["model"].get("normalization") == "background"
     return {
         "name": name,
@@ -71,14 +73,65 @@ def build_metadata(run: dict, name: str, version: int) -> dict:
     }
 
 
+def _self2self_metadata(run: dict, name: str, version: int) -> dict:
+    """Metadata of a Self2Self run (see :mod:`astrotf.train_self2self`)."""
+    recipe = run["recipe"]
+    model, train, data = recipe["model"], recipe["train"], run.get("data", {})
+    channels = int(data.get("shape", [1])[-1])
+    return {
+        "name": name,
+        "version": version,
+        "astrotf_version": __version__,
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "architecture": {**model, "channels": channels},
+        "channels": channels,
+        "data_domain": "linear",
+        "input": f"linear data in the units of the training image ({data.get('bunit') or 'unknown unit'}); "
+                 "keep mask: 1 = pixel given to the network",
+        "normalization": {"kind": "fixed", "inside_model": True, "offset": model["offset"], "scale": model["scale"],
+                          "formula": "f((x - offset) / scale) * scale + offset; offset = median of the training "
+                                     f"image, scale = {model['scale_sigmas']} x its MAD-sigma"},
+        "ensemble": {"keep_prob": train["keep_prob"], "samples": 16, "average": "dropped",
+                     "note": "each call is one dropout sample on B*y; average many (TDR eq. 4)"},
+        "tile": 256,
+        "signature": {"name": "serving_default", "inputs": [INPUT_NAME, "mask"], "output": OUTPUT_NAME,
+                      "shape": [None, None, None, channels], "dtype": "float32"},
+        "recipe": recipe,
+        "training": {
+            "method": "Self2Self on one image (TDR eq. 3), flips, Bernoulli masks",
+            "steps": run.get("step"),
+            "wall_time_s": round(run.get("wall_time_s", 0.0), 1),
+            "hardware": run.get("hardware"),
+            "data": data,
+            "init": run.get("init"),
+            "started": run.get("started"),
+            "finished": run.get("updated"),
+        },
+    }
+
+
 def export_saved_model(model, path: str | os.PathLike) -> None:
-    """Write a Keras model as a SavedModel with a named ``serving_default`` signature."""
+    """Write a Keras model as a SavedModel with a named ``serving_default`` signature.
+
+    Self2Self models take two inputs, ``image`` and ``mask`` (1 = kept pixel); each
+    call of their signature is one dropout sample.
+    """
     import keras
     import tensorflow as tf
 
-    channels = int(model.input_shape[-1])
     archive = keras.export.ExportArchive()
     archive.track(model)
+    if isinstance(model.input, (list, tuple)) and len(model.input) == 2:
+        channels = int(model.input[0].shape[-1])
+        spec = [None, None, None, channels]
+        archive.add_endpoint(
+            name="serving_default",
+            fn=lambda image, mask: {OUTPUT_NAME: model([image, mask])},
+            input_signature=[tf.TensorSpec(spec, tf.float32, name=INPUT_NAME), tf.TensorSpec(spec, tf.float32, name="mask")],
+        )
+        archive.write_out(str(path), verbose=False)
+        return
+    channels = int(model.input_shape[-1])
     archive.add_endpoint(
         name="serving_default",
         fn=lambda image: {OUTPUT_NAME: model(image, training=False)},

@@ -234,6 +234,10 @@ class LoadedModel:
     name: str
     predict: Callable[[np.ndarray], np.ndarray]
     metadata: dict
+    #: Self2Self models: one stochastic pass ``sample(batch, keep_mask)``; see :func:`with_ensemble`.
+    sample: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
+    #: Self2Self models loaded from .keras: ``reseed(seed)`` restarts the dropout draws.
+    reseed: Callable[[int], None] | None = None
 
     @property
     def channels(self) -> int:
@@ -330,12 +334,16 @@ def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow") -> 
 
     if path.is_dir() and (path / "model.keras").is_file() and _saved_model_dir(path) is None:
         path = path / "model.keras"
+    if path.is_dir() and (path / "run.json").is_file() and (path / "model_best.keras").is_file():
+        path = path / "model_best.keras"  # a training run directory
     if path.is_dir():
         saved = _saved_model_dir(path)
         if saved is None:
             raise AstroTFError(f"{path}: neither a SavedModel (saved_model.pb) nor a folder with model.keras")
         loaded = tf.saved_model.load(str(saved))
         serve = loaded.signatures["serving_default"]
+        if "mask" in serve.structured_input_signature[1]:  # Self2Self: image + keep mask
+            return _self2self_saved_model(serve, path, metadata)
         (input_name,) = serve.structured_input_signature[1].keys()
         (output_name,) = serve.structured_outputs.keys()
 
@@ -357,6 +365,8 @@ def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow") -> 
         model = keras.saving.load_model(path, compile=False)
     except Exception as err:  # keras raises many types for a bad archive
         raise AstroTFError(f"{path}: cannot be loaded as a Keras model ({str(err).splitlines()[0]})") from None
+    if type(model).__name__ == "Self2Self":
+        return _self2self_keras(model, path, metadata)
     metadata.setdefault("channels", int(model.input_shape[-1]))
     if getattr(model, "normalization", "none") == "background":
         metadata.setdefault("data_domain", "linear")
@@ -366,6 +376,68 @@ def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow") -> 
         return fn(tf.constant(batch, tf.float32)).numpy()
 
     return LoadedModel(metadata.get("name", path.stem), predict, metadata)
+
+
+def _self2self_loaded(name: str, sample: Callable, metadata: dict, reseed=None) -> LoadedModel:
+    metadata.setdefault("data_domain", "linear")
+    loaded = LoadedModel(name, sample, metadata, sample=sample, reseed=reseed)
+    return with_ensemble(loaded, samples=int(metadata.get("ensemble", {}).get("samples", 16)))
+
+
+def _self2self_saved_model(serve, path: Path, metadata: dict) -> LoadedModel:
+    import tensorflow as tf
+
+    (output_name,) = serve.structured_outputs.keys()
+    metadata.setdefault("channels", int(serve.structured_input_signature[1]["image"].shape[-1]))
+
+    def sample(batch, mask):
+        return serve(image=tf.constant(batch, tf.float32), mask=tf.constant(mask, tf.float32))[output_name].numpy()
+
+    return _self2self_loaded(metadata.get("name", path.name), sample, metadata)
+
+
+def _self2self_keras(model, path: Path, metadata: dict) -> LoadedModel:
+    import tensorflow as tf
+
+    from astrotf.layers.mc_dropout import MCDropout
+
+    metadata.setdefault("channels", model.channels)
+    if "ensemble" not in metadata and (path.parent / "run.json").is_file():  # a training run's model
+        train = json.loads((path.parent / "run.json").read_text())["recipe"].get("train", {})
+        metadata["ensemble"] = {"keep_prob": train.get("keep_prob", 0.7), "samples": 16}
+        metadata.setdefault("tile", 256)
+    metadata.setdefault("ensemble", {"keep_prob": 0.7, "samples": 16})
+    fn = tf.function(lambda x, m: model([x, m]), reduce_retracing=True)
+
+    def sample(batch, mask):
+        return fn(tf.constant(batch, tf.float32), tf.constant(mask, tf.float32)).numpy()
+
+    def reseed(seed: int) -> None:
+        for i, layer in enumerate(l for l in model.layers if isinstance(l, MCDropout)):
+            state = layer.seed_generator.state
+            state.assign(np.array([seed, i], dtype=state.dtype))
+
+    return _self2self_loaded(metadata.get("name", path.stem), sample, metadata, reseed)
+
+
+def with_ensemble(model: LoadedModel, samples: int, seed: int = 0, average: str = "dropped") -> LoadedModel:
+    """A Self2Self model whose ``predict`` is the mean of ``samples`` dropout passes on
+    re-masked inputs (TDR eq. 4, :func:`astrotf.ensemble.ensemble_predictor`), seeded.
+
+    Raises
+    ------
+    AstroTFError
+        If ``model`` is not a Self2Self model.
+    """
+    from astrotf.ensemble import ensemble_predictor
+
+    if model.sample is None:
+        raise AstroTFError(f"{model.name}: --samples needs a Self2Self model (this one is deterministic)")
+    if model.reseed is not None:
+        model.reseed(seed)
+    keep_prob = float(model.metadata.get("ensemble", {}).get("keep_prob", 0.7))
+    predict = ensemble_predictor(model.sample, samples=samples, keep_prob=keep_prob, seed=seed, average=average)
+    return dataclasses.replace(model, predict=predict)
 
 
 # ----------------------------------------------------------------------------- domain

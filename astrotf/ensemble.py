@@ -1,0 +1,78 @@
+"""Self2Self ensemble prediction (TDR eq. 4): average of dropout-sampled predictions
+of randomly re-masked inputs.
+
+Each ensemble member is one call of the network (its dropout layers always sample)
+on ``B_i · y`` with a fresh Bernoulli mask ``B_i``. Two averages are offered:
+
+* ``"dropped"`` (default): each pixel is averaged over the members in which it was
+  dropped, i.e. where the network *predicted* it from its neighbours — exactly the
+  outputs that training constrains (eq. 3). A pixel never dropped in any member falls
+  back to the plain average.
+* ``"all"``: the plain mean over all members at every pixel, as written in eq. 4.
+
+Masks are drawn from a NumPy generator seeded by ``seed``; with the model's dropout
+seeded too (:func:`keras.utils.set_random_seed` before loading), a run is
+reproducible.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+AVERAGES = ("dropped", "all")
+
+
+def ensemble_predictor(call: Callable[[np.ndarray, np.ndarray], np.ndarray], *, samples: int, keep_prob: float,
+                       seed: int = 0, average: str = "dropped") -> Callable[[np.ndarray], np.ndarray]:
+    """Wrap ``call(x, mask) -> prediction`` into ``predict(batch) -> ensemble mean``.
+
+    Parameters
+    ----------
+    call : callable
+        One stochastic network pass on a batch (N, H, W, C) and its keep mask.
+    samples : int
+        Ensemble members N (>= 1).
+    keep_prob : float
+        Bernoulli keep probability of the masks (the training value).
+    seed : int
+        Seed of the masks.
+    average : {"dropped", "all"}
+        See the module docstring.
+
+    Returns
+    -------
+    callable
+        ``predict(batch)`` for :func:`astrotf.infer.denoise_tiled`.
+    """
+    if not (isinstance(samples, int) and samples >= 1):
+        msg = f"`samples` must be an integer >= 1. Received: samples={samples!r}"
+        raise ValueError(msg)
+    if not 0.0 < keep_prob < 1.0:
+        msg = f"`keep_prob` must be in (0, 1). Received: keep_prob={keep_prob!r}"
+        raise ValueError(msg)
+    if average not in AVERAGES:
+        msg = f"`average` must be one of {AVERAGES}. Received: average={average!r}"
+        raise ValueError(msg)
+    rng = np.random.default_rng(seed)
+
+    def predict(batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch, np.float32)
+        total = np.zeros(batch.shape, np.float64)
+        dropped_sum = np.zeros(batch.shape, np.float64)
+        dropped_n = np.zeros(batch.shape, np.float64)
+        for _ in range(samples):
+            keep = (rng.random(batch.shape, dtype=np.float32) < keep_prob).astype(np.float32)
+            pred = np.asarray(call(batch, keep), np.float64)
+            total += pred
+            if average == "dropped":
+                dropped_sum += (1.0 - keep) * pred
+                dropped_n += 1.0 - keep
+        mean = total / samples
+        if average == "all":
+            return mean.astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(dropped_n > 0, dropped_sum / dropped_n, mean).astype(np.float32)
+
+    return predict

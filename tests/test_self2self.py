@@ -1,0 +1,272 @@
+"""Self2Self / TDR: model contract, eq. 3 loss on dropped pixels only, ensemble masks, restore
+guarantee, seeded ensembles, and a tiny train -> denoise -> restore run on a synthetic field."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from astropy.io import fits
+from click.testing import CliRunner
+
+from astrotf.cli import main
+from astrotf.ensemble import ensemble_predictor
+from astrotf.losses import self2self_loss
+from astrotf.metrics import noise_level
+from astrotf.models.registry import build_model
+from astrotf.models.self2self import Self2Self
+from astrotf.restore import restore, restore_threshold
+from astrotf.train_self2self import sample_patches
+
+TINY = dict(channels=1, depth=2, base_filters=4)
+
+
+def synthetic_field(size=96, sigma=8.0, seed=0):
+    """Magnetogram-like field in 'Gauss': bipolar Gaussian blobs of 100-800 G plus white noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    clean = np.zeros((size, size))
+    for _ in range(6):
+        cx, cy = rng.uniform(10, size - 10, 2)
+        width, amp = rng.uniform(3, 8), rng.choice([-1, 1]) * rng.uniform(100, 800)
+        clean += amp * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * width**2))
+    return clean.astype(np.float32), (clean + rng.normal(0, sigma, clean.shape)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- model
+@pytest.mark.parametrize("kwargs", [TINY, dict(TINY, space_to_depth=1), dict(TINY, channels=2, offset=5.0, scale=80.0)])
+def test_model_contract(kwargs, tmp_path):
+    model = build_model("self2self", **kwargs)
+    rng = np.random.default_rng(0)
+    c = kwargs["channels"]
+    for shape in [(2, 32, 32), (1, 37, 53), (1, 5, 9)]:
+        x = rng.normal(size=shape + (c,)).astype(np.float32)
+        assert model([x, np.ones_like(x)]).shape == x.shape
+    config = model.get_config()
+    assert {k: config[k] for k in kwargs} == kwargs
+    assert Self2Self.from_config(config).count_params() == model.count_params()
+    model.save(tmp_path / "m.keras")
+    restored = keras.saving.load_model(tmp_path / "m.keras")
+    deterministic = [Self2Self(**{**kwargs, "dropout": 0.0}) for _ in range(2)]
+    deterministic[1].set_weights(restored.get_weights())
+    deterministic[0].set_weights(model.get_weights())
+    x = rng.normal(size=(2, 24, 40, c)).astype(np.float32)
+    m = (rng.random(x.shape) < 0.7).astype(np.float32)
+    np.testing.assert_allclose(deterministic[0]([x, m]), deterministic[1]([x, m]), atol=1e-5)
+
+
+def test_dropout_is_on_at_test_time():
+    model = Self2Self(**TINY, dropout=0.3)
+    x = np.random.default_rng(1).normal(size=(1, 32, 32, 1)).astype(np.float32)
+    assert not np.allclose(model([x, np.ones_like(x)]), model([x, np.ones_like(x)]))
+
+
+def test_dropped_pixels_never_reach_the_network():
+    """B·y: the value of a dropped pixel cannot influence any output (partial convolutions)."""
+    model = Self2Self(**TINY, dropout=0.0)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(2, 32, 32, 1)).astype(np.float32)
+    m = (rng.random(x.shape) < 0.7).astype(np.float32)
+    changed = np.where(m == 0, 1e4, x).astype(np.float32)
+    np.testing.assert_allclose(model([x, m]), model([changed, m]), atol=1e-4)
+
+
+def test_bad_model_arguments_are_named():
+    with pytest.raises(ValueError, match="dropout=1.0"):
+        Self2Self(dropout=1.0)
+    with pytest.raises(ValueError, match="space_to_depth=3"):
+        Self2Self(space_to_depth=3)
+
+
+# ----------------------------------------------------------------------------- eq. 3
+def test_loss_has_zero_gradient_on_kept_pixels():
+    rng = np.random.default_rng(3)
+    y = tf.constant(rng.normal(size=(2, 16, 16, 1)), tf.float32)
+    keep = tf.constant((rng.random((2, 16, 16, 1)) < 0.7).astype(np.float32))
+    pred = tf.Variable(rng.normal(size=(2, 16, 16, 1)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = self2self_loss(y, pred, keep)
+    grad = tape.gradient(loss, pred).numpy()
+    kept = keep.numpy() == 1
+    assert np.all(grad[kept] == 0) and np.all(grad[~kept] != 0)
+    # changing the target on kept pixels changes nothing
+    y2 = tf.where(keep == 1, 1e3, y)
+    np.testing.assert_allclose(self2self_loss(y2, pred, keep), loss, rtol=1e-6)
+    # the value: mean squared error over the dropped pixels
+    expected = np.mean((pred.numpy() - y.numpy())[~kept] ** 2)
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-5)
+
+
+def test_loss_ignores_invalid_pixels():
+    y = tf.zeros((1, 8, 8, 1))
+    pred = tf.ones((1, 8, 8, 1))
+    keep = tf.zeros((1, 8, 8, 1))
+    valid = tf.concat([tf.ones((1, 4, 8, 1)), tf.zeros((1, 4, 8, 1))], axis=1)
+    assert float(self2self_loss(y, tf.where(valid == 1, pred, 1e6), keep, valid)) == pytest.approx(1.0)
+
+
+# ----------------------------------------------------------------------------- masks, patches
+def test_ensemble_masks_have_keep_probability_and_dropped_average():
+    """Each member sees B·y with P(B=1) = keep_prob; "dropped" averages only where B = 0."""
+    seen = []
+
+    def call(x, mask):
+        seen.append(mask.copy())
+        return np.where(mask == 1, 100.0, 1.0).astype(np.float32)  # 1 where the pixel was dropped
+
+    batch = np.zeros((4, 64, 64, 1), np.float32)
+    out = ensemble_predictor(call, samples=8, keep_prob=0.7, seed=0)(batch)
+    masks = np.stack(seen)
+    assert set(np.unique(masks)) == {0.0, 1.0}
+    assert masks.mean() == pytest.approx(0.7, abs=0.01)
+    never_dropped = masks.min(axis=0) == 1
+    assert np.all(out[~never_dropped] == 1.0) and np.all(out[never_dropped] == 100.0)
+    out_all = ensemble_predictor(call, samples=8, keep_prob=0.7, seed=0, average="all")(batch)
+    np.testing.assert_allclose(out_all, np.mean(np.where(masks == 1, 100.0, 1.0), axis=0), rtol=1e-6)
+
+
+def test_patches_flip_and_avoid_invalid_regions():
+    image = np.arange(64 * 64, dtype=np.float32).reshape(64, 64, 1)
+    valid = np.ones_like(image)
+    valid[:, :40] = 0  # only the right part is valid
+    patches, v = sample_patches(image, valid, 16, 32, np.random.default_rng(0), min_valid=1.0)
+    assert patches.shape == (32, 16, 16, 1) and v.min() == 1.0
+    values = set(np.unique(image[:, 40:]))
+    assert set(np.unique(patches)) <= values
+
+
+# ----------------------------------------------------------------------------- restore
+@pytest.mark.parametrize("seed", range(5))
+def test_restore_guarantee_holds_for_every_pixel(seed):
+    """Property: max |out - in| <= R, whatever the denoiser did (NaN, huge errors, float16)."""
+    rng = np.random.default_rng(seed)
+    shape = tuple(rng.integers(1, 40, 2)) + (int(rng.integers(1, 4)),)
+    original = (rng.normal(size=shape) * 10 ** rng.uniform(-3, 4)).astype(np.float32)
+    denoised = original + rng.standard_cauchy(shape).astype(np.float32) * rng.uniform(0, 5)
+    denoised[rng.random(shape) < 0.05] = np.nan
+    original[rng.random(shape) < 0.05] = np.nan
+    r = float(rng.uniform(0, 3))
+    for dtype in (np.float32, np.float16):
+        result = restore(denoised.astype(dtype), original, r)
+        finite = np.isfinite(original)
+        assert np.all(np.abs(result.image[finite].astype(np.float64) - original[finite]) <= r)
+        assert result.fraction == pytest.approx(result.restored.sum() / finite.sum())
+        untouched = finite & ~result.restored
+        np.testing.assert_array_equal(result.image[untouched], denoised.astype(dtype)[untouched])
+
+
+def test_restore_edge_cases_and_threshold():
+    x = np.array([0.0, 1.0, 2.0, np.nan], np.float32)
+    d = np.array([0.5, 3.0, 2.0, 7.0], np.float32)
+    result = restore(d, x, 1.0)
+    np.testing.assert_array_equal(result.image[:3], [0.5, 1.0, 2.0])
+    assert result.image[3] == 7.0 and result.fraction == pytest.approx(1 / 3)
+    np.testing.assert_array_equal(restore(d, x, 0.0).image[:3], x[:3])  # R = 0: the input
+    with pytest.raises(ValueError, match="threshold=-1"):
+        restore(d, x, -1)
+    noise = np.random.default_rng(0).normal(0, 8, (200, 200))
+    assert restore_threshold(noise, sigmas=0.5) == pytest.approx(4.0, rel=0.05)
+    with pytest.raises(ValueError, match="exactly one"):
+        restore_threshold(noise)
+
+
+# ----------------------------------------------------------------------------- end to end
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny Self2Self run on one synthetic noisy field (sigma = 8 'G')."""
+    tmp = tmp_path_factory.mktemp("s2s")
+    _, noisy = synthetic_field(96, seed=0)
+    fits.writeto(tmp / "a.fits", noisy)
+    recipe = tmp / "tiny.toml"
+    recipe.write_text("[model]\ndepth = 2\nbase_filters = 8\n[train]\ncheckpoint_every = 60\nlog_every = 20\n")
+    out = tmp / "run"
+    result = run(["train", "self2self", str(tmp / "a.fits"), "--out", str(out), "--config", str(recipe),
+                  "--steps", "120", "--patch", "32", "--seed", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    return tmp, out
+
+
+@pytest.mark.slow
+def test_train_then_denoise_another_field_lowers_the_noise_level(trained_run):
+    tmp, out = trained_run
+    state = json.loads((out / "run.json").read_text())
+    assert state["step"] == 120 and state["status"] == "finished"
+    assert state["recipe"]["model"]["scale"] > 0 and state["data"]["finite_fraction"] == 1.0
+    assert (out / "model_best.keras").exists() and (out / "previews" / "step-000120.png").exists()
+    clean, noisy = synthetic_field(96, seed=5)  # a different field of the same kind
+    noisy[:8, :20] = np.nan
+    fits.writeto(tmp / "b.fits", noisy)
+    result = run(["infer", str(tmp / "b.fits"), "--model", str(out), "--samples", "8", "--report",
+                  "--restore", "4", "-o", str(tmp / "b_d.fits"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert "noise level" in result.output and "restore R=4" in result.output
+    denoised = fits.getdata(tmp / "b_d.fits")
+    assert np.isnan(denoised[:8, :20]).all() and np.isfinite(denoised[8:]).all()
+    finite = np.isfinite(noisy)
+    assert np.max(np.abs(denoised[finite] - noisy[finite])) <= 4.0
+    hdr = fits.getheader(tmp / "b_d.fits")
+    assert "samples=8" in str(hdr["HISTORY"])
+    # without restore the network alone must lower the noise level measurably
+    result = run(["infer", str(tmp / "b.fits"), "--model", str(out), "--samples", "8",
+                  "-o", str(tmp / "b_raw.fits"), "-q"])
+    raw = fits.getdata(tmp / "b_raw.fits")
+    sigma_in = noise_level(noisy - clean).sigma
+    assert noise_level(raw - clean).sigma < 0.6 * sigma_in
+
+
+@pytest.mark.slow
+def test_seeded_ensemble_is_reproducible(trained_run):
+    from astrotf.infer import TileOptions, denoise_tiled, load_model, with_ensemble
+
+    _, out = trained_run
+    _, noisy = synthetic_field(80, seed=7)
+    image = noisy[..., None]
+    options = TileOptions(tile=64, overlap=0.25, batch_size=4)
+    model = load_model(out)
+    a = denoise_tiled(image, with_ensemble(model, 3, seed=11).predict, options)
+    b = denoise_tiled(image, with_ensemble(load_model(out), 3, seed=11).predict, options)
+    c = denoise_tiled(image, with_ensemble(model, 3, seed=12).predict, options)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+@pytest.mark.slow
+def test_resume_export_and_saved_model_ensemble(trained_run, tmp_path):
+    tmp, out = trained_run
+    resumed = run(["train", "self2self", "--out", str(out), "--resume", "--steps", "140", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((out / "run.json").read_text())["step"] == 140
+    exported = run(["export", str(out), "--out", str(tmp_path / "s2s")])
+    assert exported.exit_code == 0, exported.output
+    meta = json.loads((tmp_path / "s2s" / "metadata.json").read_text())
+    assert meta["normalization"]["kind"] == "fixed" and meta["ensemble"]["keep_prob"] == 0.7
+    assert meta["training"]["steps"] == 140 and meta["training"]["data"]["name"] == "a.fits"
+    served = tf.saved_model.load(str(tmp_path / "s2s" / "1")).signatures["serving_default"]
+    for shape in [(1, 32, 32, 1), (3, 37, 21, 1)]:
+        x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+        assert served(image=x, mask=np.ones_like(x))["denoised"].shape == shape
+    clean, noisy = synthetic_field(96, seed=5)
+    fits.writeto(tmp_path / "b.fits", noisy)
+    result = run(["infer", str(tmp_path / "b.fits"), "--model", str(tmp_path / "s2s"), "--samples", "4",
+                  "--restore-sigma", "0.6", "--report", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "restore R=" in result.output and "max |out - in|" in result.output
+
+
+def test_samples_on_a_deterministic_model_is_an_error(tmp_path):
+    model = build_model("resunet", channels=1, depth=1, base_filters=2)
+    model.save(tmp_path / "r.keras")
+    fits.writeto(tmp_path / "x.fits", np.zeros((32, 32), np.float32))
+    result = CliRunner().invoke(main, ["infer", str(tmp_path / "x.fits"), "--model", str(tmp_path / "r.keras"),
+                                       "--samples", "4", "-q"])
+    assert result.exit_code == 2 and "--samples needs a Self2Self model" in result.output
+
+
+def test_restore_options_are_exclusive(tmp_path):
+    result = CliRunner().invoke(main, ["infer", "x.fits", "--restore", "1", "--restore-sigma", "1"])
+    assert result.exit_code == 2 and "either --restore or --restore-sigma" in result.output
