@@ -449,6 +449,20 @@ def hmi_markdown(report: dict, crop: int) -> str:
         "agree at low frequencies.\n"])
 
 
+def save_png(fig, path: Path, dpi: int = 72) -> None:
+    """Save a figure as a 256-colour palette PNG (a third of the size; these plots go into git)."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
+    plt.close(fig)
+    buffer.seek(0)
+    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
+
+
 def _stretch(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip(np.arcsinh((image - low) / (high - low) * 10) / np.arcsinh(10), 0, 1)
 
@@ -471,8 +485,7 @@ def write_plots(out: Path, fields: dict | None, rgb: dict | None, hmi: dict | No
             ax.axis("off")
         fig.suptitle(title, fontsize=8)
         fig.tight_layout()
-        fig.savefig(path, dpi=72)
-        plt.close(fig)
+        save_png(fig, path)
         written.append(path)
 
     keep = ("noisy input", model_labels.get("mono"), model_labels.get("hmi"), "BM3D", "NLM (fast)",
@@ -496,8 +509,7 @@ def write_plots(out: Path, fields: dict | None, rgb: dict | None, hmi: dict | No
                title=f"flux error of matched stars, r = {ratio}")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(out / "flux_error.png", dpi=72)
-        plt.close(fig)
+        save_png(fig, out / "flux_error.png")
         written.append(out / "flux_error.png")
     if rgb and rgb.get("example"):
         ex = rgb["example"]
@@ -518,8 +530,7 @@ def write_plots(out: Path, fields: dict | None, rgb: dict | None, hmi: dict | No
         ax.set(xlabel="spatial frequency (cycles / px)", ylabel="power (G²)", title="HMI power spectra")
         ax.legend(fontsize=6)
         fig.tight_layout()
-        fig.savefig(out / "hmi_spectra.png", dpi=72)
-        plt.close(fig)
+        save_png(fig, out / "hmi_spectra.png")
         written.append(out / "hmi_spectra.png")
     return written
 
