@@ -255,8 +255,10 @@ class _Manifest:
             self.fh.close()
 
 
-def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range):
+def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range, info=None):
     """TDR restore (optional) and the noise-level report; returns the result and the lines to print."""
+    import dataclasses
+
     import numpy as np
 
     from astrotf.metrics import noise_level
@@ -279,6 +281,16 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
         threshold = (restore_threshold(data, threshold=restore_r) if restore_r is not None
                      else restore_sigma * sigma_in)
         restored = restore(result, data, threshold)
+        extra = info.extra if info is not None and info.format == "fits" else {}
+        if extra.get("bitpix", -32) > 0:
+            # integer FITS (BSCALE/BZERO) quantises the output when written: quantise first, so that
+            # rounding cannot push a pixel past R (a pushed pixel is set back to its input value)
+            bscale, bzero = extra["bscale"], extra["bzero"]
+            grid = np.rint((restored.image.astype(np.float64) - bzero) / bscale) * bscale + bzero
+            again = restore(grid.astype(result.dtype), data, threshold)
+            restored = dataclasses.replace(again, restored=again.restored | restored.restored,
+                                           fraction=float((again.restored | restored.restored).sum())
+                                           / max(int(np.isfinite(data).sum()), 1))
         result = restored.image
         how = f"R={threshold:.4g}" + (f" ({restore_sigma:g} x noise level {sigma_in:.4g})"
                                       if restore_sigma is not None else "")
@@ -415,7 +427,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                 history.append(f"astrotf Self2Self ensemble: samples={samples or model.metadata['ensemble']['samples']}"
                                f" seed={seed} average={average}")
             if restore_r is not None or restore_sigma is not None or report:
-                result, lines = _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range)
+                result, lines = _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range,
+                                                    info)
                 history += [f"astrotf {line}" for line in lines if line.startswith("restore")]
                 for line in lines:
                     click.echo(f"{image.name}: {line}")
