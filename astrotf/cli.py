@@ -543,9 +543,12 @@ def evaluate(output, noisy, reference, stars, threshold, radius, aperture, noise
     except ValueError as err:
         raise AstroTFError(str(err)) from err
     result = run_evaluation(data["output"], data["input"], data.get("reference"), catalogue, options)
-    notes = [f"stars: {stars}" if stars else ("stars: detections on the reference" if reference else "stars: none"),
-             f"threshold {threshold:g} x input sigma, match radius {radius:g} px, aperture {aperture:.3g} px"
-             + (f" (Moffat aperture correction {correction:.3f})" if correction != 1.0 else "")]
+    if stars or reference:
+        notes = [f"stars: {stars}" if stars else "stars: detections on the reference",
+                 f"threshold {threshold:g} x input sigma, match radius {radius:g} px, aperture {aperture:.3g} px"
+                 + (f" (Moffat aperture correction {correction:.3f})" if correction != 1.0 else "")]
+    else:
+        notes = ["no star recovery: give --stars or --reference"]
     click.echo(format_table(result))
     click.echo("; ".join(notes))
     if json_path is not None:
