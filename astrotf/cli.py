@@ -142,6 +142,8 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps. [recipe: 2000]")
 @click.option("--keep-prob", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Bernoulli probability p that a pixel is given to the network. [recipe: 0.7]")
+@click.option("--mask-block", type=click.IntRange(1, 8),
+              help="Drop pixels in B x B blocks (for noise correlated between neighbours). [recipe: 1]")
 @click.option("--patch", type=click.IntRange(min=16), help="Patch size in px. [recipe: 64]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Patches per step. [recipe: 8]")
 @click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
@@ -152,7 +154,8 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("-q", "--quiet", is_flag=True, help="Log lines instead of a progress bar.")
 @friendly_errors
-def train_self2self_command(image, out, config, steps, keep_prob, patch, batch_size, lr, seed, init, resume, quiet):
+def train_self2self_command(image, out, config, steps, keep_prob, mask_block, patch, batch_size, lr, seed, init,
+                            resume, quiet):
     """Train Self2Self on the single noisy IMAGE (TDR: train, then denoise others of its kind).
 
     Loss on the dropped pixels only (eq. 3), random flips, NaN pixels ignored. Stop
@@ -178,7 +181,8 @@ def train_self2self_command(image, out, config, steps, keep_prob, patch, batch_s
         recipe = self2self_recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))
     else:
         recipe = load_self2self_recipe(recipe_path) if recipe_path else Self2SelfRecipe()
-    recipe = override_self2self(recipe, train__steps=steps, train__keep_prob=keep_prob, train__patch=patch,
+    recipe = override_self2self(recipe, train__steps=steps, train__keep_prob=keep_prob, train__mask_block=mask_block,
+                                train__patch=patch,
                                 train__batch_size=batch_size, train__lr=lr, train__seed=seed)
 
     from astrotf.train import TrainingInterrupted

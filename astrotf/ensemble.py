@@ -24,8 +24,21 @@ import numpy as np
 AVERAGES = ("dropped", "all")
 
 
+def block_keep_mask(rng: np.random.Generator, shape: tuple, keep_prob: float, block: int = 1) -> np.ndarray:
+    """Bernoulli keep mask (1 = kept) drawn per ``block × block`` pixel block, float32 of ``shape`` (N, H, W, C).
+
+    ``block = 1`` is the per-pixel mask of eq. 2. Larger blocks hide a pixel's immediate
+    neighbours with it, so noise correlated over a few pixels cannot be predicted from them.
+    """
+    n, h, w, c = shape
+    small = rng.random((n, -(-h // block), -(-w // block), c), dtype=np.float32) < keep_prob
+    if block > 1:
+        small = np.repeat(np.repeat(small, block, axis=1), block, axis=2)[:, :h, :w]
+    return small.astype(np.float32)
+
+
 def ensemble_predictor(call: Callable[[np.ndarray, np.ndarray], np.ndarray], *, samples: int, keep_prob: float,
-                       seed: int = 0, average: str = "dropped") -> Callable[[np.ndarray], np.ndarray]:
+                       seed: int = 0, average: str = "dropped", mask_block: int = 1) -> Callable[[np.ndarray], np.ndarray]:
     """Wrap ``call(x, mask) -> prediction`` into ``predict(batch) -> ensemble mean``.
 
     Parameters
@@ -40,6 +53,8 @@ def ensemble_predictor(call: Callable[[np.ndarray, np.ndarray], np.ndarray], *, 
         Seed of the masks.
     average : {"dropped", "all"}
         See the module docstring.
+    mask_block : int
+        Masks drawn per ``mask_block``² pixel block (the training value; 1 = per pixel).
 
     Returns
     -------
@@ -63,7 +78,7 @@ def ensemble_predictor(call: Callable[[np.ndarray, np.ndarray], np.ndarray], *, 
         dropped_sum = np.zeros(batch.shape, np.float64)
         dropped_n = np.zeros(batch.shape, np.float64)
         for _ in range(samples):
-            keep = (rng.random(batch.shape, dtype=np.float32) < keep_prob).astype(np.float32)
+            keep = block_keep_mask(rng, batch.shape, keep_prob, mask_block)
             pred = np.asarray(call(batch, keep), np.float64)
             total += pred
             if average == "dropped":

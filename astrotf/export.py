@@ -91,7 +91,8 @@ def _self2self_metadata(run: dict, name: str, version: int) -> dict:
         "normalization": {"kind": "fixed", "inside_model": True, "offset": model["offset"], "scale": model["scale"],
                           "formula": "f((x - offset) / scale) * scale + offset; offset = median of the training "
                                      f"image, scale = {model['scale_sigmas']} x its MAD-sigma"},
-        "ensemble": {"keep_prob": train["keep_prob"], "samples": 16, "average": "dropped",
+        "ensemble": {"keep_prob": train["keep_prob"], "mask_block": train.get("mask_block", 1), "samples": 16,
+                     "average": "dropped",
                      "note": "each call is one dropout sample on B*y; average many (TDR eq. 4)"},
         "tile": 256,
         "signature": {"name": "serving_default", "inputs": [INPUT_NAME, "mask"], "output": OUTPUT_NAME,

@@ -404,7 +404,8 @@ def _self2self_keras(model, path: Path, metadata: dict) -> LoadedModel:
     metadata.setdefault("channels", model.channels)
     if "ensemble" not in metadata and (path.parent / "run.json").is_file():  # a training run's model
         train = json.loads((path.parent / "run.json").read_text())["recipe"].get("train", {})
-        metadata["ensemble"] = {"keep_prob": train.get("keep_prob", 0.7), "samples": 16}
+        metadata["ensemble"] = {"keep_prob": train.get("keep_prob", 0.7), "mask_block": train.get("mask_block", 1),
+                                "samples": 16}
         metadata.setdefault("tile", 256)
     metadata.setdefault("ensemble", {"keep_prob": 0.7, "samples": 16})
     fn = tf.function(lambda x, m: model([x, m]), reduce_retracing=True)
@@ -435,8 +436,9 @@ def with_ensemble(model: LoadedModel, samples: int, seed: int = 0, average: str 
         raise AstroTFError(f"{model.name}: --samples needs a Self2Self model (this one is deterministic)")
     if model.reseed is not None:
         model.reseed(seed)
-    keep_prob = float(model.metadata.get("ensemble", {}).get("keep_prob", 0.7))
-    predict = ensemble_predictor(model.sample, samples=samples, keep_prob=keep_prob, seed=seed, average=average)
+    ensemble = model.metadata.get("ensemble", {})
+    predict = ensemble_predictor(model.sample, samples=samples, keep_prob=float(ensemble.get("keep_prob", 0.7)),
+                                 seed=seed, average=average, mask_block=int(ensemble.get("mask_block", 1)))
     return dataclasses.replace(model, predict=predict)
 
 

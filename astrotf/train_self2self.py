@@ -83,6 +83,10 @@ class Self2SelfTrainConfig:
         Total optimisation steps (a resumed run continues up to this number).
     keep_prob : float
         Bernoulli probability ``p`` that a pixel is given to the network (eq. 2).
+    mask_block : int
+        Draw the Bernoulli mask per ``mask_block × mask_block`` block of pixels (1: per
+        pixel, as in the paper). Blocks hide a dropped pixel's neighbours too, for noise
+        that is correlated between adjacent pixels.
     patch : int
         Patch size in px.
     batch_size : int
@@ -99,6 +103,7 @@ class Self2SelfTrainConfig:
 
     steps: int = 2000
     keep_prob: float = 0.7
+    mask_block: int = 1
     patch: int = 64
     batch_size: int = 8
     lr: float = 1e-3
@@ -111,6 +116,7 @@ class Self2SelfTrainConfig:
         check_fields(self, [
             ("steps", isinstance(self.steps, int) and self.steps >= 1, "an integer >= 1"),
             ("keep_prob", isinstance(self.keep_prob, (int, float)) and 0 < self.keep_prob < 1, "in (0, 1)"),
+            ("mask_block", isinstance(self.mask_block, int) and 1 <= self.mask_block <= 8, "an integer in [1, 8]"),
             ("patch", isinstance(self.patch, int) and self.patch >= 16, "an integer >= 16"),
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
             ("lr", isinstance(self.lr, (int, float)) and 0 < self.lr < 1, "in (0, 1)"),
@@ -299,6 +305,7 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
     import tensorflow as tf
 
     from astrotf.data.masks import bernoulli_mask
+    from astrotf.ensemble import block_keep_mask
     from astrotf.losses import self2self_loss
     from astrotf.models.self2self import Self2Self
 
@@ -334,7 +341,11 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
 
     @tf.function
     def train_step(y, valid_px, mask_seed):
-        keep = bernoulli_mask(tf.shape(y), tcfg.keep_prob, mask_seed)
+        shape = tf.shape(y)
+        b = tcfg.mask_block
+        keep = bernoulli_mask([shape[0], -(-shape[1] // b), -(-shape[2] // b), shape[3]], tcfg.keep_prob, mask_seed)
+        if b > 1:
+            keep = tf.repeat(tf.repeat(keep, b, axis=1), b, axis=2)[:, :shape[1], :shape[2]]
         with tf.GradientTape() as tape:
             pred = model([y, keep * valid_px])
             loss = self2self_loss((y - offset) / scale, (pred - offset) / scale, keep, valid_px)
@@ -347,8 +358,8 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
                                               preview_rng, tcfg.min_valid)
 
     def preview(step: int) -> None:
-        masks = [(np.random.default_rng([tcfg.seed, step, i]).random(preview_x.shape) < tcfg.keep_prob)
-                 .astype(np.float32) * preview_valid for i in range(8)]
+        masks = [block_keep_mask(np.random.default_rng([tcfg.seed, step, i]), preview_x.shape, tcfg.keep_prob,
+                                 tcfg.mask_block) * preview_valid for i in range(8)]
         samples = [np.asarray(model([preview_x, m])) for m in masks]
         write_preview(run_dir / "previews" / f"step-{step:06d}.png", preview_x, samples[0],
                       np.mean(samples, axis=0), masks[0], linear=True)

@@ -270,3 +270,41 @@ def test_samples_on_a_deterministic_model_is_an_error(tmp_path):
 def test_restore_options_are_exclusive(tmp_path):
     result = CliRunner().invoke(main, ["infer", "x.fits", "--restore", "1", "--restore-sigma", "1"])
     assert result.exit_code == 2 and "either --restore or --restore-sigma" in result.output
+
+
+@pytest.mark.slow
+def test_init_fine_tunes_from_a_base_model_and_keeps_its_normalisation(trained_run, tmp_path):
+    tmp, out = trained_run
+    _, other = synthetic_field(64, sigma=20.0, seed=9)  # different noise: the base's scale must still be used
+    fits.writeto(tmp_path / "c.fits", other)
+    result = run(["train", "self2self", str(tmp_path / "c.fits"), "--out", str(tmp_path / "ft"), "--init", str(out),
+                  "--steps", "5", "--patch", "32", "-q"])
+    assert result.exit_code == 0, result.output
+    base = json.loads((out / "run.json").read_text())["recipe"]["model"]
+    tuned = json.loads((tmp_path / "ft" / "run.json").read_text())
+    assert tuned["init"] == str(out)
+    assert {k: tuned["recipe"]["model"][k] for k in ("offset", "scale", "depth", "base_filters")} == \
+        {k: base[k] for k in ("offset", "scale", "depth", "base_filters")}
+
+
+def test_shipped_self2self_hmi_metadata():
+    from astrotf.infer import shipped_model_dirs
+
+    folder = next((d / "self2self-hmi" for d in shipped_model_dirs() if (d / "self2self-hmi").is_dir()), None)
+    if folder is None:
+        pytest.skip("saved_models/self2self-hmi not present")
+    meta = json.loads((folder / "metadata.json").read_text())
+    assert meta["data_domain"] == "linear" and meta["channels"] == 1
+    assert meta["training"]["steps"] > 0 and meta["training"]["wall_time_s"] > 0
+    assert meta["training"]["data"]["bunit"] == "Gauss" and "sample_1" in meta["training"]["data"]["name"]
+    assert meta["normalization"]["kind"] == "fixed" and meta["ensemble"]["keep_prob"] > 0
+    assert (folder / "1" / "saved_model.pb").is_file() and (folder / "model.keras").is_file()
+
+
+def test_block_masks_drop_whole_blocks_with_keep_probability():
+    from astrotf.ensemble import block_keep_mask
+
+    mask = block_keep_mask(np.random.default_rng(0), (4, 63, 65, 1), 0.7, block=2)
+    assert mask.shape == (4, 63, 65, 1) and mask.mean() == pytest.approx(0.7, abs=0.02)
+    blocks = mask[:, :62, :64, 0].reshape(4, 31, 2, 32, 2)
+    assert np.all(blocks.min(axis=(2, 4)) == blocks.max(axis=(2, 4)))
