@@ -15,7 +15,7 @@ resume_flag() { [ -f "runs/$1/run.json" ] && echo "--resume" || true; }
 if [ "$what" = rgb ] || [ "$what" = all ]; then
   [ -d datasets/stellarium-rgb/clean ] || python tools/make_datasets.py stellarium --out datasets/stellarium-rgb
   astrotf train resunet --config pipelines/resunet-rgb.toml --data datasets/stellarium-rgb \
-    --out runs/resunet-rgb --tile 256 --batch-size 8 --epochs 32 --steps-per-epoch 100 --lr 3e-4 --seed 0 \
+    --out runs/resunet-rgb --tile 128 --batch-size 8 --epochs 60 --steps-per-epoch 100 --lr 4e-4 --seed 0 \
     $(resume_flag resunet-rgb)
   astrotf export runs/resunet-rgb --out saved_models/resunet-rgb --force \
     --credits datasets/stellarium-rgb/CREDITS.json
@@ -25,7 +25,7 @@ if [ "$what" = mono ] || [ "$what" = all ]; then
   [ -d datasets/starfields/clean ] || python tools/make_datasets.py starfields --out datasets/starfields \
     --n 120 --size 512 --seed 0
   astrotf train resunet --config pipelines/resunet-mono-linear.toml --data datasets/starfields \
-    --out runs/resunet-mono --tile 256 --batch-size 8 --epochs 20 --steps-per-epoch 100 --lr 3e-4 --seed 0 \
+    --out runs/resunet-mono --tile 128 --batch-size 8 --epochs 20 --steps-per-epoch 100 --lr 3e-4 --seed 0 \
     $(resume_flag resunet-mono)
   astrotf export runs/resunet-mono --out saved_models/resunet-mono --force
 fi
