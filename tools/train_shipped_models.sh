@@ -15,8 +15,11 @@ resume_flag() { [ -f "runs/$1/run.json" ] && echo "--resume" || true; }
 if [ "$what" = rgb ] || [ "$what" = all ]; then
   [ -d datasets/stellarium-rgb/clean ] || python tools/make_datasets.py stellarium --out datasets/stellarium-rgb
   astrotf train resunet --config pipelines/resunet-rgb.toml --data datasets/stellarium-rgb \
-    --out runs/resunet-rgb --tile 128 --batch-size 8 --epochs 60 --steps-per-epoch 100 --lr 4e-4 --seed 0 \
+    --out runs/resunet-rgb --tile 128 --batch-size 8 --epochs 40 --steps-per-epoch 100 --lr 4e-4 --seed 0 \
     $(resume_flag resunet-rgb)
+  # phase 2: 1500 more steps with three times the identity tiles (clean in -> unchanged out, >= 40 dB)
+  astrotf train resunet --config pipelines/resunet-rgb-finetune.toml --out runs/resunet-rgb \
+    --tile 128 --batch-size 8 --epochs 55 --steps-per-epoch 100 --lr 4e-4 --seed 0 --resume
   astrotf export runs/resunet-rgb --out saved_models/resunet-rgb --force \
     --credits datasets/stellarium-rgb/CREDITS.json
 fi
