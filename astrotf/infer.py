@@ -42,7 +42,8 @@ def shipped_model_dirs() -> list[Path]:
     dirs.append(Path(sys.prefix) / "share" / "astrotf" / "saved_models")
     return [d for d in dirs if d.is_dir()]
 
-DEFAULT_MODELS = {"stretched": "resunet-rgb", "linear": "resunet-mono"}
+DEFAULT_MODELS = {"stretched": "resunet-rgb", "linear": "resunet-mono", "magnetogram": "self2self-hmi"}
+MAGNETOGRAM_UNITS = ("gauss", "g", "mx/cm^2", "mx cm^-2", "mx/cm2")
 
 
 # ----------------------------------------------------------------------------- tiling
@@ -444,14 +445,22 @@ def with_ensemble(model: LoadedModel, samples: int, seed: int = 0, average: str 
 
 # ----------------------------------------------------------------------------- domain
 def guess_domain(data: np.ndarray, info) -> str:
-    """``"linear"`` or ``"stretched"`` from format, dtype and values.
+    """``"linear"``, ``"stretched"`` or ``"magnetogram"`` from format, header, dtype and values.
 
     Integer display formats (8/16-bit TIFF, PNG, JPEG) are stretched; FITS is linear;
     a float TIFF is linear unless it lies in [0, 1] with a bright median (> 0.05), as
-    a stretched export from an image processor would.
+    a stretched export from an image processor would. A mono FITS whose ``BUNIT`` is a
+    magnetic field (Gauss, Mx/cm²) or whose ``CONTENT`` says magnetogram is a
+    magnetogram: signed data that a model for photon counts would damage.
     """
     if not info.is_linear:
         return "stretched"
+    header = info.header
+    if header is not None and data.shape[-1] == 1:
+        unit = str(header.get("BUNIT", "")).strip().lower()
+        content = str(header.get("CONTENT", "")).lower()
+        if unit in MAGNETOGRAM_UNITS or "magnetogram" in content:
+            return "magnetogram"
     if info.format == "tiff":
         finite = data[np.isfinite(data)]
         if finite.size and finite.min() >= 0 and finite.max() <= 1 and np.median(finite) > 0.05:

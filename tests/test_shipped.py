@@ -57,3 +57,19 @@ def test_cli_picks_the_model_that_fits_the_data(tmp_path):
     assert result.exit_code == 0, result.output
     assert "-> model resunet-rgb" in result.output and "-> model resunet-mono" in result.output
     assert (tmp_path / "rgb_denoised.tif").exists() and (tmp_path / "mono_denoised.fits").exists()
+
+
+def test_cli_sends_a_magnetogram_to_the_self2self_model_not_the_flux_model(tmp_path):
+    """Signed field maps (BUNIT Gauss) must not go through resunet-mono, whose normalisation assumes flux."""
+    from astropy.io import fits
+
+    rng = np.random.default_rng(0)
+    field = rng.normal(0.0, 8.0, (96, 128)).astype(np.float32)
+    field[40:56, 60:80] += 900.0  # a sunspot
+    header = fits.Header({"BUNIT": "Gauss", "CONTENT": "MAGNETOGRAM"})
+    fits.writeto(tmp_path / "hmi.fits", field, header)
+    result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "hmi.fits"), "--restore", "20"])
+    assert result.exit_code == 0, result.output
+    assert "magnetogram" in result.output and "-> model self2self-hmi" in result.output
+    out = fits.getdata(tmp_path / "hmi_denoised.fits")
+    assert np.abs(out - field).max() <= 20.0 + 1e-3
