@@ -308,3 +308,16 @@ def test_block_masks_drop_whole_blocks_with_keep_probability():
     assert mask.shape == (4, 63, 65, 1) and mask.mean() == pytest.approx(0.7, abs=0.02)
     blocks = mask[:, :62, :64, 0].reshape(4, 31, 2, 32, 2)
     assert np.all(blocks.min(axis=(2, 4)) == blocks.max(axis=(2, 4)))
+
+
+def test_hmi_magnetograms_default_to_the_self2self_model():
+    from astrotf.cli import _magnetogram_model
+    from astrotf.io import ImageInfo
+
+    def info(**cards):
+        return ImageInfo(path=None, format="fits", dtype=np.float32, channels=1, layout="HW", scale=1.0,
+                         header=fits.Header(cards))
+
+    assert _magnetogram_model(info(TELESCOP="SDO/HMI", CONTENT="MAGNETOGRAM")) == "self2self-hmi"
+    assert _magnetogram_model(info(TELESCOP="SDO/HMI", CONTENT="DOPPLERGRAM")) is None
+    assert _magnetogram_model(info(OBJECT="M31")) is None
