@@ -394,7 +394,24 @@ def _self2self_saved_model(serve, path: Path, metadata: dict) -> LoadedModel:
     def sample(batch, mask):
         return serve(image=tf.constant(batch, tf.float32), mask=tf.constant(mask, tf.float32))[output_name].numpy()
 
-    return _self2self_loaded(metadata.get("name", path.name), sample, metadata)
+    states = sorted((v for v in serve.variables if "seed_generator_state" in v.name), key=lambda v: v.name)
+
+    def reseed(seed: int) -> None:
+        _reseed_states(states, seed)
+
+    return _self2self_loaded(metadata.get("name", path.name), sample, metadata, reseed if states else None)
+
+
+def _reseed_states(states, seed: int) -> None:
+    """Restart the dropout draws of a Self2Self model: one independent stream per dropout layer.
+
+    A Keras seed generator's state is ``[seed, counter]`` and each draw increments the
+    counter, so every layer gets its own first element (drawn from ``seed``) and counter 0.
+    """
+    firsts = np.random.default_rng(seed).integers(1, 2**31 - 1, len(states))
+    for state, first in zip(states, firsts):
+        state.assign(np.array([first, 0]).astype(state.dtype.as_numpy_dtype if hasattr(state.dtype, "as_numpy_dtype")
+                                                   else state.dtype))
 
 
 def _self2self_keras(model, path: Path, metadata: dict) -> LoadedModel:
@@ -415,9 +432,8 @@ def _self2self_keras(model, path: Path, metadata: dict) -> LoadedModel:
         return fn(tf.constant(batch, tf.float32), tf.constant(mask, tf.float32)).numpy()
 
     def reseed(seed: int) -> None:
-        for i, layer in enumerate(l for l in model.layers if isinstance(l, MCDropout)):
-            state = layer.seed_generator.state
-            state.assign(np.array([seed, i], dtype=state.dtype))
+        states = [layer.seed_generator.state for layer in model.layers if isinstance(layer, MCDropout)]
+        _reseed_states(states, seed)
 
     return _self2self_loaded(metadata.get("name", path.stem), sample, metadata, reseed)
 

@@ -250,6 +250,14 @@ def test_resume_export_and_saved_model_ensemble(trained_run, tmp_path):
     for shape in [(1, 32, 32, 1), (3, 37, 21, 1)]:
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         assert served(image=x, mask=np.ones_like(x))["denoised"].shape == shape
+    from astrotf.infer import TileOptions, denoise_tiled, load_model, with_ensemble
+
+    image = synthetic_field(48, seed=3)[1][..., None]
+    options = TileOptions(tile=32, overlap=0.25, batch_size=4)
+    saved = load_model(tmp_path / "s2s")  # the SavedModel: its dropout draws are reseeded too
+    a, b, c = (denoise_tiled(image, with_ensemble(saved, 2, seed=s).predict, options) for s in (4, 4, 5))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
     clean, noisy = synthetic_field(96, seed=5)
     fits.writeto(tmp_path / "b.fits", noisy)
     result = run(["infer", str(tmp_path / "b.fits"), "--model", str(tmp_path / "s2s"), "--samples", "4",
