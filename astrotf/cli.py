@@ -259,16 +259,6 @@ class _Manifest:
             self.fh.close()
 
 
-def _magnetogram_model(info) -> str | None:
-    """``self2self-hmi`` for an SDO/HMI magnetogram (FITS header), else None: the star-field model
-    must not be used on magnetograms (it flattens strong fields)."""
-    header = info.header if info.format == "fits" and info.header is not None else {}
-    instrument = f"{header.get('TELESCOP', '')} {header.get('INSTRUME', '')}".upper()
-    if "HMI" in instrument and "MAGNETOGRAM" in str(header.get("CONTENT", "")).upper():
-        return "self2self-hmi"
-    return None
-
-
 def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range, info=None):
     """TDR restore (optional) and the noise-level report; returns the result and the lines to print."""
     import dataclasses
@@ -406,7 +396,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                 raise AstroTFError(f"{target}: output exists; pass --force to overwrite it")
             data, info = io.read_image(image)
             domain = guess_domain(data, info)
-            name = model_name or (_magnetogram_model(info) or DEFAULT_MODELS[domain])
+            name = model_name or DEFAULT_MODELS[domain]
             if name not in models:
                 if server:
                     from astrotf.serving import connect

@@ -318,14 +318,17 @@ def test_block_masks_drop_whole_blocks_with_keep_probability():
     assert np.all(blocks.min(axis=(2, 4)) == blocks.max(axis=(2, 4)))
 
 
-def test_hmi_magnetograms_default_to_the_self2self_model():
-    from astrotf.cli import _magnetogram_model
+def test_magnetograms_are_recognised_from_the_fits_header():
+    from astrotf.infer import DEFAULT_MODELS, guess_domain
     from astrotf.io import ImageInfo
 
-    def info(**cards):
-        return ImageInfo(path=None, format="fits", dtype=np.float32, channels=1, layout="HW", scale=1.0,
+    def domain(**cards):
+        info = ImageInfo(path=None, format="fits", dtype=np.float32, channels=1, layout="HW", scale=1.0,
                          header=fits.Header(cards))
+        return guess_domain(np.zeros((8, 8, 1), np.float32), info)
 
-    assert _magnetogram_model(info(TELESCOP="SDO/HMI", CONTENT="MAGNETOGRAM")) == "self2self-hmi"
-    assert _magnetogram_model(info(TELESCOP="SDO/HMI", CONTENT="DOPPLERGRAM")) is None
-    assert _magnetogram_model(info(OBJECT="M31")) is None
+    assert domain(TELESCOP="SDO/HMI", CONTENT="MAGNETOGRAM") == "magnetogram"
+    assert domain(BUNIT="Gauss") == "magnetogram"
+    assert DEFAULT_MODELS["magnetogram"] == "self2self-hmi"
+    assert domain(TELESCOP="SDO/HMI", CONTENT="DOPPLERGRAM", BUNIT="m/s") == "linear"
+    assert domain(OBJECT="M31", BUNIT="electron") == "linear"
