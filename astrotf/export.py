@@ -69,6 +69,7 @@ def build_metadata(run: dict, name: str, version: int) -> dict:
             "data": {k: v for k, v in run.get("data", {}).items() if k not in ("images",)},
             "started": run.get("started"),
             "finished": run.get("updated"),
+            "earlier_phases": run.get("phases", []),
         },
     }
 
@@ -209,6 +210,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
     model = keras.saving.load_model(source, compile=False)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared model from other users
     try:
         export_saved_model(model, tmp / str(version))
         model.save(tmp / "model.keras")

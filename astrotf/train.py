@@ -269,6 +269,8 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         saved = recipe_from_dict(state["recipe"], str(run_dir / RUN_FILE))
         if saved.model != recipe.model:
             raise AstroTFError(f"{run_dir}: the run's model is {saved.model}, the recipe asks for {recipe.model}")
+        if saved != recipe:  # e.g. a fine-tuning phase: keep what the earlier steps were trained with
+            state.setdefault("phases", []).append({"until_step": state.get("step"), "recipe": state["recipe"]})
         data_dir = Path(data_dir or state["data"]["data_dir"])
     else:
         if state_path.exists():

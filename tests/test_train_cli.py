@@ -48,6 +48,8 @@ def test_train_writes_checkpoint_and_resume_continues_step_counter(rgb_folder, t
     assert resumed.exit_code == 0, resumed.output
     state = json.loads((out / "run.json").read_text())
     assert state["step"] == 4 and state["epoch"] == 2 and state["status"] == "finished"
+    # the settings of the earlier steps are kept (here: the run was extended from 1 to 2 epochs)
+    assert [p["until_step"] for p in state["phases"]] == [2] and state["phases"][0]["recipe"]["train"]["epochs"] == 1
     assert (out / "previews" / "epoch-0002.png").exists()
     rows = (out / "history.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and rows[2].startswith("2,4,")

@@ -20,7 +20,7 @@ if [ "$what" = rgb ] || [ "$what" = all ]; then
   # phase 2: 1500 more steps with three times the identity tiles (clean in -> unchanged out, >= 40 dB)
   astrotf train resunet --config pipelines/resunet-rgb-finetune.toml --out runs/resunet-rgb \
     --tile 128 --batch-size 8 --epochs 55 --steps-per-epoch 100 --lr 4e-4 --seed 0 --resume
-  astrotf export runs/resunet-rgb --out saved_models/resunet-rgb --force \
+  astrotf export runs/resunet-rgb --out saved_models/resunet-rgb --force --format onnx \
     --credits datasets/stellarium-rgb/CREDITS.json
 fi
 
@@ -30,5 +30,5 @@ if [ "$what" = mono ] || [ "$what" = all ]; then
   astrotf train resunet --config pipelines/resunet-mono-linear.toml --data datasets/starfields \
     --out runs/resunet-mono --tile 128 --batch-size 8 --epochs 20 --steps-per-epoch 100 --lr 3e-4 --seed 0 \
     $(resume_flag resunet-mono)
-  astrotf export runs/resunet-mono --out saved_models/resunet-mono --force
+  astrotf export runs/resunet-mono --out saved_models/resunet-mono --force --format onnx
 fi
