@@ -332,3 +332,17 @@ def test_magnetograms_are_recognised_from_the_fits_header():
     assert DEFAULT_MODELS["magnetogram"] == "self2self-hmi"
     assert domain(TELESCOP="SDO/HMI", CONTENT="DOPPLERGRAM", BUNIT="m/s") == "linear"
     assert domain(OBJECT="M31", BUNIT="electron") == "linear"
+
+def test_restore_works_with_any_model_from_the_cli(tmp_path):
+    """TDR restore on a (deterministic) ResUNet output: max |out - in| <= R, fraction and noise reported."""
+    keras.utils.set_random_seed(0)
+    model = build_model("resunet", channels=1, depth=1, base_filters=2, normalization="background")
+    model.save(tmp_path / "r.keras")
+    noisy = np.random.default_rng(0).normal(0, 8, (48, 48)).astype(np.float32)
+    fits.writeto(tmp_path / "x.fits", noisy)
+    result = CliRunner().invoke(main, ["infer", str(tmp_path / "x.fits"), "--model", str(tmp_path / "r.keras"),
+                                       "--restore", "0.5", "--report", "--tile", "32", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "restore R=0.5" in result.output and "noise level" in result.output
+    out = fits.getdata(tmp_path / "x_denoised.fits")
+    assert np.max(np.abs(out.astype(np.float64) - noisy)) <= 0.5
