@@ -135,8 +135,11 @@ def test_ctrl_c_saves_and_resume_continues(rgb_folder, tmp_path):
     recipe = tiny_recipe(tmp_path)
     cmd = [sys.executable, "-m", "astrotf.cli", "train", "resunet", "--data", str(rgb_folder), "--out", str(out),
            "--config", recipe, "--epochs", "50", *TINY]
+    # SIG_DFL in the child: a shell's background job inherits SIGINT ignored, and then Python never
+    # turns Ctrl-C into KeyboardInterrupt
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "run.json").exists() and proc.poll() is None:
         time.sleep(0.2)
