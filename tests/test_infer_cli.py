@@ -13,6 +13,9 @@ from astrotf.models.resunet import ResUNet
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
+    import keras
+
+    keras.utils.set_random_seed(0)  # the same tiny random models whatever ran before
     tmp = tmp_path_factory.mktemp("models")
     rgb = ResUNet(channels=3, depth=2, base_filters=4)
     mono = ResUNet(channels=1, depth=2, base_filters=4, normalization="background")
