@@ -143,15 +143,19 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
     AstroTFError
         Missing file, invalid TOML, unknown keys or invalid values, naming the file.
     """
+    return recipe_from_dict(read_toml(path), str(path))
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    """The tables of a recipe file. Raises AstroTFError naming the file if missing or not TOML."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
-            values = tomllib.load(fh)
+            return tomllib.load(fh)
     except FileNotFoundError:
         raise AstroTFError(f"{path}: recipe not found") from None
     except tomllib.TOMLDecodeError as err:
         raise AstroTFError(f"{path}: invalid TOML ({err})") from None
-    return recipe_from_dict(values, str(path))
 
 
 def override(recipe: Recipe, **changes) -> Recipe:

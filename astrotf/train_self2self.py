@@ -28,17 +28,11 @@ import dataclasses
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 
 from astrotf.errors import AstroTFError, check_fields
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 log = logging.getLogger(__name__)
 
@@ -148,15 +142,9 @@ def self2self_recipe_from_dict(values: dict, source: str = "recipe") -> Self2Sel
 
 def load_self2self_recipe(path: str | os.PathLike) -> Self2SelfRecipe:
     """Read a Self2Self recipe (TOML). Raises AstroTFError naming the file."""
-    path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            values = tomllib.load(fh)
-    except FileNotFoundError:
-        raise AstroTFError(f"{path}: recipe not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise AstroTFError(f"{path}: invalid TOML ({err})") from None
-    return self2self_recipe_from_dict(values, str(path))
+    from astrotf.recipes import read_toml
+
+    return self2self_recipe_from_dict(read_toml(path), str(path))
 
 
 def override_self2self(recipe: Self2SelfRecipe, **changes) -> Self2SelfRecipe:
