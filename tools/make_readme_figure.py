@@ -4,7 +4,7 @@ Row 1: a 256 px crop of the bundled Hubble XDF TIFF with AstroPics noise added (
 resunet-rgb | the original crop. Row 2: the bundled simulated linear FITS frame (Poisson + read noise at
 exposure ratio 4) | denoised by resunet-mono | difference, all with one asinh stretch.
 
-    python tools/make_readme_figure.py [--out docs/before_after.png]
+    python tools/make_readme_figure.py [--out docs/before_after.jpg]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def main() -> None:
     from astrotf.data.noise import AstroPicsNoiseConfig, add_astropics_noise
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("docs/before_after.png"))
+    parser.add_argument("--out", type=Path, default=Path("docs/before_after.jpg"))
     args = parser.parse_args()
 
     rgb, _ = io.read_image(SAMPLES / "hubble_deep_field.tif")
@@ -60,7 +60,7 @@ def main() -> None:
     rows = [np.concatenate([row[0], gap_v, row[1], gap_v, row[2]], axis=1) for row in (row1, row2)]
     grid = np.concatenate([rows[0], np.full((4, rows[0].shape[1], 3), 255, np.uint8), rows[1]], axis=0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(args.out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
     print(f"wrote {args.out}")
 
 
