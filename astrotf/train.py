@@ -161,7 +161,7 @@ def make_strategy(name: str):
 
 class RunRecord:
     """``run.json`` and ``tf.train`` checkpoints of a run directory: the resume machinery
-    of a single-process trainer (used by :mod:`astrotf.train_self2self`).
+    shared by :func:`train` and :mod:`astrotf.train_self2self`.
 
     Parameters
     ----------
@@ -170,11 +170,15 @@ class RunRecord:
     resume : bool
         Read the existing ``run.json`` (error if absent); otherwise refuse a folder that
         already holds a run.
+    out_dir : path, optional
+        Where this process writes ``run.json`` and checkpoints, if not ``run_dir``
+        (a non-chief worker); it still resumes from ``run_dir``'s.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, resume: bool):
+    def __init__(self, run_dir: str | os.PathLike, resume: bool, out_dir: str | os.PathLike | None = None):
         self.dir = Path(run_dir)
-        self.path = self.dir / RUN_FILE
+        self.out = Path(out_dir) if out_dir is not None else self.dir
+        self.path = self.out / RUN_FILE
         self.resume = resume
         if resume:
             self.state = load_run(self.dir)
@@ -189,17 +193,18 @@ class RunRecord:
         import tensorflow as tf
 
         ckpt = tf.train.Checkpoint(**trackables)
-        self.manager = tf.train.CheckpointManager(ckpt, self.dir / "checkpoints", max_to_keep=3)
+        self.manager = tf.train.CheckpointManager(ckpt, self.out / "checkpoints", max_to_keep=3)
         if self.resume:
-            if self.manager.latest_checkpoint is None:
+            latest = tf.train.latest_checkpoint(self.dir / "checkpoints")  # every worker resumes from the chief's
+            if latest is None:
                 raise AstroTFError(f"{self.dir}: no checkpoint to resume from")
-            ckpt.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-            log.info("resumed from %s", self.manager.latest_checkpoint)
+            ckpt.restore(latest).assert_existing_objects_matched()
+            log.info("resumed from %s", latest)
         return ckpt
 
     def start(self, **fields) -> None:
         """Record what the run is (recipe, data, hardware) and start the wall clock."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.out.mkdir(parents=True, exist_ok=True)
         self.state.update({**fields, "hardware": hardware_summary(),
                            "astrotf_version": __import__("astrotf").__version__})
         self.state.setdefault("wall_time_s", 0.0)
@@ -218,9 +223,9 @@ class RunRecord:
                            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         _atomic_json(self.path, self.state)
 
-    def interrupted(self, step: int, command: str) -> TrainingInterrupted:
+    def interrupted(self, step: int, command: str, **fields) -> TrainingInterrupted:
         """Checkpoint after Ctrl-C; returns the exception that says how to continue."""
-        self.save("interrupted", step)
+        self.save("interrupted", step, **fields)
         return TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {self.dir / 'checkpoints'}; "
                                    f"continue with: {command} --out {self.dir} --resume")
 
@@ -263,9 +268,9 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     run_dir = Path(run_dir)
     is_chief, task_id = worker_task() if strategy == "multiworker" else (True, 0)
     out_dir = run_dir if is_chief else run_dir / "workers" / f"worker-{task_id}"
-    state_path = out_dir / RUN_FILE
+    record = RunRecord(run_dir, resume, out_dir)
+    state = record.state
     if resume:
-        state = load_run(run_dir)
         saved = recipe_from_dict(state["recipe"], str(run_dir / RUN_FILE))
         if saved.model != recipe.model:
             raise AstroTFError(f"{run_dir}: the run's model is {saved.model}, the recipe asks for {recipe.model}")
@@ -273,12 +278,9 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
             state.setdefault("phases", []).append({"until_step": state.get("step"), "recipe": state["recipe"]})
         data_dir = Path(data_dir or state["data"]["data_dir"])
     else:
-        if state_path.exists():
-            raise AstroTFError(f"{run_dir}: already holds a training run; pass --resume or choose another --out")
         if data_dir is None:
             raise AstroTFError("--data is required to start a training run")
         data_dir = Path(data_dir)
-        state = {}
 
     # Validate the data before the heavy imports and before anything is written.
     from astrotf.data import pipeline
@@ -325,14 +327,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
 
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         best_var = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, best_val_loss=best_var)
-    manager = tf.train.CheckpointManager(ckpt, out_dir / "checkpoints", max_to_keep=3)
-    if resume:
-        latest = tf.train.latest_checkpoint(run_dir / "checkpoints")  # every worker resumes from the chief's
-        if latest is None:
-            raise AstroTFError(f"{run_dir}: no checkpoint to resume from")
-        ckpt.restore(latest).assert_existing_objects_matched()
-        log.info("resumed from %s at step %d", latest, _steps_done(optimizer))
+    record.attach(model=model, optimizer=optimizer, epoch=epoch_var, best_val_loss=best_var)
 
     def scored(x, y, pred):
         """Prediction and target in the units the loss sees (normalised for linear data)."""
@@ -367,25 +362,16 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         (out_dir / sub).mkdir(exist_ok=True)
     writers = {k: tf.summary.create_file_writer(str(out_dir / "logs" / k)) for k in ("train", "validation")}
 
-    state.update({
-        "recipe": recipe.to_dict(),
-        "data": {**_data_provenance(data_dir, samples), "train": [s.name for s in train_samples],
-                 "validation": [s.name for s in val_samples]},
-        "hardware": hardware_summary(),
-        "precision": precision,
-        "strategy": {"name": strategy, "replicas": replicas, "chief": is_chief, "task": task_id},
-        "astrotf_version": __import__("astrotf").__version__,
-    })
-    state.setdefault("wall_time_s", 0.0)
-    state.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    wall_start, wall_before = time.time(), state["wall_time_s"]
+    record.start(
+        recipe=recipe.to_dict(),
+        data={**_data_provenance(data_dir, samples), "train": [s.name for s in train_samples],
+              "validation": [s.name for s in val_samples]},
+        precision=precision,
+        strategy={"name": strategy, "replicas": replicas, "chief": is_chief, "task": task_id},
+    )
 
     def save_state(status: str) -> None:
-        manager.save(checkpoint_number=_steps_done(optimizer))
-        state.update({"status": status, "step": _steps_done(optimizer), "epoch": int(_scalar(epoch_var)),
-                      "best_val_loss": _scalar(best_var), "wall_time_s": wall_before + time.time() - wall_start,
-                      "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-        _atomic_json(state_path, state)
+        record.save(status, _steps_done(optimizer), epoch=int(_scalar(epoch_var)), best_val_loss=_scalar(best_var))
 
     history_path = out_dir / "history.csv"
     step = _steps_done(optimizer)
@@ -454,13 +440,10 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
             model.save(out_dir / "model_last.keras")
             save_state("running")
     except KeyboardInterrupt:
-        save_state("interrupted")
-        raise TrainingInterrupted(
-            f"stopped at step {_steps_done(optimizer)}; checkpoint saved in {run_dir / 'checkpoints'}; "
-            f"continue with: astrotf train {recipe.model.name} --out {run_dir} --resume"
-        ) from None
+        raise record.interrupted(_steps_done(optimizer), f"astrotf train {recipe.model.name}",
+                                 epoch=int(_scalar(epoch_var)), best_val_loss=_scalar(best_var)) from None
     finally:
         for w in writers.values():
             w.close()
     save_state("finished")
-    return state
+    return record.state
