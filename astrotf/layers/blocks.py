@@ -140,8 +140,22 @@ class BilinearUpsample2x(layers.Layer):
         return (input_shape[0], up(input_shape[1]), up(input_shape[2]), input_shape[3])
 
 
+class _PixelBlocks(layers.Layer):
+    """Base of the pixel (un)shuffle layers: a ``block`` size, validated and serialised."""
+
+    def __init__(self, block: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        if block < 1:
+            msg = f"`block` must be a positive integer. Received: block={block}"
+            raise ValueError(msg)
+        self.block = int(block)
+
+    def get_config(self):
+        return {**super().get_config(), "block": self.block}
+
+
 @keras.saving.register_keras_serializable(package="astrotf")
-class SpaceToDepth(layers.Layer):
+class SpaceToDepth(_PixelBlocks):
     """Fold each ``block × block`` patch of pixels into channels (pixel unshuffle).
 
     ``(B, H, W, C) -> (B, H / block, W / block, block² · C)``, lossless and exactly
@@ -150,13 +164,6 @@ class SpaceToDepth(layers.Layer):
     3×3 convolution costs a quarter as much per input pixel and sees twice as far.
     H and W must be multiples of ``block`` (see :class:`PadToMultiple`).
     """
-
-    def __init__(self, block: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        if block < 1:
-            msg = f"`block` must be a positive integer. Received: block={block}"
-            raise ValueError(msg)
-        self.block = int(block)
 
     def call(self, x):
         b = self.block
@@ -172,20 +179,10 @@ class SpaceToDepth(layers.Layer):
         channels = None if input_shape[3] is None else input_shape[3] * self.block**2
         return (input_shape[0], down(input_shape[1]), down(input_shape[2]), channels)
 
-    def get_config(self):
-        return {**super().get_config(), "block": self.block}
-
 
 @keras.saving.register_keras_serializable(package="astrotf")
-class DepthToSpace(layers.Layer):
+class DepthToSpace(_PixelBlocks):
     """Unfold channels into ``block × block`` pixel patches: the inverse of :class:`SpaceToDepth`."""
-
-    def __init__(self, block: int = 2, **kwargs):
-        super().__init__(**kwargs)
-        if block < 1:
-            msg = f"`block` must be a positive integer. Received: block={block}"
-            raise ValueError(msg)
-        self.block = int(block)
 
     def call(self, x):
         b = self.block
@@ -201,6 +198,3 @@ class DepthToSpace(layers.Layer):
 
         channels = None if input_shape[3] is None else input_shape[3] // self.block**2
         return (input_shape[0], up(input_shape[1]), up(input_shape[2]), channels)
-
-    def get_config(self):
-        return {**super().get_config(), "block": self.block}
