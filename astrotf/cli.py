@@ -87,6 +87,9 @@ def _resolve_recipe(config: str | None) -> Path | None:
               help="Keras dtype policy; auto = mixed_bfloat16 where the hardware has native bfloat16 "
                    "(GPU, AVX512-BF16/AMX CPU), else float32. [recipe: auto]")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--init", "init", metavar="MODEL",
+              help="Start from the weights of a trained model of the same architecture: a shipped model's name "
+                   "(resunet-rgb), a model folder, a .keras file or a run (fine-tuning on your own data).")
 @click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
               show_default=True,
               help="tf.distribute: one device; all GPUs of this machine; or the machines of TF_CONFIG. "
@@ -94,7 +97,7 @@ def _resolve_recipe(config: str | None) -> Path | None:
 @click.option("-q", "--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
 @friendly_errors
 def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size, tile, lr, seed, precision,
-                  resume, strategy, quiet):
+                  resume, init, strategy, quiet):
     """Train the AstroPics ResUNet (star-aware composite loss, synthetic noise).
 
     Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume.
@@ -121,11 +124,17 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
     if data is not None and not data.is_dir():
         raise AstroTFError(f"{data}: data folder does not exist (--data)")
 
+    if init is not None and not Path(init).exists():
+        from astrotf.infer import resolve_model_path
+
+        init = resolve_model_path(init)  # a shipped model's name
+
     from astrotf.train import TrainingInterrupted
     from astrotf.train import train as run_training
 
     try:
-        state = run_training(recipe, data, out, resume=resume, verbose=2 if quiet else 1, strategy=strategy)
+        state = run_training(recipe, data, out, resume=resume, verbose=2 if quiet else 1, strategy=strategy,
+                             init=init)
     except TrainingInterrupted as stop:
         click.echo(f"Interrupted: {stop}", err=True)
         sys.exit(130)
@@ -319,8 +328,13 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
               help="Fraction of a tile shared with its neighbours; 0 = naive tiling.")
 @click.option("--tile", type=click.IntRange(min=16), help="Tile size in px. [256, or the model's training tile if larger]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per model call.")
-@click.option("--backend", type=click.Choice(["tensorflow", "onnxruntime"]), default="tensorflow",
-              show_default=True, help="Engine that runs the model (onnxruntime needs the model's model.onnx).")
+@click.option("--backend", type=click.Choice(["tensorflow", "onnxruntime", "tensorrt"]), default="tensorflow",
+              show_default=True, help="Engine that runs the model (onnxruntime needs the model's model.onnx, "
+                                      "tensorrt an engine from `astrotf export --format tensorrt`).")
+@click.option("--precision", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
+              help="Arithmetic of the network: auto = bfloat16 for stretched-data models where the hardware has "
+                   "native bfloat16 (GPU, AVX512-BF16/AMX CPU; input, residual and output stay float32), "
+                   "else float32. Linear-data models keep float32 unless asked.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs (never the input).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--server", metavar="HOST:PORT",
@@ -351,7 +365,7 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
 @click.option("--noise-range", type=(float, float), default=(-20.0, 20.0), show_default=True, metavar="LOW HIGH",
               help="Value range whose histogram gives the noise level (--report, --restore-sigma).")
 @friendly_errors
-def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, force, quiet,
+def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
           server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
           restore_sigma, report, noise_range):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
@@ -404,7 +418,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                     models[name] = connect(server, name, protocol)
                     models[name].metadata.setdefault("data_domain", domain)  # no local metadata.json
                 else:
-                    models[name] = load_model(name, backend=backend)
+                    models[name] = load_model(name, backend=backend, precision=precision)
             model = models[name]
             if samples is not None or getattr(model, "sample", None) is not None:
                 from astrotf.infer import with_ensemble
@@ -413,7 +427,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                 model = with_ensemble(model, samples or int(model.metadata.get("ensemble", {}).get("samples", 16)),
                                       seed, average)
             if model_name is None:
-                click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name}", err=True)
+                click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name} "
+                           f"({model.precision})", err=True)
             options = TileOptions(tile=tile or max(256, model.tile), overlap=overlap, batch_size=batch_size)
             if quiet:
                 result = denoise_image(data, model, options)
@@ -425,7 +440,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
 
                     result = denoise_image(data, model, options, progress)
             history = [f"astrotf {__version__} infer: model={model.name} "
-                       f"v{model.metadata.get('version', '?')} tile={options.tile} overlap={options.overlap}",
+                       f"v{model.metadata.get('version', '?')} tile={options.tile} overlap={options.overlap} "
+                       f"precision={model.precision}",
                        f"astrotf input: {image.name}"]
             if getattr(model, "sample", None) is not None:
                 history.append(f"astrotf Self2Self ensemble: samples={samples or model.metadata['ensemble']['samples']}"
@@ -469,21 +485,53 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
 @click.option("--checkpoint", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--credits", "credits_file", type=click.Path(dir_okay=False, exists=True, path_type=Path),
               help="JSON file with data credits and licences to record in metadata.json.")
-@click.option("--format", "formats", type=click.Choice(["savedmodel", "onnx"]), multiple=True,
-              help="Also write model.onnx with 'onnx' (repeatable). The SavedModel is always written.")
+@click.option("--format", "formats", type=click.Choice(["savedmodel", "onnx", "tensorrt"]), multiple=True,
+              help="Also write model.onnx with 'onnx', and a TensorRT engine for this machine's GPU with "
+                   "'tensorrt' (repeatable). The SavedModel is always written.")
+@click.option("--trt-precision", type=click.Choice(["fp16", "fp32"]), default="fp16", show_default=True,
+              help="TensorRT: FP16 network body with the data path in FP32, or FP32 throughout.")
+@click.option("--trt-tile", type=click.IntRange(min=16), default=256, show_default=True,
+              help="TensorRT: tile size the engine is tuned for (it takes 16 px up to twice this).")
+@click.option("--trt-max-batch", type=click.IntRange(min=1), default=16, show_default=True,
+              help="TensorRT: largest batch of tiles the engine takes (tuned for 8, or this if smaller).")
 @click.option("--force", is_flag=True, help="Replace an existing export.")
 @friendly_errors
-def export(run_dir, out, version, checkpoint, credits_file, formats, force):
-    """Export a training run as a TF Serving SavedModel with metadata.json (and ONNX)."""
+def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precision, trt_tile, trt_max_batch,
+           force):
+    """Export a training run as a TF Serving SavedModel with metadata.json (ONNX, TensorRT).
+
+    RUN_DIR may also be an exported model folder (a shipped model): with --format tensorrt
+    it is copied to --out with an engine built for this machine's GPU added.
+    """
     import json
 
-    from astrotf.export import export_run
+    from astrotf.export import export_model_folder, export_run
+    from astrotf.tensorrt_engine import EngineProfile
 
     credits = json.loads(credits_file.read_text()) if credits_file else None
+    profile = None
+    if "tensorrt" in formats:
+        profile = {"min_tile": 16, "opt_tile": trt_tile, "max_tile": 2 * trt_tile,
+                   "opt_batch": min(8, trt_max_batch), "max_batch": trt_max_batch}
+    if not (run_dir / "run.json").is_file() and (run_dir / "metadata.json").is_file():
+        if set(formats) != {"tensorrt"}:
+            raise AstroTFError(f"{run_dir}: an exported model folder, not a training run; only --format tensorrt "
+                               "builds from it (an engine for this machine's GPU)")
+        channels = int(json.loads((run_dir / "metadata.json").read_text()).get("channels", 3))
+        path = export_model_folder(run_dir, out, force=force, trt_profile=EngineProfile(channels, **profile),
+                                   trt_fp16=trt_precision == "fp16")
+        click.echo(f"{run_dir} -> {path} with a TensorRT engine ({trt_precision})")
+        return
     formats = tuple(dict.fromkeys(("savedmodel",) + formats))
+    if profile is not None:
+        from astrotf.train import load_run
+
+        channels = int(load_run(run_dir)["recipe"].get("model", {}).get("channels", 1))
+        profile = EngineProfile(channels, **profile)
     path = export_run(run_dir, out, version=version, checkpoint=checkpoint, credits=credits, force=force,
-                      formats=formats)
-    extra = " + model.onnx" if "onnx" in formats else ""
+                      formats=formats, trt_profile=profile, trt_fp16=trt_precision == "fp16")
+    extra = "".join(f" + {name}" for fmt, name in (("onnx", "model.onnx"), ("tensorrt", "TensorRT engine"))
+                    if fmt in formats)
     click.echo(f"exported {run_dir} -> {path} (serving_default: image -> denoised){extra}")
 
 

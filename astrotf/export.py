@@ -9,6 +9,8 @@ Layout (TF Serving's model base path)::
       model.keras         the same weights as a Keras model (fine-tuning, Python API)
       model.onnx          with ``formats`` including "onnx": the same graph for ONNX Runtime
                           (input "image", output "denoised", dynamic N, H, W; needs tf2onnx)
+      model.fp16.plan     with "tensorrt": a TensorRT engine built from model.onnx for the GPU of
+                          this machine (see :mod:`astrotf.tensorrt_engine`)
       metadata.json       channels, data domain, normalisation, tile, recipe, provenance, version
 
 The export is always float32, whatever precision the run trained in.
@@ -70,6 +72,7 @@ def build_metadata(run: dict, name: str, version: int) -> dict:
             "started": run.get("started"),
             "finished": run.get("updated"),
             "earlier_phases": run.get("phases", []),
+            "init": run.get("init"),
         },
     }
 
@@ -143,7 +146,23 @@ def export_saved_model(model, path: str | os.PathLike) -> None:
 
 
 ONNX_OPSET = 17
-FORMATS = ("savedmodel", "onnx")
+FORMATS = ("savedmodel", "onnx", "tensorrt")
+
+
+def engine_file_name(fp16: bool) -> str:
+    return "model.fp16.plan" if fp16 else "model.fp32.plan"
+
+
+def add_tensorrt_engine(folder: Path, metadata: dict, profile=None, fp16: bool = True) -> None:
+    """Build ``folder/model.{fp16,fp32}.plan`` from ``folder/model.onnx``; record it in ``metadata``."""
+    from astrotf.tensorrt_engine import EngineProfile, build_engine
+
+    if not (folder / "model.onnx").is_file():
+        raise AstroTFError(f"{folder}: no model.onnx to build a TensorRT engine from (export with --format onnx)")
+    if metadata.get("ensemble") is not None:
+        raise AstroTFError(f"{folder}: Self2Self models (image + mask inputs) have no TensorRT path yet")
+    profile = profile or EngineProfile(channels=int(metadata["channels"]))
+    metadata["tensorrt"] = build_engine(folder / "model.onnx", folder / engine_file_name(fp16), profile, fp16=fp16)
 
 
 def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> None:
@@ -179,16 +198,59 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> None
     onnx.save(graph, str(path))
 
 
+def _replace_folder(tmp: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *, force: bool = False,
+                        trt_profile=None, trt_fp16: bool = True) -> Path:
+    """Copy an exported model folder (a shipped model, say) to ``out`` with a TensorRT engine added.
+
+    Engines are built for the GPU they run on, so users build them from the shipped
+    ``model.onnx`` on their own machine. Written into a temporary folder and moved
+    into place.
+    """
+    source, out = Path(source), Path(out)
+    if out.resolve() == source.resolve():
+        raise AstroTFError(f"{out}: --out must differ from the model folder it is built from")
+    if out.exists() and not force:
+        raise AstroTFError(f"{out}: already exists; pass --force")
+    metadata = json.loads((source / "metadata.json").read_text())
+    from astrotf.tensorrt_engine import require_gpu
+
+    require_gpu()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        add_tensorrt_engine(tmp, metadata, trt_profile, trt_fp16)
+        (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
+        _replace_folder(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("TensorRT engine for %s written to %s", source, out)
+    return out
+
+
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: int = 1,
                checkpoint: str = "best", credits: dict | None = None, force: bool = False,
-               formats: tuple[str, ...] = ("savedmodel",)) -> Path:
+               formats: tuple[str, ...] = ("savedmodel",), trt_profile=None, trt_fp16: bool = True) -> Path:
     """Export ``run_dir/model_{checkpoint}.keras`` to ``out`` (see the module docstring).
 
     The SavedModel, ``model.keras`` and ``metadata.json`` are always written;
-    ``formats`` containing ``"onnx"`` adds ``model.onnx``. Written into a temporary
-    folder beside ``out`` and moved into place, so a failed export never leaves half a
-    model behind.
+    ``formats`` containing ``"onnx"`` adds ``model.onnx``, ``"tensorrt"`` also a
+    TensorRT engine (``trt_profile``: :class:`astrotf.tensorrt_engine.EngineProfile`;
+    ``trt_fp16``: FP16 network body). Written into a temporary folder beside ``out``
+    and moved into place, so a failed export never leaves half a model behind.
     """
+    if "tensorrt" in formats:
+        from astrotf.tensorrt_engine import require_gpu
+
+        require_gpu()  # before the slow part
+        formats = tuple(dict.fromkeys((*formats, "onnx")))
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise AstroTFError(f"unknown export format(s) {unknown}; expected some of {list(FORMATS)}")
@@ -219,12 +281,12 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
             export_onnx(model, tmp / "model.onnx")
             metadata["onnx"] = {"file": "model.onnx", "opset": ONNX_OPSET,
                                 "input": INPUT_NAME, "output": OUTPUT_NAME}
+        if "tensorrt" in formats:
+            add_tensorrt_engine(tmp, metadata, trt_profile, trt_fp16)
         if credits:
             metadata["credits"] = credits
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        _replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s to %s", source, out)

@@ -159,6 +159,41 @@ def make_strategy(name: str):
     raise AstroTFError(f"unknown strategy {name!r}; expected one of {list(STRATEGIES)}")
 
 
+def _init_model_file(init: str | os.PathLike) -> Path:
+    """The ``.keras`` file of ``--init``: the file itself, a model folder's ``model.keras`` or a run's best model."""
+    path = Path(init)
+    for candidate in (path, path / "model.keras", path / "model_best.keras"):
+        if candidate.is_file() and candidate.suffix == ".keras":
+            return candidate
+    raise AstroTFError(f"{init}: no model to start from (--init takes a .keras file, a model folder or a run)")
+
+
+def _initialise_from(model, init: str | os.PathLike, recipe: Recipe) -> dict:
+    """Copy the weights of the model at ``init`` into ``model`` (same architecture); return its provenance."""
+    import keras
+
+    source = _init_model_file(init)
+    try:
+        base = keras.saving.load_model(source, compile=False)
+    except Exception as err:  # keras raises many types for a bad archive
+        raise AstroTFError(f"{source}: cannot be loaded as a Keras model ({str(err).splitlines()[0]})") from None
+    wanted = recipe.model.kwargs()
+    have = {k: base.get_config().get(k) for k in wanted}
+    if type(base).__name__.lower() != recipe.model.name or have != wanted:
+        raise AstroTFError(f"{source}: its architecture {type(base).__name__} {have} differs from the recipe's "
+                           f"{recipe.model.name} {wanted} (--init needs the same model)")
+    model.set_weights(base.get_weights())
+    log.info("starting from the weights of %s", source)
+    record = {"model": str(source)}
+    for meta in (source.parent / "metadata.json", source.parent / RUN_FILE):
+        if meta.is_file():
+            info = json.loads(meta.read_text())
+            record["training"] = info.get("training") or {k: info.get(k) for k in ("step", "wall_time_s", "data")}
+            record["recipe"] = info.get("recipe")
+            break
+    return record
+
+
 class RunRecord:
     """``run.json`` and ``tf.train`` checkpoints of a run directory: the resume machinery
     shared by :func:`train` and :mod:`astrotf.train_self2self`.
@@ -231,7 +266,8 @@ class RunRecord:
 
 
 def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.PathLike, *,
-          resume: bool = False, verbose: int = 1, strategy: str = "default") -> dict:
+          resume: bool = False, verbose: int = 1, strategy: str = "default",
+          init: str | os.PathLike | None = None) -> dict:
     """Train a model on a data folder, or resume a run.
 
     Parameters
@@ -254,6 +290,10 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         be resumed under another one. With several workers the chief writes
         ``run_dir``; the other workers write their checkpoints and logs to
         ``run_dir/workers/worker-N`` and resume from the chief's checkpoints.
+    init : path, optional
+        Start a new run from the weights of a trained model of the same architecture
+        (a ``.keras`` file, an exported model folder or a run directory): fine-tuning,
+        e.g. a shipped model on one's own images. Its training provenance is recorded.
 
     Returns
     -------
@@ -270,6 +310,8 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     out_dir = run_dir if is_chief else run_dir / "workers" / f"worker-{task_id}"
     record = RunRecord(run_dir, resume, out_dir)
     state = record.state
+    if resume and init is not None:
+        raise AstroTFError("--init starts a new run; it cannot be combined with --resume")
     if resume:
         saved = recipe_from_dict(state["recipe"], str(run_dir / RUN_FILE))
         if saved.model != recipe.model:
@@ -310,6 +352,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
                  recipe.data.batch_size // replicas)
     with distribution.scope():  # model, optimizer and counters live on the strategy's devices
         model = build_model(recipe.model.name, **recipe.model.kwargs())
+        init_record = _initialise_from(model, init, recipe) if init is not None else state.get("init")
         total_steps = tcfg.epochs * tcfg.steps_per_epoch
         if tcfg.schedule == "cosine":
             warmup = min(tcfg.warmup_steps, total_steps // 10)
@@ -367,6 +410,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         data={**_data_provenance(data_dir, samples), "train": [s.name for s in train_samples],
               "validation": [s.name for s in val_samples]},
         precision=precision,
+        init=init_record,
         strategy={"name": strategy, "replicas": replicas, "chief": is_chief, "task": task_id},
     )
 

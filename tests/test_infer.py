@@ -110,3 +110,43 @@ def test_channel_adaptation():
 def test_tile_options_validate(kwargs, match):
     with pytest.raises(AstroTFError, match=match):
         TileOptions(**kwargs)
+
+
+def test_bfloat16_inference_keeps_the_data_path_in_float32(tmp_path):
+    import keras
+
+    from astrotf.infer import load_model
+    from astrotf.models.resunet import ResUNet
+
+    keras.utils.set_random_seed(0)
+    ResUNet(channels=3, depth=2, base_filters=4).save(tmp_path / "m.keras")
+    fp32 = load_model(tmp_path / "m.keras", precision="float32")
+    bf16 = load_model(tmp_path / "m.keras", precision="bfloat16")
+    assert (fp32.precision, bf16.precision) == ("float32", "bfloat16")
+    assert keras.mixed_precision.global_policy().name == "float32"  # loading leaves the policy alone
+    x = np.random.default_rng(0).random((2, 40, 48, 3), dtype=np.float32)
+    a, b = fp32.predict(x), bf16.predict(x)
+    assert b.dtype == np.float32
+    correction = np.abs(a - x).max()
+    # only the correction is rounded (bfloat16: 8 significant bits), never the data it is added to
+    assert 0 < np.abs(a - b).max() <= 0.02 * correction + 1e-6
+
+
+def test_auto_precision_keeps_linear_models_and_other_backends_in_float32(tmp_path):
+    from astrotf.infer import resolve_inference_precision
+    from astrotf.recipes import resolve_precision
+
+    import tensorflow as tf
+
+    native = resolve_precision("auto", bool(tf.config.list_physical_devices("GPU"))) == "mixed_bfloat16"
+    assert resolve_inference_precision("auto", {"data_domain": "linear"}) == "float32"
+    assert resolve_inference_precision("auto", {"data_domain": "magnetogram"}) == "float32"
+    assert resolve_inference_precision("auto", {"data_domain": "stretched"}, "onnxruntime") == "float32"
+    # stretched data: bfloat16 where this machine computes it natively
+    expected = "bfloat16" if native else "float32"
+    assert resolve_inference_precision("auto", {"data_domain": "stretched"}) == expected
+    assert resolve_inference_precision("float32", {"data_domain": "stretched"}) == "float32"
+    with pytest.raises(AstroTFError, match="tensorflow backend only"):
+        resolve_inference_precision("bfloat16", {}, "onnxruntime")
+    with pytest.raises(AstroTFError, match="unknown precision"):
+        resolve_inference_precision("fp8", {})

@@ -226,3 +226,31 @@ def test_multiworker_without_tf_config_is_a_clear_error(rgb_folder, tmp_path, mo
                                        "--config", tiny_recipe(tmp_path), "--epochs", "1",
                                        "--strategy", "multiworker", *TINY])
     assert result.exit_code == 2 and "TF_CONFIG" in result.output
+
+
+def test_init_starts_a_new_run_from_the_weights_of_a_trained_model(rgb_folder, tmp_path):
+    import keras
+
+    recipe = tiny_recipe(tmp_path)
+    base = tmp_path / "base"
+    assert run(["train", "resunet", "--data", str(rgb_folder), "--out", str(base), "--config", recipe,
+                "--epochs", "1", *TINY]).exit_code == 0
+    tuned = tmp_path / "tuned"
+    result = run(["train", "resunet", "--data", str(rgb_folder), "--out", str(tuned), "--config", recipe,
+                  "--init", str(base), "--epochs", "1", "--lr", "1e-9", *TINY])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tuned / "run.json").read_text())
+    assert state["init"]["model"] == str(base / "model_best.keras") and state["init"]["training"]["step"] == 2
+    assert state["step"] == 2  # a new run: its own step counter
+    x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
+    before = keras.saving.load_model(base / "model_best.keras")(x)
+    after = keras.saving.load_model(tuned / "model_last.keras")(x)
+    np.testing.assert_allclose(after, before, atol=1e-5)  # lr 1e-9: the weights are the base model's
+
+    other = tmp_path / "other.toml"
+    other.write_text(open(recipe).read().replace("base_filters = 4", "base_filters = 8"))
+    result = CliRunner().invoke(main, ["train", "resunet", "--data", str(rgb_folder), "--out", str(tmp_path / "x"),
+                                       "--config", str(other), "--init", str(base), "--epochs", "1", *TINY])
+    assert result.exit_code == 2 and "--init needs the same model" in result.output
+    result = CliRunner().invoke(main, ["train", "resunet", "--out", str(tuned), "--resume", "--init", str(base)])
+    assert result.exit_code == 2 and "cannot be combined with --resume" in result.output

@@ -7,11 +7,13 @@ For each model, on a synthetic frame of the model's kind, in the same run:
   * peak resident memory of a tiled run on a large mono frame, measured in a child process.
 
     python tools/bench_infer.py [--size 2048] [--big 10000] [--models resunet-rgb resunet-mono]
-                                [--backends tensorflow onnxruntime]
+                                [--backends tensorflow onnxruntime] [--precisions float32 bfloat16]
 
 With several backends, every engine runs the same exported model on the same frame in the same run
 (ONNX Runtime needs the model folder's model.onnx: ``astrotf export RUN --format onnx``); the
-largest difference from TensorFlow's output is printed beside the speed.
+largest difference from TensorFlow's output is printed beside the speed. ``--precisions float32
+bfloat16`` adds TensorFlow rows with the network's convolutions in bfloat16 (what ``astrotf infer
+--precision auto`` picks for stretched-data models on hardware with native bfloat16).
 """
 
 from __future__ import annotations
@@ -45,17 +47,18 @@ def seconds(fn, repeat: int = 2) -> float:
     return best
 
 
-def bench_model(name: str, size: int, batch: int, backend: str = "tensorflow", reference=None) -> dict:
+def bench_model(name: str, size: int, batch: int, backend: str = "tensorflow", reference=None,
+                precision: str = "float32") -> dict:
     from astrotf.infer import TileOptions, denoise_tiled, load_model
 
-    model = load_model(name, backend=backend)
+    model = load_model(name, backend=backend, precision=precision)
     image = frame(size, model.channels, model.domain == "linear")
     mpix = size * size / 1e6
     tiled = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.25, batch)))
     naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch)))
     whole = seconds(lambda: model.predict(image[None]), repeat=1)
     out = np.asarray(model.predict(image[None, :512, :512]))
-    row = {"model": name, "backend": backend, "frame": f"{size}x{size}x{model.channels}",
+    row = {"model": name, "backend": backend, "precision": model.precision, "frame": f"{size}x{size}x{model.channels}",
            "tiled_mpix_s": mpix / tiled, "naive_mpix_s": mpix / naive, "whole_mpix_s": mpix / whole,
            "tiled_over_whole": tiled / whole, "output": out}
     if reference is not None:
@@ -91,6 +94,8 @@ def main() -> None:
     parser.add_argument("--big", type=int, default=0, help="side of the mono frame for peak RSS (0: skip)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--backends", nargs="+", default=["tensorflow"], choices=["tensorflow", "onnxruntime"])
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                        help="network arithmetic of the TensorFlow rows")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
@@ -100,17 +105,18 @@ def main() -> None:
     rows = []
     for name in args.models if args.size else []:
         reference = None
-        for backend in args.backends:
-            row = bench_model(name, args.size, args.batch_size, backend, reference)
+        runs = [(b, p) for b in args.backends for p in (args.precisions if b == "tensorflow" else ["float32"])]
+        for backend, precision in runs:
+            row = bench_model(name, args.size, args.batch_size, backend, reference, precision)
             reference = row.pop("output") if reference is None else reference
             row.pop("output", None)
             rows.append(row)
-    print("| model | backend | frame | tiled 0.25 Mpix/s | naive tiles Mpix/s | whole frame Mpix/s "
-          "| tiled / whole time | max abs diff vs first backend |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | backend | precision | frame | tiled 0.25 Mpix/s | naive tiles Mpix/s | whole frame Mpix/s "
+          "| tiled / whole time | max abs diff vs first row |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "-"
-        print(f"| {r['model']} | {r['backend']} | {r['frame']} | {r['tiled_mpix_s']:.2f} | {r['naive_mpix_s']:.2f} | "
+        print(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['frame']} | {r['tiled_mpix_s']:.2f} | {r['naive_mpix_s']:.2f} | "
               f"{r['whole_mpix_s']:.2f} | {r['tiled_over_whole']:.2f} | {diff} |")
     if args.big:
         for name in args.models:

@@ -194,7 +194,7 @@ def run_methods(noisy: np.ndarray, methods: dict, label: str) -> dict:
 
 
 # ----------------------------------------------------------------------------- models
-def load_models(names: dict) -> tuple[dict, dict]:
+def load_models(names: dict, precision: str = "float32") -> tuple[dict, dict]:
     """``{role: LoadedModel}`` for the models that load, and ``{role: info}`` (version, exported, steps)."""
     from astrotf.infer import load_model, resolve_model_path
 
@@ -203,7 +203,7 @@ def load_models(names: dict) -> tuple[dict, dict]:
         if name is None:
             continue
         try:
-            model = load_model(name)
+            model = load_model(name, precision=precision)
         except Exception as err:  # noqa: BLE001
             info[role] = {"name": name, "error": f"{type(err).__name__}: {err}"}
             progress(f"model {name}: not loaded ({err})")
@@ -212,7 +212,7 @@ def load_models(names: dict) -> tuple[dict, dict]:
         models[role] = model
         data = meta.get("training", {}).get("data")
         info[role] = {"name": name, "path": str(resolve_model_path(name)), "exported": meta.get("exported"),
-                      "version": meta.get("version"),
+                      "version": meta.get("version"), "precision": model.precision,
                       "training_steps": meta.get("training", {}).get("steps"),
                       "trained_on": data.get("name") if isinstance(data, dict) else None}
     return models, info
@@ -617,6 +617,8 @@ def main(argv=None) -> int:
     parser.add_argument("--mono-model", default="resunet-mono")
     parser.add_argument("--hmi-model", default="self2self-hmi", help="also run on HMI when it exists")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (the slowest peer)")
+    parser.add_argument("--precision", choices=["float32", "bfloat16", "auto"], default="float32",
+                        help="network arithmetic of the astrotf models (auto: as `astrotf infer` picks)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-quality")
     args = parser.parse_args(argv)
     logging.getLogger("astrotf.infer").setLevel(logging.ERROR)
@@ -627,7 +629,7 @@ def main(argv=None) -> int:
         else None
     models, header["models"] = load_models({"rgb": args.rgb_model if args.n_rgb else None,
                                             "mono": args.mono_model if args.fields or args.n_hmi else None,
-                                            "hmi": hmi_model if args.n_hmi else None})
+                                            "hmi": hmi_model if args.n_hmi else None}, args.precision)
     labels = {role: f"astrotf {Path(info['name']).name}" for role, info in header["models"].items()}
     results, sections = {"header": header}, []
     use_bm3d = not args.no_bm3d
