@@ -177,3 +177,23 @@ def test_catalogue_names_missing_columns():
     cat = metrics.Catalogue.from_table(Table({"x": [1.0, 2], "y": [2.0, 3], "flux": [5.0, 6],
                                               "kind": ["star", "galaxy"]}))
     assert cat.star.tolist() == [True, False] and len(cat) == 2
+
+
+def test_recovery_at_false_positives_picks_the_lowest_threshold_within_the_budget(bright_field):
+    clean, truth, noisy = bright_field
+    catalogue = metrics.Catalogue.from_table(truth)
+    sigma = metrics.background_noise(noisy).sigma
+    sigmas = np.arange(1.0, 10.01, 0.5)
+    strict = metrics.recovery_at_false_positives(noisy, catalogue, 0, sigma, sigmas=sigmas)
+    loose = metrics.recovery_at_false_positives(noisy, catalogue, 10, sigma, sigmas=sigmas)
+    assert strict.false_positives == 0 and loose.false_positives <= 10
+    assert loose.threshold <= strict.threshold and loose.true_positives >= strict.true_positives
+    # the chosen threshold is the lowest of the scan that meets the budget: one step lower does not
+    lower = strict.threshold / sigma - 0.5
+    if lower >= sigmas[0]:
+        assert metrics.star_recovery(noisy, catalogue, lower * sigma).false_positives > 0
+    # same threshold, same answer as star_recovery
+    again = metrics.star_recovery(noisy, catalogue, strict.threshold)
+    assert (again.true_positives, again.false_positives) == (strict.true_positives, strict.false_positives)
+    with pytest.raises(ValueError, match="max_false_positives"):
+        metrics.recovery_at_false_positives(noisy, catalogue, -1, sigma)
