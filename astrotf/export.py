@@ -73,8 +73,21 @@ def build_metadata(run: dict, name: str, version: int) -> dict:
             "finished": run.get("updated"),
             "earlier_phases": run.get("phases", []),
             "init": run.get("init"),
+            "steps_including_init": _steps_including_init(run.get("step"), run.get("init")),
         },
     }
+
+
+def _steps_including_init(steps: int | None, init: dict | None) -> int | None:
+    """Training steps of a model and of the chain of models it was fine-tuned from (``--init``)."""
+    total = steps or 0
+    while init and init.get("training"):
+        training = init["training"]
+        total += training.get("steps_including_init") or training.get("steps") or 0
+        if training.get("steps_including_init"):
+            break  # an exported model already counts its own chain
+        init = training.get("init")
+    return total or None
 
 
 def _self2self_metadata(run: dict, name: str, version: int) -> dict:

@@ -184,13 +184,23 @@ def _initialise_from(model, init: str | os.PathLike, recipe: Recipe) -> dict:
                            f"{recipe.model.name} {wanted} (--init needs the same model)")
     model.set_weights(base.get_weights())
     log.info("starting from the weights of %s", source)
+    return init_provenance(source)
+
+
+def init_provenance(source: Path) -> dict:
+    """What ``--init`` started from: the model file, its recipe and training record (with its own
+    ``init``, so a chain of fine-tuning runs stays traceable to the first)."""
     record = {"model": str(source)}
-    for meta in (source.parent / "metadata.json", source.parent / RUN_FILE):
-        if meta.is_file():
-            info = json.loads(meta.read_text())
-            record["training"] = info.get("training") or {k: info.get(k) for k in ("step", "wall_time_s", "data")}
-            record["recipe"] = info.get("recipe")
-            break
+    if (source.parent / "metadata.json").is_file():  # an exported model
+        info = json.loads((source.parent / "metadata.json").read_text())
+        record.update(training=info.get("training"), recipe=info.get("recipe"))
+    elif (source.parent / RUN_FILE).is_file():  # a run directory
+        info = json.loads((source.parent / RUN_FILE).read_text())
+        record.update(recipe=info.get("recipe"), training={
+            "steps": info.get("step"), "wall_time_s": info.get("wall_time_s"), "hardware": info.get("hardware"),
+            "precision": info.get("precision"), "data": {k: v for k, v in info.get("data", {}).items()
+                                                       if k not in ("train", "validation")},
+            "earlier_phases": info.get("phases", []), "init": info.get("init")})
     return record
 
 

@@ -56,7 +56,9 @@ def test_served_infer_equals_local_infer(server, exported, tmp_path):
     tifffile.imwrite(src, np.random.default_rng(1).random((70, 90, 3)).astype(np.float32) * 0.5 + 0.2,
                      photometric="rgb")
     common = ["infer", "-q", str(src), "--tile", "32", "--batch-size", "5"]
-    local = CliRunner().invoke(main, [*common, "--model", str(out), "-o", str(tmp_path / "local.tif")])
+    # the served SavedModel computes in float32: so does the local run it is compared with
+    local = CliRunner().invoke(main, [*common, "--model", str(out), "--precision", "float32",
+                                      "-o", str(tmp_path / "local.tif")])
     served = CliRunner().invoke(main, [*common, "--model", "tiny", "--server", address, "--protocol", protocol,
                                        "-o", str(tmp_path / "served.tif")])
     assert local.exit_code == 0 and served.exit_code == 0, local.output + served.output

@@ -240,7 +240,7 @@ def test_init_starts_a_new_run_from_the_weights_of_a_trained_model(rgb_folder, t
                   "--init", str(base), "--epochs", "1", "--lr", "1e-9", *TINY])
     assert result.exit_code == 0, result.output
     state = json.loads((tuned / "run.json").read_text())
-    assert state["init"]["model"] == str(base / "model_best.keras") and state["init"]["training"]["step"] == 2
+    assert state["init"]["model"] == str(base / "model_best.keras") and state["init"]["training"]["steps"] == 2
     assert state["step"] == 2  # a new run: its own step counter
     x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
     before = keras.saving.load_model(base / "model_best.keras")(x)

@@ -26,6 +26,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -49,8 +50,16 @@ def seconds(fn, repeat: int = 2) -> float:
 
 def bench_model(name: str, size: int, batch: int, backend: str = "tensorflow", reference=None,
                 precision: str = "float32") -> dict:
-    from astrotf.infer import TileOptions, denoise_tiled, load_model
+    from astrotf.infer import TileOptions, denoise_tiled, load_model, resolve_model_path
 
+    if backend == "tensorrt":  # engines are built for this GPU, from the model's model.onnx
+        import tempfile
+
+        from astrotf.export import export_model_folder
+
+        folder = Path(tempfile.mkdtemp(prefix="bench-trt-")) / name
+        export_model_folder(resolve_model_path(name), folder)
+        name = str(folder)
     model = load_model(name, backend=backend, precision=precision)
     image = frame(size, model.channels, model.domain == "linear")
     mpix = size * size / 1e6
@@ -58,7 +67,7 @@ def bench_model(name: str, size: int, batch: int, backend: str = "tensorflow", r
     naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch)))
     whole = seconds(lambda: model.predict(image[None]), repeat=1)
     out = np.asarray(model.predict(image[None, :512, :512]))
-    row = {"model": name, "backend": backend, "precision": model.precision, "frame": f"{size}x{size}x{model.channels}",
+    row = {"model": model.name, "backend": backend, "precision": model.precision, "frame": f"{size}x{size}x{model.channels}",
            "tiled_mpix_s": mpix / tiled, "naive_mpix_s": mpix / naive, "whole_mpix_s": mpix / whole,
            "tiled_over_whole": tiled / whole, "output": out}
     if reference is not None:
@@ -93,7 +102,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=2048, help="side of the speed-test frame (0: skip speed)")
     parser.add_argument("--big", type=int, default=0, help="side of the mono frame for peak RSS (0: skip)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--backends", nargs="+", default=["tensorflow"], choices=["tensorflow", "onnxruntime"])
+    parser.add_argument("--backends", nargs="+", default=["tensorflow"],
+                        choices=["tensorflow", "onnxruntime", "tensorrt"],
+                        help="tensorrt: an FP16 engine built in a temporary folder (needs a GPU; skipped without)")
     parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                         help="network arithmetic of the TensorFlow rows")
     parser.add_argument("--json", help="also write the figures here")
@@ -103,6 +114,12 @@ def main() -> None:
     print(f"{time.strftime('%Y-%m-%d')}, {cpu}, {len(os.sched_getaffinity(0))} cores, "
           f"frame {args.size}x{args.size}, batch {args.batch_size}")
     rows = []
+    if "tensorrt" in args.backends:
+        from astrotf.tensorrt_engine import cuda_available
+
+        if not cuda_available():
+            print("tensorrt: skipped (no CUDA GPU with tensorrt and cuda-python here)")
+            args.backends = [b for b in args.backends if b != "tensorrt"]
     for name in args.models if args.size else []:
         reference = None
         runs = [(b, p) for b in args.backends for p in (args.precisions if b == "tensorflow" else ["float32"])]
