@@ -61,6 +61,19 @@ def test_mixed_precision_keeps_float32_output():
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
 
 
+def test_mixed_precision_keeps_the_linear_data_path_in_float32():
+    """bfloat16 has 8 significant bits: 20000 e- would be rounded to a multiple of 128."""
+    keras.utils.set_random_seed(0)
+    weights = ResUNet(channels=1, depth=2, base_filters=4, normalization="background").get_weights()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    model = ResUNet(channels=1, depth=2, base_filters=4, normalization="background")
+    model.set_weights([0 * w for w in weights])  # zero correction: the output must be the input exactly
+    x = np.random.default_rng(1).normal(20000.0, 30.0, (2, 24, 24, 1)).astype(np.float32)
+    out = np.asarray(model(x))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, x, rtol=0, atol=0.01)  # float32 rounding of (x - a) / s * s + a
+
+
 @pytest.mark.parametrize("kwargs,match", [(dict(channels=0), "channels"), (dict(depth=9), "depth"),
                                           (dict(normalization="minmax"), "normalization"),
                                           (dict(space_to_depth=3), "space_to_depth")])

@@ -62,7 +62,7 @@ class ResUNet(keras.Model):
     Notes
     -----
     Under a ``mixed_bfloat16`` policy the convolutions compute in bfloat16 while the
-    last convolution, the residual sum and the normalisation stay in float32.
+    last convolution, the residual sum and the (de)normalisation stay in float32.
     """
 
     def __init__(
@@ -96,7 +96,8 @@ class ResUNet(keras.Model):
         image = keras.Input(shape=(None, None, channels), dtype="float32", name="image")
         x = image
         if normalization == "background":
-            x, offset, scale = BackgroundNormalization(name="normalize")(x)
+            # float32 whatever the policy: a bfloat16 autocast would round counts of 20000 to +-64
+            x, offset, scale = BackgroundNormalization(dtype="float32", name="normalize")(x)
         padded = PadToMultiple(space_to_depth * 2**depth, name="pad")(x)
         h = padded
         if space_to_depth > 1:
@@ -118,7 +119,7 @@ class ResUNet(keras.Model):
         correction = CropLike(dtype="float32", name="crop")(correction, x)
         out = layers.Add(dtype="float32", name="residual")([x, correction])
         if normalization == "background":
-            out = Denormalization(name="denormalize")(out, offset, scale)
+            out = Denormalization(dtype="float32", name="denormalize")(out, offset, scale)
         super().__init__(inputs=image, outputs=out, **kwargs)
 
         # === Config ===
