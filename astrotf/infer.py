@@ -194,9 +194,15 @@ def denoise_tiled(
         """Write padded rows [top, top + n_rows) that lie in the frame to `out`."""
         lo, hi = max(top, m), min(top + n_rows, m + height)
         if hi > lo:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                band = acc[lo - top:hi - top, m:m + width] / weight[lo - top:hi - top, m:m + width]
-            out[lo - m:hi - m] = band
+            with np.errstate(invalid="ignore", divide="ignore"):  # divided in float64, stored as float32
+                np.divide(acc[lo - top:hi - top, m:m + width], weight[lo - top:hi - top, m:m + width],
+                          out=out[lo - m:hi - m], casting="same_kind")
+
+    # the weights of a full row of tiles are the same for every row: summed once
+    row_weight = np.zeros_like(weight)
+    for c in cols:
+        row_weight[:, c:c + t] += weight_tile
+    product = np.empty((t, t, channels), np.float64)
 
     total, done = len(rows) * len(cols), 0
     for r in rows:
@@ -207,7 +213,7 @@ def denoise_tiled(
                 buf[:t - shift] = buf[shift:]
                 buf[t - shift:] = 0.0
             top = r
-        batch, where = [], []
+        batch, where, used = [], [], []
         for i, c in enumerate(cols):
             if has_finite is None or has_finite[r:r + t, c:c + t].any():  # skip masked-only tiles
                 batch.append(padded[r:r + t, c:c + t])
@@ -215,9 +221,15 @@ def denoise_tiled(
             if batch and (len(batch) == options.batch_size or i == len(cols) - 1):
                 result = np.asarray(predict(np.stack(batch)), np.float32)
                 for c0, tile_out in zip(where, result):
-                    acc[:, c0:c0 + t] += tile_out.astype(np.float64) * weight_tile
-                    weight[:, c0:c0 + t] += weight_tile
+                    np.multiply(tile_out, weight_tile, out=product)
+                    acc[:, c0:c0 + t] += product
+                used += where
                 batch, where = [], []
+        if len(used) == len(cols):
+            weight += row_weight
+        else:
+            for c0 in used:
+                weight[:, c0:c0 + t] += weight_tile
         done += len(cols)
         if progress:
             progress(done, total)
