@@ -109,8 +109,11 @@ class Evaluation:
     spectra : dict
         ``(frequency, power)`` per column.
     stars : dict
-        `metrics.StarRecovery` per column for the fixed-threshold view (``fixed``) and the own-RMS
-        view (``own``): ``{"fixed": {column: ...}, "own": {...}}``; empty without a catalogue.
+        `metrics.StarRecovery` per column for the fixed-threshold view (``fixed``), the own-RMS
+        view (``own``) and the matched view (``matched``: each image at the lowest threshold that
+        gives no more false positives than the input at its own RMS threshold, see
+        :func:`astrotf.metrics.recovery_at_false_positives`):
+        ``{"fixed": {column: ...}, "own": {...}, "matched": {...}}``; empty without a catalogue.
     """
 
     scores: dict
@@ -173,6 +176,10 @@ QUANTITIES = [
     ("tpr_own", "TPR (own RMS)", "{:.3f}"),
     ("precision_own", "precision (own RMS)", "{:.3f}"),
     ("f1_own", "F1 (own RMS)", "{:.3f}"),
+    ("threshold_matched", "threshold at the input's FP (own sigmas)", "{:.3g}"),
+    ("true_positives_matched", "true positives (input's FP)", "{:d}"),
+    ("false_positives_matched", "false positives (input's FP)", "{:d}"),
+    ("tpr_matched", "TPR (input's FP)", "{:.3f}"),
     ("snr_gain", "SNR gain vs input (eq. 28)", "{:.3f}"),
 ]
 
@@ -304,7 +311,7 @@ def evaluate(
         stars = _safe(metrics.reference_catalogue, planes["reference"], threshold, options.aperture)
         correction = 1.0
     if stars is not None and sigma_in > 0:
-        recoveries = {"fixed": {}, "own": {}}
+        recoveries = {"fixed": {}, "own": {}, "matched": {}}
         kwargs = {"radius": options.radius, "aperture": options.aperture, "aperture_correction": correction,
                   "min_flux": options.min_flux}
         for column, plane in planes.items():
@@ -322,6 +329,18 @@ def evaluate(
                 put("detected_own", column, own.n_detected)
                 for key in ("true_positives", "false_positives", "tpr", "precision", "f1"):
                     put(f"{key}_own", column, getattr(own, key))
+        budget = recoveries["own"].get("input")
+        for column, plane in planes.items():  # every image at the input's false-positive count
+            own_sigma = background[column].sigma if background[column] is not None else 0.0
+            if budget is None or own_sigma <= 0 or column == "reference":
+                continue
+            matched = metrics.recovery_at_false_positives(
+                plane, stars, budget.false_positives, own_sigma, radius=options.radius,
+                aperture=options.aperture, aperture_correction=correction)
+            recoveries["matched"][column] = matched
+            put("threshold_matched", column, matched.threshold / own_sigma)
+            for key in ("true_positives", "false_positives", "tpr"):
+                put(f"{key}_matched", column, getattr(matched, key))
         found = recoveries["fixed"]["input"].matched
         put("snr_gain", "output", _safe(metrics.snr_gain, out, inp, stars.x[found], stars.y[found], options.aperture))
     ordered = {key: scores[key] for key, _, _ in QUANTITIES if key in scores}

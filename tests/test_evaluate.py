@@ -60,6 +60,12 @@ def test_truth_as_output_recovers_every_star_and_a_blur_does_not(field):
     assert blurred.scores["flux_error_median"]["output"] < perfect.scores["flux_error_median"]["output"] - 0.02
     table = format_table(blurred)
     assert "| TPR (fixed)" in table and "false positives (fixed)" in table
+    # the matched view: no image gets more false positives than the input had at its own RMS
+    budget = blurred.scores["false_positives_own"]["input"]
+    for column in ("input", "output"):
+        assert blurred.scores["false_positives_matched"][column] <= budget
+        assert blurred.stars["matched"][column].threshold > 0
+    assert "TPR (input's FP)" in table
 
 
 def test_reference_detections_stand_in_for_a_catalogue(field):

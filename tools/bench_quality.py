@@ -247,22 +247,14 @@ def bench_fields(n_fields: int, ratios: list[float], size: int, methods: dict) -
             catalogue = metrics.Catalogue.from_table(truth)
             fields.append({"seed": FIELD_SEED + i, "fwhm": fwhm, "sky": truth.meta["sky"], "n_truth": len(truth)})
             outputs = run_methods(noisy, methods, f"r={ratio:g} field {i + 1}/{n_fields}")
-            budget = None  # false positives of the noisy input at its own threshold: the matched-FP point
             for method, (out, sec) in outputs.items():
                 ev = evaluate(out, noisy, clean, catalogue, options)
                 seconds[method] = seconds.get(method, 0.0) + sec
-                rows = [(method, "output", out)]
+                rows = [(method, "output")]
                 if method == next(iter(outputs)):  # the input and truth columns once per field
-                    rows = [("noise-free truth", "reference", clean), ("noisy input", "input", noisy), *rows]
-                    budget = ev.stars["own"]["input"].false_positives
-                for name, column, image in rows:
-                    scores = _field_scores(ev, column)
-                    if column != "reference":
-                        matched = metrics.recovery_at_false_positives(
-                            image, catalogue, budget, scores["bkg_sigma"], radius=MATCH_RADIUS)
-                        scores.update(tp_matched=matched.true_positives, fp_matched=matched.false_positives,
-                                      sigma_matched=matched.threshold / scores["bkg_sigma"])
-                    per_method.setdefault(name, []).append(scores)
+                    rows = [("noise-free truth", "reference"), ("noisy input", "input"), *rows]
+                for name, column in rows:
+                    per_method.setdefault(name, []).append(_field_scores(ev, column))
             if i == 0:
                 report.setdefault("examples", {})[f"{ratio:g}"] = {
                     "truth": clean, "noisy input": noisy, **{m: o for m, (o, _) in outputs.items()}}
@@ -276,7 +268,10 @@ def bench_fields(n_fields: int, ratios: list[float], size: int, methods: dict) -
 def _field_scores(ev, column: str) -> dict:
     fixed = ev.stars["fixed"][column]
     own = None if column == "reference" else ev.stars["own"].get(column)  # noise-free: no own-noise view
-    return {"n_truth": fixed.n_truth, "tp": fixed.true_positives, "fp": fixed.false_positives,
+    matched = ev.stars["matched"].get(column)  # at the noisy input's false-positive count
+    extra = {} if matched is None else {"tp_matched": matched.true_positives, "fp_matched": matched.false_positives,
+                                        "sigma_matched": ev.scores["threshold_matched"][column]}
+    return {**extra,"n_truth": fixed.n_truth, "tp": fixed.true_positives, "fp": fixed.false_positives,
             "tp_own": own.true_positives if own else None, "fp_own": own.false_positives if own else None,
             "truth_flux": fixed.truth_flux.tolist(), "measured_flux": fixed.measured_flux.tolist(),
             "snr_gain": ev.scores.get("snr_gain", {}).get("output") if column == "output" else
