@@ -500,8 +500,9 @@ def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precisi
            force):
     """Export a training run as a TF Serving SavedModel with metadata.json (ONNX, TensorRT).
 
-    RUN_DIR may also be an exported model folder (a shipped model): with --format tensorrt
-    it is copied to --out with an engine built for this machine's GPU added.
+    RUN_DIR may also be an exported model folder (a shipped model): it is copied to --out
+    with what --format names rebuilt from its model.keras (savedmodel, onnx) or added
+    (tensorrt: an engine for this machine's GPU).
     """
     import json
 
@@ -514,13 +515,14 @@ def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precisi
         profile = {"min_tile": 16, "opt_tile": trt_tile, "max_tile": 2 * trt_tile,
                    "opt_batch": min(8, trt_max_batch), "max_batch": trt_max_batch}
     if not (run_dir / "run.json").is_file() and (run_dir / "metadata.json").is_file():
-        if set(formats) != {"tensorrt"}:
-            raise AstroTFError(f"{run_dir}: an exported model folder, not a training run; only --format tensorrt "
-                               "builds from it (an engine for this machine's GPU)")
+        if not formats:
+            raise AstroTFError(f"{run_dir}: an exported model folder, not a training run; name what to rebuild "
+                               "from its model.keras with --format (savedmodel, onnx, tensorrt)")
         channels = int(json.loads((run_dir / "metadata.json").read_text()).get("channels", 3))
-        path = export_model_folder(run_dir, out, force=force, trt_profile=EngineProfile(channels, **profile),
+        path = export_model_folder(run_dir, out, formats=tuple(dict.fromkeys(formats)), force=force,
+                                   trt_profile=EngineProfile(channels, **profile) if profile else None,
                                    trt_fp16=trt_precision == "fp16")
-        click.echo(f"{run_dir} -> {path} with a TensorRT engine ({trt_precision})")
+        click.echo(f"{run_dir} -> {path} ({', '.join(dict.fromkeys(formats))} rebuilt)")
         return
     formats = tuple(dict.fromkeys(("savedmodel",) + formats))
     if profile is not None:

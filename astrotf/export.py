@@ -217,34 +217,62 @@ def _replace_folder(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *, force: bool = False,
+def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
+                        formats: tuple[str, ...] = ("tensorrt",), force: bool = False,
                         trt_profile=None, trt_fp16: bool = True) -> Path:
-    """Copy an exported model folder (a shipped model, say) to ``out`` with a TensorRT engine added.
+    """Copy an exported model folder (a shipped model, say) to ``out`` and rebuild what ``formats`` name.
 
-    Engines are built for the GPU they run on, so users build them from the shipped
-    ``model.onnx`` on their own machine. Written into a temporary folder and moved
-    into place.
+    ``"savedmodel"`` and ``"onnx"`` are written anew from the folder's ``model.keras`` by
+    this version of astrotf (the weights are the same; graphs of older exports may hold
+    operators TensorRT cannot import); ``"tensorrt"`` adds an engine for this machine's
+    GPU — engines are built where they run, so users build them from the shipped
+    ``model.onnx``. ``metadata.json`` is kept and says what was re-exported. Written into
+    a temporary folder and moved into place.
     """
     source, out = Path(source), Path(out)
     if out.resolve() == source.resolve():
         raise AstroTFError(f"{out}: --out must differ from the model folder it is built from")
     if out.exists() and not force:
         raise AstroTFError(f"{out}: already exists; pass --force")
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise AstroTFError(f"unknown export format(s) {unknown}; expected some of {list(FORMATS)}")
     metadata = json.loads((source / "metadata.json").read_text())
-    from astrotf.tensorrt_engine import require_gpu
+    if "tensorrt" in formats:
+        from astrotf.tensorrt_engine import require_gpu
 
-    require_gpu()
+        require_gpu()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)
     try:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
-        add_tensorrt_engine(tmp, metadata, trt_profile, trt_fp16)
+        if {"savedmodel", "onnx"} & set(formats):
+            import keras
+
+            import astrotf.models.registry  # noqa: F401
+
+            keras.mixed_precision.set_global_policy("float32")
+            model = keras.saving.load_model(tmp / "model.keras", compile=False)
+            if "savedmodel" in formats:
+                version = tmp / str(metadata.get("version", 1))
+                shutil.rmtree(version, ignore_errors=True)
+                export_saved_model(model, version)
+            if "onnx" in formats:
+                if metadata.get("ensemble") is not None:
+                    raise AstroTFError(f"{source}: Self2Self models (image + mask inputs) have no ONNX export")
+                export_onnx(model, tmp / "model.onnx")
+                metadata["onnx"] = {"file": "model.onnx", "opset": ONNX_OPSET, "input": INPUT_NAME,
+                                    "output": OUTPUT_NAME}
+        if "tensorrt" in formats:
+            add_tensorrt_engine(tmp, metadata, trt_profile, trt_fp16)
+        metadata.setdefault("re_exports", []).append(
+            {"formats": list(formats), "astrotf_version": __version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
         _replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("TensorRT engine for %s written to %s", source, out)
+    log.info("%s re-exported to %s (%s)", source, out, ", ".join(formats))
     return out
 
 

@@ -117,3 +117,13 @@ def test_space_to_depth_model_is_translation_consistent_on_block_grid():
     a = np.asarray(model(x))[0, 56:72, 56:72]
     b = np.asarray(model(shifted))[0, 60:76, 56:72]
     np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 13, 21, 3), (2, 16, 16, 1), (1, 9, 15, 2), (1, 8, 4, 1)])
+def test_pad_to_multiple_is_symmetric_padding(shape):
+    from astrotf.layers.blocks import PadToMultiple
+
+    x = np.random.default_rng(0).random(shape).astype(np.float32)
+    pad_h, pad_w = (-shape[1]) % 8, (-shape[2]) % 8
+    expected = np.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="symmetric")
+    np.testing.assert_array_equal(np.asarray(PadToMultiple(8)(x)), expected)

@@ -65,6 +65,19 @@ def test_fp16_graph_matches_float32_within_a_fraction_of_the_noise(name, toleran
     assert abs(float(np.median(b) - np.median(a))) <= 0.02 * noise
 
 
+def test_exported_graph_uses_only_operators_tensorrt_imports(tmp_path):
+    """ONNX operators without a TensorRT importer (onnx-tensorrt's support matrix) must not appear."""
+    import keras
+
+    from astrotf.export import export_onnx
+    from astrotf.models.resunet import ResUNet
+
+    keras.utils.set_random_seed(0)
+    export_onnx(ResUNet(channels=3, depth=2, base_filters=4), tmp_path / "m.onnx")
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
+    assert not ops & {"Compress", "ReverseSequence", "NonZero", "Unique", "Mod"}, ops
+
+
 def test_profile_shapes_and_bad_profiles():
     assert EngineProfile(3).shapes() == ((1, 16, 16, 3), (8, 256, 256, 3), (16, 512, 512, 3))
     from astrotf.errors import AstroTFError
@@ -91,10 +104,18 @@ def test_without_a_gpu_export_and_infer_say_what_is_missing(tmp_path):
     assert result.exit_code != 0 and "TensorRT engine" in result.output
 
 
-def test_export_from_a_model_folder_takes_tensorrt_only(tmp_path):
+def test_a_model_folder_is_re_exported_with_the_same_weights(tmp_path):
+    result = CliRunner().invoke(main, ["export", str(shipped("resunet-rgb")), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--format" in result.output
     result = CliRunner().invoke(main, ["export", str(shipped("resunet-rgb")), "--out", str(tmp_path / "x"),
                                        "--format", "onnx"])
-    assert result.exit_code == 2 and "only --format tensorrt" in result.output
+    assert result.exit_code == 0, result.output
+    meta = json.loads((tmp_path / "x" / "metadata.json").read_text())
+    assert meta["re_exports"][-1]["formats"] == ["onnx"] and meta["training"]["steps"] > 0
+    x = frame("resunet-rgb", np.random.default_rng(2), (2, 40, 52))  # odd sizes: the padding is exercised
+    old = ort.InferenceSession(str(shipped("resunet-rgb") / "model.onnx"), providers=["CPUExecutionProvider"])
+    new = ort.InferenceSession(str(tmp_path / "x" / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(new.run(None, {"image": x})[0], old.run(None, {"image": x})[0], atol=1e-5)
 
 
 @pytest.mark.gpu

@@ -62,7 +62,7 @@ class ResidualBlock(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="astrotf")
 class PadToMultiple(layers.Layer):
-    """Reflect-pad height and width at the bottom/right up to a multiple of ``multiple``.
+    """Pad height and width symmetrically at the bottom/right up to a multiple of ``multiple``.
 
     Lets a U-Net with ``depth`` poolings take any H × W (odd frames, tiles of any
     size); :class:`CropLike` cuts the output back to the input's size.
@@ -76,10 +76,15 @@ class PadToMultiple(layers.Layer):
         shape = ops.shape(x)
         # (m - n % m) % m rather than (-n) % m: only non-negative operands, so the pad is
         # right under C-style remainders too (ONNX Mod as converted by tf2onnx).
-        pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
-        pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
-        # Reflection needs the pad to be smaller than the side; symmetric covers tiny inputs too.
-        return ops.pad(x, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="symmetric")
+        height, width = shape[1], shape[2]
+        pad_h = (self.multiple - height % self.multiple) % self.multiple
+        pad_w = (self.multiple - width % self.multiple) % self.multiple
+        # Symmetric padding (the edge row repeated, then the rows above it; works on sides down to
+        # the pad itself) as a gather of reversed row/column indices: exported to ONNX it is Range +
+        # Gather + Concat, which TensorRT parses. ops.pad(mode="symmetric") becomes Pad + Compress
+        # there, and Compress has no TensorRT importer.
+        x = ops.concatenate([x, ops.take(x, ops.arange(height - 1, height - 1 - pad_h, -1), axis=1)], axis=1)
+        return ops.concatenate([x, ops.take(x, ops.arange(width - 1, width - 1 - pad_w, -1), axis=2)], axis=2)
 
     def compute_output_shape(self, input_shape):
         def up(n):
