@@ -213,7 +213,8 @@ def load_models(names: dict, precision: str = "float32") -> tuple[dict, dict]:
         data = meta.get("training", {}).get("data")
         info[role] = {"name": name, "path": str(resolve_model_path(name)), "exported": meta.get("exported"),
                       "version": meta.get("version"), "precision": model.precision,
-                      "training_steps": meta.get("training", {}).get("steps"),
+                      "training_steps": meta.get("training", {}).get("steps_including_init")
+                      or meta.get("training", {}).get("steps"),
                       "trained_on": data.get("name") if isinstance(data, dict) else None}
     return models, info
 
