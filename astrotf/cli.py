@@ -268,16 +268,29 @@ class _Manifest:
             self.fh.close()
 
 
-def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range, info=None):
-    """TDR restore (optional) and the noise-level report; returns the result and the lines to print."""
+def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range, info=None, domain=None):
+    """TDR restore (optional) and the noise-level report; returns the result and the lines to print.
+
+    Without ``noise_range``: [-20, 20] for magnetograms (the TDR paper's range, in G), else the
+    input's sigma-clipped background ± 5 sigma, the same range for input and output.
+    """
     import dataclasses
 
     import numpy as np
 
-    from astrotf.metrics import noise_level
+    from astrotf.metrics import background_noise, noise_level
     from astrotf.restore import restore, restore_threshold
 
     lines = []
+    if noise_range is None and (report or restore_sigma is not None):
+        if domain == "magnetogram":
+            noise_range = (-20.0, 20.0)
+        else:
+            try:
+                sky = background_noise(data)
+            except ValueError as err:
+                raise AstroTFError(f"noise level of the input: {err} (see --noise-range)") from None
+            noise_range = (sky.median - 5 * sky.sigma, sky.median + 5 * sky.sigma)
 
     def sigma(image, what):
         try:
@@ -362,8 +375,9 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
 @click.option("--restore-sigma", type=click.FloatRange(min=0), metavar="K",
               help="As --restore with R = K x the input's noise level (Gaussian fit, see --noise-range).")
 @click.option("--report", is_flag=True, help="Print the noise level before and after (and the restored fraction).")
-@click.option("--noise-range", type=(float, float), default=(-20.0, 20.0), show_default=True, metavar="LOW HIGH",
-              help="Value range whose histogram gives the noise level (--report, --restore-sigma).")
+@click.option("--noise-range", type=(float, float), default=None, metavar="LOW HIGH",
+              help="Value range whose histogram gives the noise level (--report, --restore-sigma). "
+                   "[-20 20 for magnetograms (G), else the input's background ± 5 sigma]")
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
           server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
@@ -383,7 +397,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
         raise AstroTFError("use either --skip-existing or --force, not both")
     if restore_r is not None and restore_sigma is not None:
         raise AstroTFError("use either --restore or --restore-sigma, not both")
-    if not noise_range[0] < noise_range[1]:
+    if noise_range is not None and not noise_range[0] < noise_range[1]:
         raise AstroTFError(f"--noise-range: LOW must be below HIGH. Received: {noise_range[0]} {noise_range[1]}")
     import time
 
@@ -448,7 +462,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                                f" seed={seed} average={average}")
             if restore_r is not None or restore_sigma is not None or report:
                 result, lines = _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range,
-                                                    info)
+                                                    info, domain)
                 history += [f"astrotf {line}" for line in lines if line.startswith("restore")]
                 for line in lines:
                     click.echo(f"{image.name}: {line}")

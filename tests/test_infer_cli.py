@@ -146,3 +146,16 @@ def test_export_cli_writes_serving_layout(tmp_path):
     result = CliRunner().invoke(main, ["export", str(run), "--out", str(tmp_path / "sm" / "tiny")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "sm" / "tiny" / "1" / "saved_model.pb").exists()
+
+
+def test_report_on_a_linear_frame_fits_the_noise_around_its_own_sky(tmp_path, models):
+    """--report without --noise-range: the input's background ± 5 sigma, not the magnetogram range."""
+    import re
+
+    src = tmp_path / "sky.fits"
+    fits.PrimaryHDU(np.random.default_rng(4).normal(300, 10, (64, 64)).astype(np.float32)).writeto(src)
+    result = invoke(src, "--model", models["mono"], "--report", "--out-dir", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    low, high, sigma_in = map(float, re.search(r"in \[([-\d.e+]+), ([-\d.e+]+)\]\): input ([\d.e+]+)",
+                                               result.output).groups())
+    assert 240 < low < 260 and 340 < high < 360 and abs(sigma_in - 10) < 1.0
