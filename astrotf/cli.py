@@ -453,9 +453,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                         bar.update(done - bar.pos)
 
                     result = denoise_image(data, model, options, progress)
-            history = [f"astrotf {__version__} infer: model={model.name} "
-                       f"v{model.metadata.get('version', '?')} tile={options.tile} overlap={options.overlap} "
-                       f"precision={model.precision}",
+            history = [f"astrotf {__version__} infer: model={model.name} v{model.metadata.get('version', '?')}",
+                       f"astrotf tile={options.tile} overlap={options.overlap} precision={model.precision}",
                        f"astrotf input: {image.name}"]
             if getattr(model, "sample", None) is not None:
                 history.append(f"astrotf Self2Self ensemble: samples={samples or model.metadata['ensemble']['samples']}"

@@ -52,6 +52,7 @@ def test_fits_keeps_header_adds_history_and_nan(tmp_path, models):
         out_header, out = hdul[0].header, hdul[0].data
     assert out_header["OBJECT"] == "NGC 1234" and out_header["EXPTIME"] == 120.0
     assert any("astrotf" in str(card) for card in out_header["HISTORY"])
+    assert "precision=float32" in list(map(str, out_header["HISTORY"]))[-2]  # linear data: float32, one card
     assert np.isnan(out[:5, :5]).all() and np.isfinite(out[5:, 5:]).all()
     # linear data stay in their units: the file holds the model's output, unscaled
     from astrotf.infer import TileOptions, denoise_image, load_model
