@@ -152,8 +152,8 @@ class EngineProfile:
 def _tensorrt():
     try:
         import tensorrt as trt
-    except ImportError:
-        raise AstroTFError(f"the TensorRT backend needs the tensorrt package: {INSTALL_HINT}") from None
+    except (ImportError, OSError) as err:  # OSError: the wheel is there but its CUDA libraries are not
+        raise AstroTFError(f"the TensorRT backend needs the tensorrt package ({err}): {INSTALL_HINT}") from None
     return trt
 
 
