@@ -178,8 +178,10 @@ def add_tensorrt_engine(folder: Path, metadata: dict, profile=None, fp16: bool =
     metadata["tensorrt"] = build_engine(folder / "model.onnx", folder / engine_file_name(fp16), profile, fp16=fp16)
 
 
-def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> None:
+def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> dict:
     """Write a Keras model as ONNX with input ``image`` and output ``denoised`` (dynamic N, H, W).
+
+    Returns what ``metadata.json`` records of it: file, opset, input and output names.
 
     Keras converts through tf2onnx; the model is called once first, as Keras requires.
 
@@ -209,6 +211,15 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> None
     output.name = OUTPUT_NAME
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
+    return {"file": Path(path).name, "opset": opset, "input": INPUT_NAME, "output": OUTPUT_NAME}
+
+
+def _staging_folder(out: Path) -> Path:
+    """An empty folder beside ``out`` to write an export into before it is moved into place."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared model from other users
+    return tmp
 
 
 def _replace_folder(tmp: Path, out: Path) -> None:
@@ -242,9 +253,7 @@ def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
         from astrotf.tensorrt_engine import require_gpu
 
         require_gpu()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
+    tmp = _staging_folder(out)
     try:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         if {"savedmodel", "onnx"} & set(formats):
@@ -261,9 +270,7 @@ def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
             if "onnx" in formats:
                 if metadata.get("ensemble") is not None:
                     raise AstroTFError(f"{source}: Self2Self models (image + mask inputs) have no ONNX export")
-                export_onnx(model, tmp / "model.onnx")
-                metadata["onnx"] = {"file": "model.onnx", "opset": ONNX_OPSET, "input": INPUT_NAME,
-                                    "output": OUTPUT_NAME}
+                metadata["onnx"] = export_onnx(model, tmp / "model.onnx")
         if "tensorrt" in formats:
             add_tensorrt_engine(tmp, metadata, trt_profile, trt_fp16)
         metadata.setdefault("re_exports", []).append(
@@ -311,17 +318,13 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
 
     keras.mixed_precision.set_global_policy("float32")
     model = keras.saving.load_model(source, compile=False)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared model from other users
+    tmp = _staging_folder(out)
     try:
         export_saved_model(model, tmp / str(version))
         model.save(tmp / "model.keras")
         metadata = build_metadata(run, out.name, version)
         if "onnx" in formats:
-            export_onnx(model, tmp / "model.onnx")
-            metadata["onnx"] = {"file": "model.onnx", "opset": ONNX_OPSET,
-                                "input": INPUT_NAME, "output": OUTPUT_NAME}
+            metadata["onnx"] = export_onnx(model, tmp / "model.onnx")
         if "tensorrt" in formats:
             add_tensorrt_engine(tmp, metadata, trt_profile, trt_fp16)
         if credits:

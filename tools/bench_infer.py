@@ -67,7 +67,8 @@ def bench_model(name: str, size: int, batch: int, backend: str = "tensorflow", r
     naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch)))
     whole = seconds(lambda: model.predict(image[None]), repeat=2)  # best of 2, as the tiled runs
     out = np.asarray(model.predict(image[None, :512, :512]))
-    row = {"model": model.name, "backend": backend, "precision": model.precision, "frame": f"{size}x{size}x{model.channels}",
+    row = {"model": model.name, "backend": backend, "precision": model.precision,
+           "frame": f"{size}x{size}x{model.channels}",
            "tiled_mpix_s": mpix / tiled, "naive_mpix_s": mpix / naive, "whole_mpix_s": mpix / whole,
            "tiled_over_whole": tiled / whole, "output": out}
     if reference is not None:
@@ -133,8 +134,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "-"
-        print(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['frame']} | {r['tiled_mpix_s']:.2f} | {r['naive_mpix_s']:.2f} | "
-              f"{r['whole_mpix_s']:.2f} | {r['tiled_over_whole']:.2f} | {diff} |")
+        print(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['frame']} | {r['tiled_mpix_s']:.2f} | "
+              f"{r['naive_mpix_s']:.2f} | {r['whole_mpix_s']:.2f} | {r['tiled_over_whole']:.2f} | {diff} |")
     if args.big:
         for name in args.models:
             gb = peak_rss_child(name, args.big)

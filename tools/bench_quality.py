@@ -272,7 +272,7 @@ def _field_scores(ev, column: str) -> dict:
     matched = ev.stars["matched"].get(column)  # at the noisy input's false-positive count
     extra = {} if matched is None else {"tp_matched": matched.true_positives, "fp_matched": matched.false_positives,
                                         "sigma_matched": ev.scores["threshold_matched"][column]}
-    return {**extra,"n_truth": fixed.n_truth, "tp": fixed.true_positives, "fp": fixed.false_positives,
+    return {**extra, "n_truth": fixed.n_truth, "tp": fixed.true_positives, "fp": fixed.false_positives,
             "tp_own": own.true_positives if own else None, "fp_own": own.false_positives if own else None,
             "truth_flux": fixed.truth_flux.tolist(), "measured_flux": fixed.measured_flux.tolist(),
             "snr_gain": ev.scores.get("snr_gain", {}).get("output") if column == "output" else
@@ -472,7 +472,8 @@ def fields_markdown(report: dict, size: int) -> str:
         parts += [f"### Star fields, exposure ratio r = {ratio} ({len(r['fields'])} × {size}², "
                   f"{n_truth} truth sources)\n",
                   table(["method", "TPR fixed", "FP fixed", "F1 fixed", "TPR own", "FP own", "prec own",
-                         "F1 own", "TPR at the input's FP", "med Δf/f", "med abs(Δf/f)", "SNR gain", "bkg σ (e⁻)", "s / Mpix"], rows), ""]
+                         "F1 own", "TPR at the input's FP", "med Δf/f", "med abs(Δf/f)", "SNR gain", "bkg σ (e⁻)",
+                         "s / Mpix"], rows), ""]
     parts.append(f"*fixed*: `sep` at {THRESH_SIGMA:g} × the noisy input's background σ for every image; *own*: "
                  f"{THRESH_SIGMA:g} × each image's own σ (not for the noise-free truth, whose σ is about 0); "
                  "*TPR at the input's FP*: each image at the lowest threshold (multiples of its own σ, from 1σ "
