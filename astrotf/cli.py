@@ -339,8 +339,11 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
               help="Shipped model name, .keras file or SavedModel folder. Default: chosen from the data.")
 @click.option("--overlap", type=click.FloatRange(0.0, 0.9), default=0.25, show_default=True,
               help="Fraction of a tile shared with its neighbours; 0 = naive tiling.")
-@click.option("--tile", type=click.IntRange(min=16), help="Tile size in px. [256, or the model's training tile if larger]")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Tiles per model call.")
+@click.option("--tile", type=click.IntRange(min=16),
+              help="Tile size in px. [per frame: the size from 256 (or the model's training tile if larger) up to "
+                   "twice that which needs the fewest network pixels]")
+@click.option("--batch-size", type=click.IntRange(min=1),
+              help="Tiles per model call. [as many pixels as 8 tiles of 256 px]")
 @click.option("--backend", type=click.Choice(["tensorflow", "onnxruntime", "tensorrt"]), default="tensorflow",
               show_default=True, help="Engine that runs the model (onnxruntime needs the model's model.onnx, "
                                       "tensorrt an engine from `astrotf export --format tensorrt`).")
@@ -443,7 +446,11 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             if model_name is None:
                 click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name} "
                            f"({model.precision})", err=True)
-            options = TileOptions(tile=tile or max(256, model.tile), overlap=overlap, batch_size=batch_size)
+            if tile:
+                options = TileOptions(tile=tile, overlap=overlap, batch_size=batch_size or 8)
+            else:
+                options = TileOptions.for_frame(data.shape, overlap, preferred=max(256, model.tile),
+                                                batch_size=batch_size, largest=model.largest_tile)
             if quiet:
                 result = denoise_image(data, model, options)
             else:

@@ -1,15 +1,23 @@
 """Full-frame denoising: overlapping tiles with Gaussian feathering (AstroPics §3).
 
-The frame is reflect-padded so that every pixel — the borders included — lies well
-inside some tile; tiles of ``tile`` px are taken every ``step = tile * (1 - overlap)``
-px, sent through the model in batches, multiplied by a 2-D Gaussian weight and summed
-into an accumulator and a weight map; ``final = accumulator / weight``.
+Tiles of ``tile`` px overlap their neighbours by at least ``overlap`` (nominal step
+``tile * (1 - overlap)``, spread evenly so that the first tile starts at the frame's
+first pixel and the last ends at its last); they go through the model in batches, are
+multiplied by a 2-D Gaussian weight and summed into an accumulator and a weight map;
+``final = accumulator / weight``. The weight tapers only towards a neighbouring tile: on
+a side that is the frame border it stays at its peak, so border pixels need no padding
+beyond a thin reflected ``border`` (8 px): without it, the network's zero padding at the
+frame edge costs 1.5-3 dB in the outermost 16 px of our reserved RGB test images; 4-8 px
+of reflection recover it (32 px are slightly worse).
+:meth:`TileOptions.for_frame` picks the tile size that needs the fewest network pixels
+for a frame (the overlap's cost depends on how the tiles fit).
 
 Memory stays bounded: tiles are produced one row of tiles at a time and never held
 all at once, and the float64 accumulator and weight map cover a single band of
 ``tile`` rows; finished rows go straight to the output. The full-size buffers are
-the (padded) input and the output. NaN pixels (off-disk, masked) are filled before the network and
-come back as NaN; bands with no finite pixel are skipped.
+the (border-padded) input and the output. NaN pixels (off-disk,
+masked) are filled before the network and come back as NaN; tiles with no finite pixel
+are skipped.
 
 Models are loaded from a ``.keras`` file, a SavedModel directory (TF Serving layout
 ``NAME/1/`` or the version folder itself), or a shipped model's name; the
@@ -48,35 +56,52 @@ MAGNETOGRAM_UNITS = ("gauss", "g", "mx/cm^2", "mx cm^-2", "mx/cm2")
 
 # ----------------------------------------------------------------------------- tiling
 def tile_starts(length: int, tile: int, step: int) -> list[int]:
-    """Start offsets of tiles of size ``tile`` every ``step`` px covering ``[0, length)``.
+    """Start offsets of tiles of size ``tile``, at most ``step`` px apart, covering ``[0, length)``.
 
-    The last tile is aligned with the end, so nothing is left uncovered; requires
-    ``length >= tile``.
+    As few tiles as the nominal ``step`` allows, spread evenly: the first starts at 0 and
+    the last ends at ``length`` (so no tile nearly repeats its neighbour, and every gap is
+    at most ``step``). A frame not larger than a tile gets one tile at 0.
     """
     if length <= tile:
         return [0]
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)
-    return starts
+    n = -(-(length - tile) // step) + 1
+    return [int(round(i * (length - tile) / (n - 1))) for i in range(n)]
 
 
-def gaussian_weight(tile: int, overlap: float, edge: int = 0) -> np.ndarray:
-    """2-D Gaussian feathering weight (tile, tile), peak 1 at the centre (§3).
+def feather_profile(tile: int, overlap: float, edge: int = 0, first: bool = False,
+                    last: bool = False) -> np.ndarray:
+    """1-D feathering weight along one axis of a tile, float32, peak 1 at the centre.
 
-    ``sigma = tile / 4``: the weight falls to about 0.14 at the edges, so a
-    neighbouring tile's centre dominates there. The outermost ``edge`` px are set to
-    zero: a network's output is least reliable where its receptive field leaves the
-    tile, and with ``2 * edge`` not above the overlap another tile always covers those
-    pixels. With ``overlap == 0`` the weight is flat: the naive tiling of §4.2.
+    A Gaussian with ``sigma = tile / 4`` (about 0.14 at the edges, so a neighbouring
+    tile's centre dominates there); the outermost ``edge`` px towards a neighbour are
+    zero, because a network's output is least reliable where its receptive field leaves
+    the tile, and with ``2 * edge`` not above the overlap another tile covers them. On a
+    side where the tile touches the frame border (``first``: its start, ``last``: its end)
+    there is no neighbour to hand over to, and the weight stays 1 from the centre out.
+    With ``overlap == 0`` the weight is flat: the naive tiling of §4.2.
     """
     if overlap == 0:
-        return np.ones((tile, tile), np.float32)
+        return np.ones(tile, np.float32)
     centre = (tile - 1) / 2
     g = np.exp(-0.5 * ((np.arange(tile) - centre) / (tile / 4)) ** 2)
     if edge > 0:
         g[:edge] = 0.0
         g[-edge:] = 0.0
-    return np.outer(g, g).astype(np.float32)
+    if first:  # every position up to the centre
+        g[:int(np.floor(centre)) + 1] = 1.0
+    if last:  # every position from the centre on
+        g[int(np.ceil(centre)):] = 1.0
+    return g.astype(np.float32)
+
+
+def gaussian_weight(tile: int, overlap: float, edge: int = 0) -> np.ndarray:
+    """2-D feathering weight (tile, tile) of a tile with neighbours on all four sides."""
+    g = feather_profile(tile, overlap, edge)
+    return np.outer(g, g)
+
+
+def _tile_count(length: int, tile: int, step: int) -> int:
+    return len(tile_starts(length, tile, step))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,16 +111,20 @@ class TileOptions:
     Parameters
     ----------
     tile : int
-        Tile size in px (the model's training tile is a good choice).
+        Tile size in px (the model's training tile is a good choice; see :meth:`for_frame`).
     overlap : float
-        Fraction of a tile shared with its neighbour, in [0, 0.9]; 0 is naive tiling.
+        Least fraction of a tile shared with its neighbour, in [0, 0.9]; 0 is naive tiling.
     batch_size : int
         Tiles per model call.
+    border : int
+        Reflect padding around the frame in px, so that border pixels are not at the
+        network's zero-padded tile edge.
     """
 
     tile: int = 256
     overlap: float = 0.25
     batch_size: int = 8
+    border: int = 8
 
     def __post_init__(self):
         if not (isinstance(self.tile, int) and self.tile >= 16):
@@ -107,20 +136,52 @@ class TileOptions:
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             msg = f"`batch_size` must be an integer >= 1. Received: batch_size={self.batch_size!r}"
             raise AstroTFError(msg)
+        if not (isinstance(self.border, int) and 0 <= self.border < self.tile):
+            msg = f"`border` must be an integer in [0, tile). Received: border={self.border!r}"
+            raise AstroTFError(msg)
 
     @property
     def step(self) -> int:
+        """Nominal (largest) distance between tile starts."""
         return max(1, int(round(self.tile * (1.0 - self.overlap))))
 
     @property
-    def margin(self) -> int:
-        """Reflect padding on each side so that frame borders sit inside a tile, not on its edge."""
-        return (self.tile - self.step) // 2
-
-    @property
     def edge(self) -> int:
-        """Pixels at each tile edge that get zero weight (half the margin)."""
-        return self.margin // 2
+        """Pixels at a tile edge towards a neighbour that get zero weight (a quarter of the overlap)."""
+        return (self.tile - self.step) // 4
+
+    @classmethod
+    def for_frame(cls, shape: tuple[int, ...], overlap: float = 0.25, preferred: int = 256,
+                  batch_size: int | None = None, largest: int | None = None,
+                  multiple: int = 16, border: int = 8) -> TileOptions:
+        """The tile size that needs the fewest network pixels for a frame of ``shape``.
+
+        How many tiles a frame needs jumps with the tile size: a 2048 px side (2064 with
+        its border) takes 11 tiles of 256 px at overlap 0.25 (1.38x its length) but 5 of
+        528 px (1.29x). Candidates are multiples of ``multiple`` from ``preferred`` (or
+        the frame's longer side, if that is smaller) up to ``largest``, by default the
+        largest tile that fits the pixels of 8 tiles of ``preferred`` px (724 px for 256).
+        Ties go to the smaller tile. Without ``batch_size``, a batch holds at most as
+        many pixels as 8 tiles of ``preferred`` px, so memory stays the same.
+        """
+        height, width = (int(n) + 2 * border for n in shape[:2])
+        budget = 8 * preferred * preferred
+        if largest:
+            preferred = min(preferred, largest)
+        else:
+            largest = int(np.sqrt(budget)) // multiple * multiple
+        smallest = min(preferred, max(multiple, -(-max(height, width) // multiple) * multiple))
+        best = None
+        for tile in range(smallest, max(smallest, largest) + 1, multiple):
+            step = cls(tile, overlap, border=min(border, tile - 1)).step
+            cost = (_tile_count(max(height, tile), tile, step) * _tile_count(max(width, tile), tile, step)
+                    * tile * tile)
+            if best is None or cost < best[0]:
+                best = (cost, tile)
+        tile = best[1]
+        if batch_size is None:
+            batch_size = max(1, budget // (tile * tile))
+        return cls(tile, overlap, batch_size, border=min(border, tile - 1))
 
 
 def _pad(image: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
@@ -173,39 +234,52 @@ def denoise_tiled(
         msg = f"expected a non-empty (H, W, C) image. Received: shape={image.shape}"
         raise AstroTFError(msg)
     height, width, channels = image.shape
-    t, m = options.tile, options.margin
+    t, b = options.tile, options.border
     filled, bad = fill_nonfinite(image.astype(np.float32, copy=False))
-    pads = (m, max(m, t - height - m), m, max(m, t - width - m))
-    padded = _pad(filled, *pads)
+    pads = (b, max(b, t - height - b), b, max(b, t - width - b))
+    padded = _pad(filled, *pads) if any(pads) else filled
     has_finite = None if bad is None else ~_pad(bad.all(axis=-1)[..., None], *pads)[..., 0]
     rows = tile_starts(padded.shape[0], t, options.step)
     cols = tile_starts(padded.shape[1], t, options.step)
-    weight_tile = gaussian_weight(t, options.overlap, options.edge)[..., None].astype(np.float64)
     out = np.empty((height, width, channels), np.float32)
+
+    def profile(index: int, count: int) -> np.ndarray:
+        return feather_profile(t, options.overlap, options.edge, first=index == 0, last=index == count - 1)
+
+    col_profiles = [profile(j, len(cols)) for j in range(len(cols))]
+    tile_weights: dict = {}  # (row kind, col kind) -> (t, t, 1) float64 holding float32 values
+
+    def kind(index: int, count: int) -> int:
+        """0: first, 1: inner, 2: last (or only) tile along an axis: all a weight depends on."""
+        return 2 if index == count - 1 else min(index, 1)
+
+    def tile_weight(i: int, j: int) -> np.ndarray:
+        key = (kind(i, len(rows)), kind(j, len(cols)))
+        if key not in tile_weights:
+            w = np.outer(profile(i, len(rows)), col_profiles[j]).astype(np.float32)
+            tile_weights[key] = w[..., None].astype(np.float64)
+        return tile_weights[key]
 
     # Rolling band of t padded rows starting at `top`: rows above the next tile row are final
     # and go to `out`. float64 sums make final = sum(w * x) / sum(w) exact for an identity
-    # model (products of two float32 are exact in float64).
+    # model (w is float32-valued, and products of two float32 are exact in float64).
     acc = np.zeros((t, padded.shape[1], channels), np.float64)
     weight = np.zeros((t, padded.shape[1], 1), np.float64)
     top = 0
 
     def finalize(n_rows: int) -> None:
         """Write padded rows [top, top + n_rows) that lie in the frame to `out`."""
-        lo, hi = max(top, m), min(top + n_rows, m + height)
+        lo, hi = max(top, b), min(top + n_rows, b + height)
         if hi > lo:
             with np.errstate(invalid="ignore", divide="ignore"):  # divided in float64, stored as float32
-                np.divide(acc[lo - top:hi - top, m:m + width], weight[lo - top:hi - top, m:m + width],
-                          out=out[lo - m:hi - m], casting="same_kind")
+                np.divide(acc[lo - top:hi - top, b:b + width], weight[lo - top:hi - top, b:b + width],
+                          out=out[lo - b:hi - b], casting="same_kind")
 
-    # the weights of a full row of tiles are the same for every row: summed once
-    row_weight = np.zeros_like(weight)
-    for c in cols:
-        row_weight[:, c:c + t] += weight_tile
+    row_weights: dict = {}  # the weights of a full row of tiles, by row kind: summed once each
     product = np.empty((t, t, channels), np.float64)
 
     total, done = len(rows) * len(cols), 0
-    for r in rows:
+    for i, r in enumerate(rows):
         shift = r - top
         if shift:
             finalize(shift)
@@ -214,22 +288,27 @@ def denoise_tiled(
                 buf[t - shift:] = 0.0
             top = r
         batch, where, used = [], [], []
-        for i, c in enumerate(cols):
+        for j, c in enumerate(cols):
             if has_finite is None or has_finite[r:r + t, c:c + t].any():  # skip masked-only tiles
                 batch.append(padded[r:r + t, c:c + t])
-                where.append(c)
-            if batch and (len(batch) == options.batch_size or i == len(cols) - 1):
+                where.append(j)
+            if batch and (len(batch) == options.batch_size or j == len(cols) - 1):
                 result = np.asarray(predict(np.stack(batch)), np.float32)
-                for c0, tile_out in zip(where, result):
-                    np.multiply(tile_out, weight_tile, out=product)
-                    acc[:, c0:c0 + t] += product
+                for j0, tile_out in zip(where, result):
+                    np.multiply(tile_out, tile_weight(i, j0), out=product)
+                    acc[:, cols[j0]:cols[j0] + t] += product
                 used += where
                 batch, where = [], []
         if len(used) == len(cols):
-            weight += row_weight
+            key = kind(i, len(rows))
+            if key not in row_weights:
+                row_weights[key] = np.zeros_like(weight)
+                for j, c in enumerate(cols):
+                    row_weights[key][:, c:c + t] += tile_weight(i, j)
+            weight += row_weights[key]
         else:
-            for c0 in used:
-                weight[:, c0:c0 + t] += weight_tile
+            for j0 in used:
+                weight[:, cols[j0]:cols[j0] + t] += tile_weight(i, j0)
         done += len(cols)
         if progress:
             progress(done, total)
@@ -253,6 +332,8 @@ class LoadedModel:
     reseed: Callable[[int], None] | None = None
     #: Arithmetic of the network's convolutions: ``float32`` or ``bfloat16`` (see :func:`load_model`).
     precision: str = "float32"
+    #: Largest tile side the model takes (a TensorRT engine's profile); None: any.
+    largest_tile: int | None = None
 
     @property
     def channels(self) -> int:
@@ -393,7 +474,9 @@ def _load_tensorrt(path: Path, metadata: dict) -> LoadedModel:
     runner = EngineRunner(engine)
     metadata.setdefault("channels", runner.channels)
     name = metadata.get("name", engine.parent.name)
-    return LoadedModel(name, runner, metadata, precision=metadata.get("tensorrt", {}).get("precision", "tensorrt"))
+    entry = metadata.get("tensorrt", {})
+    return LoadedModel(name, runner, metadata, precision=entry.get("precision", "tensorrt"),
+                       largest_tile=entry.get("profile", {}).get("max_tile"))
 
 
 def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow",

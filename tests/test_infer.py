@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from astrotf.errors import AstroTFError
-from astrotf.infer import TileOptions, adapt_channels, denoise_tiled, gaussian_weight, tile_starts
+from astrotf.infer import (TileOptions, adapt_channels, denoise_tiled, feather_profile, gaussian_weight,
+                           tile_starts)
 
 
 def identity(batch):
@@ -21,12 +22,31 @@ def test_tile_starts_cover_every_pixel(length, tile, step):
     assert covered.all()
 
 
+@pytest.mark.parametrize("length,tile,step", [(2048, 256, 192), (1000, 64, 48), (300, 256, 192), (97, 32, 3)])
+def test_tile_starts_are_few_and_evenly_spread(length, tile, step):
+    starts = tile_starts(length, tile, step)
+    gaps = np.diff(starts)
+    assert starts[0] == 0 and starts[-1] == length - tile
+    assert gaps.max() <= step and gaps.max() - gaps.min() <= 1
+    assert len(starts) == -(-(length - tile) // step) + 1  # no more tiles than the step needs
+
+
+def test_feathering_stays_at_its_peak_towards_the_frame_border():
+    inner = feather_profile(64, 0.25, edge=4)
+    first = feather_profile(64, 0.25, edge=4, first=True)
+    last = feather_profile(64, 0.25, edge=4, last=True)
+    assert (inner[:4] == 0).all() and (inner[-4:] == 0).all() and 0.2 < inner[4] < 0.25
+    assert (first[:32] == 1).all() and (first[32:] == inner[32:]).all()
+    assert (last[32:] == 1).all() and (last[:32] == inner[:32]).all()
+    assert (feather_profile(64, 0.25, 4, first=True, last=True) == 1).all()
+
+
 def test_identity_model_returns_input_for_random_shapes_and_overlaps():
     rng = np.random.default_rng(0)
-    for _ in range(12):
+    for _ in range(16):
         h, w = rng.integers(1, 120, 2)
         c = int(rng.choice([1, 3]))
-        overlap = float(rng.choice([0.0, 0.1, 0.25, 0.5]))
+        overlap = float(rng.choice([0.0, 0.1, 0.25, 0.5, 0.9]))
         image = rng.random((h, w, c), dtype=np.float32)
         out = denoise_tiled(image, identity, TileOptions(tile=32, overlap=overlap, batch_size=3))
         # exact up to float32 rounding of sum(w * x) / sum(w)
@@ -40,10 +60,13 @@ def test_tiled_matches_whole_image_prediction_for_a_small_conv_model():
     image = np.random.default_rng(1).random((70, 90, 1), dtype=np.float32)
     whole = np.asarray(model(image[None]))[0]
     tiled = denoise_tiled(image, lambda b: np.asarray(model(b)), TileOptions(tile=32, overlap=0.5, batch_size=4))
-    # reflect padding at the frame borders differs from the model's zero padding: compare the interior
+    # the thin reflected border differs from the model's zero padding: compare the interior
     inner = (slice(3, -3), slice(3, -3))
     assert np.abs(tiled[inner] - whole[inner]).max() < 0.05 * whole.std()
     assert np.abs(tiled[inner] - whole[inner]).mean() < 0.005 * whole.std()
+    # and without it, border tiles see the frame edge exactly as the whole-frame call does
+    flush = denoise_tiled(image, lambda b: np.asarray(model(b)), TileOptions(32, 0.5, 4, border=0))
+    assert np.abs(flush - whole).max() < 0.05 * whole.std()
 
 
 def seam_strength(image):
@@ -58,9 +81,9 @@ def test_gaussian_overlap_removes_seams_that_naive_tiling_shows():
 
     yy, xx = np.mgrid[0:128, 0:128].astype(np.float32)
     gradient = ((xx + yy) / 256.0)[..., None]
-    naive = denoise_tiled(gradient, context_dependent, TileOptions(tile=32, overlap=0.0))
-    feathered = denoise_tiled(gradient, context_dependent, TileOptions(tile=32, overlap=0.25))
-    wide = denoise_tiled(gradient, context_dependent, TileOptions(tile=32, overlap=0.5))
+    naive = denoise_tiled(gradient, context_dependent, TileOptions(tile=32, overlap=0.0, border=0))
+    feathered = denoise_tiled(gradient, context_dependent, TileOptions(tile=32, overlap=0.25, border=0))
+    wide = denoise_tiled(gradient, context_dependent, TileOptions(tile=32, overlap=0.5, border=0))
     assert seam_strength(naive) > 0.05
     # the jump between tiles is spread over the overlap: the wider, the smoother
     assert seam_strength(feathered) < 0.3 * seam_strength(naive)
@@ -97,6 +120,26 @@ def test_gaussian_weight_peaks_in_the_centre_and_never_vanishes():
     assert (gaussian_weight(64, 0.0) == 1).all()
 
 
+def test_tile_size_for_a_frame_needs_the_fewest_network_pixels():
+    # 2048 px + 2 x 8 px border: 11 tiles of 256 (1.38x the side); 4 of 640 (1.25x)
+    options = TileOptions.for_frame((2048, 2048, 3), 0.25)
+    assert (options.tile, options.batch_size, options.overlap, options.border) == (640, 1, 0.25, 8)
+    assert len(tile_starts(2048 + 16, 640, options.step)) == 4
+    for shape in [(6000, 4000), (4096, 4096), (1000, 3000), (300, 5000)]:
+        chosen = TileOptions.for_frame(shape, 0.25)
+        side = [n + 16 for n in shape]
+        cost = {t: len(tile_starts(max(side[0], t), t, TileOptions(t).step))
+                * len(tile_starts(max(side[1], t), t, TileOptions(t).step)) * t * t for t in range(256, 721, 16)}
+        assert cost[chosen.tile] == min(cost.values()) and chosen.tile % 16 == 0
+        assert chosen.batch_size * chosen.tile ** 2 <= 8 * 256 ** 2  # no more memory than 8 tiles of 256 px
+        assert cost[chosen.tile] < cost[256]
+    # small frames get a tile just big enough; a fixed batch size and an engine's limit are kept
+    assert TileOptions.for_frame((100, 70, 1), 0.25).tile == 128
+    assert TileOptions.for_frame((2048, 2048), 0.25, batch_size=3).batch_size == 3
+    assert TileOptions.for_frame((2048, 2048), 0.25, largest=512).tile <= 512
+    assert TileOptions.for_frame((2048, 2048), 0.25, largest=192).tile == 192
+
+
 def test_channel_adaptation():
     rgb = np.random.default_rng(0).random((2, 8, 8, 3), dtype=np.float32)
     per_channel = adapt_channels(lambda b: b * 2, model_channels=1, image_channels=3)
@@ -106,7 +149,7 @@ def test_channel_adaptation():
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(tile=8), "tile"), (dict(overlap=0.95), "overlap"),
-                                          (dict(batch_size=0), "batch_size")])
+                                          (dict(batch_size=0), "batch_size"), (dict(border=-1), "border")])
 def test_tile_options_validate(kwargs, match):
     with pytest.raises(AstroTFError, match=match):
         TileOptions(**kwargs)

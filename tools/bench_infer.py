@@ -1,9 +1,11 @@
 """Inference speed and memory of the shipped models: tiled (overlap 0.25) against one whole-frame call.
 
 For each model, on a synthetic frame of the model's kind, in the same run:
-  * Mpix/s of ``denoise_tiled`` at overlap 0.25 (the default) and at overlap 0 (naive tiles),
+  * Mpix/s of ``denoise_tiled`` at overlap 0.25 with the tiles ``astrotf infer`` picks for the
+    frame (``TileOptions.for_frame``), with fixed 256 px tiles, and at overlap 0 (naive 256 px tiles),
   * Mpix/s of one call of the model on the whole frame (padded inside the model),
-  * the ratio tiled / whole in time (the overlap alone costs 1 / (1 - 0.25)^2 = 1.78x),
+  * the ratio tiled / whole in time for both tilings (the overlap alone costs up to
+    1 / (1 - 0.25)^2 = 1.78x; how the tiles fit the frame decides how much),
   * peak resident memory of a tiled run on a large mono frame, measured in a child process.
 
     python tools/bench_infer.py [--size 2048] [--big 10000] [--models resunet-rgb resunet-mono]
@@ -48,7 +50,7 @@ def seconds(fn, repeat: int = 2) -> float:
     return best
 
 
-def bench_model(name: str, size: int, batch: int, backend: str = "tensorflow", reference=None,
+def bench_model(name: str, size: int, batch: int | None, backend: str = "tensorflow", reference=None,
                 precision: str = "float32") -> dict:
     from astrotf.infer import TileOptions, denoise_tiled, load_model, resolve_model_path
 
@@ -63,14 +65,18 @@ def bench_model(name: str, size: int, batch: int, backend: str = "tensorflow", r
     model = load_model(name, backend=backend, precision=precision)
     image = frame(size, model.channels, model.domain == "linear")
     mpix = size * size / 1e6
-    tiled = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.25, batch)))
-    naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch)))
+    chosen = TileOptions.for_frame(image.shape, 0.25, max(256, model.tile), batch, model.largest_tile)
+    tiled = seconds(lambda: denoise_tiled(image, model.predict, chosen))
+    tiled256 = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.25, batch or 8)))
+    naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch or 8)))
     whole = seconds(lambda: model.predict(image[None]), repeat=2)  # best of 2, as the tiled runs
     out = np.asarray(model.predict(image[None, :512, :512]))
     row = {"model": model.name, "backend": backend, "precision": model.precision,
            "frame": f"{size}x{size}x{model.channels}",
-           "tiled_mpix_s": mpix / tiled, "naive_mpix_s": mpix / naive, "whole_mpix_s": mpix / whole,
-           "tiled_over_whole": tiled / whole, "output": out}
+           "tile": chosen.tile, "batch": chosen.batch_size,
+           "tiled_mpix_s": mpix / tiled, "tiled256_mpix_s": mpix / tiled256, "naive_mpix_s": mpix / naive,
+           "whole_mpix_s": mpix / whole, "tiled_over_whole": tiled / whole, "tiled256_over_whole": tiled256 / whole,
+           "output": out}
     if reference is not None:
         row["max_abs_diff"] = float(np.abs(out - reference).max())
     return row
@@ -90,7 +96,8 @@ def peak_rss_child(name: str, size: int) -> float:
         f"x = np.random.default_rng(0).standard_normal(({size}, {size}, 1), dtype=np.float32)\n"
         "x *= 10.0\n"
         "x += 100.0\n"
-        "denoise_tiled(x, adapt_channels(m.predict, m.channels, 1), TileOptions(256, 0.25, 8))\n"
+        "options = TileOptions.for_frame(x.shape, 0.25, max(256, m.tile))\n"
+        "denoise_tiled(x, adapt_channels(m.predict, m.channels, 1), options)\n"
         "print([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -102,7 +109,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["resunet-rgb", "resunet-mono"])
     parser.add_argument("--size", type=int, default=2048, help="side of the speed-test frame (0: skip speed)")
     parser.add_argument("--big", type=int, default=0, help="side of the mono frame for peak RSS (0: skip)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int,
+                        help="tiles per call (default: as astrotf infer, as many pixels as 8 tiles of 256 px)")
     parser.add_argument("--backends", nargs="+", default=["tensorflow"],
                         choices=["tensorflow", "onnxruntime", "tensorrt"],
                         help="tensorrt: an FP16 engine built in a temporary folder (needs a GPU; skipped without)")
@@ -113,7 +121,7 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     print(f"{time.strftime('%Y-%m-%d')}, {cpu}, {len(os.sched_getaffinity(0))} cores, "
-          f"frame {args.size}x{args.size}, batch {args.batch_size}")
+          f"frame {args.size}x{args.size}, batch {args.batch_size or 'as astrotf infer'}")
     rows = []
     if "tensorrt" in args.backends:
         from astrotf.tensorrt_engine import cuda_available
@@ -129,13 +137,15 @@ def main() -> None:
             reference = row.pop("output") if reference is None else reference
             row.pop("output", None)
             rows.append(row)
-    print("| model | backend | precision | frame | tiled 0.25 Mpix/s | naive tiles Mpix/s | whole frame Mpix/s "
-          "| tiled / whole time | max abs diff vs first row |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | backend | precision | frame | tiled 0.25 Mpix/s (tile x batch) | tiled 0.25, 256 px tiles "
+          "| naive 256 px tiles | whole frame Mpix/s | tiled / whole time | 256 px tiles / whole "
+          "| max abs diff vs first row |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         diff = f"{r['max_abs_diff']:.1e}" if "max_abs_diff" in r else "-"
-        print(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['frame']} | {r['tiled_mpix_s']:.2f} | "
-              f"{r['naive_mpix_s']:.2f} | {r['whole_mpix_s']:.2f} | {r['tiled_over_whole']:.2f} | {diff} |")
+        print(f"| {r['model']} | {r['backend']} | {r['precision']} | {r['frame']} | {r['tiled_mpix_s']:.2f} "
+              f"({r['tile']} x {r['batch']}) | {r['tiled256_mpix_s']:.2f} | {r['naive_mpix_s']:.2f} | "
+              f"{r['whole_mpix_s']:.2f} | {r['tiled_over_whole']:.2f} | {r['tiled256_over_whole']:.2f} | {diff} |")
     if args.big:
         for name in args.models:
             gb = peak_rss_child(name, args.big)

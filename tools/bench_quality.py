@@ -142,12 +142,19 @@ def model_denoiser(model):
 
     if getattr(model, "sample", None) is not None:
         model = with_ensemble(model, samples=ENSEMBLE, seed=0)
-    tiles = TileOptions(tile=max(256, model.tile), overlap=0.25)
+    def tiles_for(shape):
+        return TileOptions.for_frame(shape, 0.25, max(256, model.tile))  # as `astrotf infer` does
 
     def run(x):
+        tiles = tiles_for(x.shape)
         return denoise_image(x, model, tiles) if x.ndim == 3 else denoise_image(x[..., None], model, tiles)[..., 0]
 
-    run(np.zeros((tiles.tile, tiles.tile, model.channels), np.float32))  # warm-up: tracing is not timed
+    def prepare(shape):
+        """Warm-up for the tile size of this frame: tracing is not timed."""
+        tile = tiles_for(shape).tile
+        model.predict(np.zeros((1, tile, tile, model.channels), np.float32))
+
+    run.prepare = prepare
     return run
 
 
@@ -159,6 +166,8 @@ def with_restore(denoise, k: float):
     def run(x):
         return restore(denoise(x), x, k * metrics.noise_level(x, HMI_RANGE).sigma).image
 
+    if hasattr(denoise, "prepare"):
+        run.prepare = denoise.prepare
     return run
 
 
@@ -182,6 +191,8 @@ def run_methods(noisy: np.ndarray, methods: dict, label: str) -> dict:
     """Apply every method to ``noisy``: ``{name: (float32 output, seconds)}``; a failure is logged and skipped."""
     results = {}
     for name, method in methods.items():
+        if hasattr(method, "prepare"):
+            method.prepare(noisy.shape)
         start = time.perf_counter()
         try:
             out = np.asarray(method(noisy), np.float32)

@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=Path("datasets/hmi/sample_3_crop1024.fits"))
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--tile", type=int, default=256)
+    parser.add_argument("--tile", type=int, help="tile size (default: as astrotf infer picks for the frame)")
     parser.add_argument("--restore-sigma", type=float, default=0.6)
     parser.add_argument("--noise-range", type=float, nargs=2, default=(-20.0, 20.0))
     parser.add_argument("--save", type=Path, help="write the denoised image (FITS) here")
@@ -103,7 +103,8 @@ def main() -> None:
     if trained_on and Path(trained_on).name == args.image.name and not args.fine_tune:
         print(f"WARNING: {args.image.name} is the training image; use a different magnetogram")
     model = with_ensemble(model, args.samples, seed=args.seed)
-    options = TileOptions(tile=args.tile, overlap=0.25, batch_size=8)
+    options = (TileOptions(tile=args.tile, overlap=0.25) if args.tile
+               else TileOptions.for_frame(data.shape, 0.25, max(256, model.tile)))
     start = time.perf_counter()
     denoised = denoise_image(data, model, options)
     infer_s = time.perf_counter() - start
@@ -136,7 +137,7 @@ def main() -> None:
     print(f"model {args.model}: trained on {trained_on}, {figures['training_steps']} steps, "
           f"{wall / 60 if wall else float('nan'):.1f} min on {figures['training_hardware']}")
     print(f"image {args.image} {data.shape[1]}x{data.shape[0]} px, {100 * finite.mean():.1f} % finite; "
-          f"inference {infer_s:.1f} s ({args.samples} samples, tile {args.tile})")
+          f"inference {infer_s:.1f} s ({args.samples} samples, tile {options.tile})")
     print(f"noise level in: {sigma_in:.3f} G (Gaussian fit in {list(value_range)})")
     print(f"{'':10s} {'sigma_out':>9s} {'ratio':>6s} {'max|d|':>8s} {'slope>50G':>9s} {'(fit)':>6s} "
           f"{'resid10':>7s} {'restored':>8s}")
