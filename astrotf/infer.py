@@ -7,8 +7,8 @@ multiplied by a 2-D Gaussian weight and summed into an accumulator and a weight 
 ``final = accumulator / weight``. The weight tapers only towards a neighbouring tile: on
 a side that is the frame border it stays at its peak, so border pixels need no padding
 beyond a thin reflected ``border`` (8 px): without it, the network's zero padding at the
-frame edge costs 1.5-3 dB in the outermost 16 px of our reserved RGB test images; 4-8 px
-of reflection recover it (32 px are slightly worse).
+frame edge cost 1.5 and 2.8 dB in the outermost 16 px of two reserved RGB test images;
+4-8 px of reflection recover it (32 px were 0.8-1 dB worse than 8).
 :meth:`TileOptions.for_frame` picks the tile size that needs the fewest network pixels
 for a frame (the overlap's cost depends on how the tiles fit).
 
