@@ -340,8 +340,8 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
 @click.option("--overlap", type=click.FloatRange(0.0, 0.9), default=0.25, show_default=True,
               help="Fraction of a tile shared with its neighbours; 0 = naive tiling.")
 @click.option("--tile", type=click.IntRange(min=16),
-              help="Tile size in px. [per frame: the size from 256 (or the model's training tile if larger) up to "
-                   "twice that which needs the fewest network pixels]")
+              help="Tile size in px. [per frame: the multiple of 16 from 256 (or the model's training tile if "
+                   "larger) up to 720 that needs the fewest network pixels]")
 @click.option("--batch-size", type=click.IntRange(min=1),
               help="Tiles per model call. [as many pixels as 8 tiles of 256 px]")
 @click.option("--backend", type=click.Choice(["tensorflow", "onnxruntime", "tensorrt"]), default="tensorflow",
