@@ -405,7 +405,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
     import time
 
     from astrotf import io
-    from astrotf.infer import DEFAULT_MODELS, TileOptions, denoise_image, guess_domain, load_model
+    from astrotf.infer import DEFAULT_MODELS, denoise_image, guess_domain, load_model
 
     if manifest is None and out_dir is not None:
         manifest = out_dir / "astrotf-manifest.jsonl"
@@ -446,11 +446,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             if model_name is None:
                 click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name} "
                            f"({model.precision})", err=True)
-            if tile:
-                options = TileOptions(tile=tile, overlap=overlap, batch_size=batch_size or 8)
-            else:
-                options = TileOptions.for_frame(data.shape, overlap, preferred=max(256, model.tile),
-                                                batch_size=batch_size, largest=model.largest_tile)
+            options = model.tile_options(data.shape, overlap, tile, batch_size)
             if quiet:
                 result = denoise_image(data, model, options)
             else:

@@ -347,6 +347,27 @@ class LoadedModel:
     def tile(self) -> int:
         return int(self.metadata.get("tile", 256))
 
+    def tile_options(self, shape: tuple[int, ...], overlap: float = 0.25, tile: int | None = None,
+                     batch_size: int | None = None) -> TileOptions:
+        """Tiling of a frame of ``shape`` for this model, as ``astrotf infer`` does it.
+
+        Without ``tile``, :meth:`TileOptions.for_frame` picks the size (from the model's
+        training tile or 256 px, up to :attr:`largest_tile`); with it, tiles of that size
+        in batches of ``batch_size`` (default 8).
+
+        Raises
+        ------
+        AstroTFError
+            If ``tile`` is larger than the model takes (a TensorRT engine's profile).
+        """
+        if tile is None:
+            return TileOptions.for_frame(shape, overlap, preferred=max(256, self.tile), batch_size=batch_size,
+                                         largest=self.largest_tile)
+        if self.largest_tile is not None and tile > self.largest_tile:
+            raise AstroTFError(f"{self.name}: tile {tile} px is larger than the model takes "
+                               f"({self.largest_tile} px, the TensorRT engine's profile)")
+        return TileOptions(tile=tile, overlap=overlap, batch_size=batch_size or 8)
+
 
 def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     """A shipped model's name (``resunet-rgb``), a ``.keras`` file or a SavedModel folder."""

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from astrotf.errors import AstroTFError
-from astrotf.infer import (TileOptions, adapt_channels, denoise_tiled, feather_profile, gaussian_weight,
-                           tile_starts)
+from astrotf.infer import (LoadedModel, TileOptions, adapt_channels, denoise_tiled, feather_profile,
+                           gaussian_weight, tile_starts)
 
 
 def identity(batch):
@@ -138,6 +138,21 @@ def test_tile_size_for_a_frame_needs_the_fewest_network_pixels():
     assert TileOptions.for_frame((2048, 2048), 0.25, batch_size=3).batch_size == 3
     assert TileOptions.for_frame((2048, 2048), 0.25, largest=512).tile <= 512
     assert TileOptions.for_frame((2048, 2048), 0.25, largest=192).tile == 192
+
+
+def test_a_model_tiles_from_its_training_tile_up_to_what_its_engine_takes():
+    plain = LoadedModel("m", identity, {"tile": 256})
+    assert plain.tile_options((2048, 2048, 3)).tile == 640
+    # a model trained on 384 px tiles never gets smaller ones; the budget grows with it
+    trained_384 = LoadedModel("m", identity, {"tile": 384}).tile_options((2048, 2048, 3))
+    assert trained_384.tile >= 384 and trained_384.batch_size * trained_384.tile ** 2 <= 8 * 384 ** 2
+    engine = LoadedModel("trt", identity, {"tile": 256}, largest_tile=512)
+    assert engine.tile_options((2048, 2048, 3)).tile <= 512
+    fixed = engine.tile_options((2048, 2048, 3), overlap=0.5, tile=320, batch_size=2)
+    assert (fixed.tile, fixed.overlap, fixed.batch_size) == (320, 0.5, 2)
+    assert plain.tile_options((64, 64, 1), tile=96).batch_size == 8
+    with pytest.raises(AstroTFError, match="trt: tile 640 px is larger than the model takes.*512"):
+        engine.tile_options((2048, 2048, 3), tile=640)
 
 
 def test_channel_adaptation():

@@ -16,6 +16,9 @@ With several backends, every engine runs the same exported model on the same fra
 largest difference from TensorFlow's output is printed beside the speed. ``--precisions float32
 bfloat16`` adds TensorFlow rows with the network's convolutions in bfloat16 (what ``astrotf infer
 --precision auto`` picks for stretched-data models on hardware with native bfloat16).
+
+``ONEDNN_MAX_CPU_ISA=AVX2 python tools/bench_infer.py ...`` measures, on an AVX-512 machine, what
+oneDNN's convolutions do on a CPU that has only AVX2 (no native bfloat16): the header line says so.
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def bench_model(name: str, size: int, batch: int | None, backend: str = "tensorf
     model = load_model(name, backend=backend, precision=precision)
     image = frame(size, model.channels, model.domain == "linear")
     mpix = size * size / 1e6
-    chosen = TileOptions.for_frame(image.shape, 0.25, max(256, model.tile), batch, model.largest_tile)
+    chosen = model.tile_options(image.shape, 0.25, batch_size=batch)
     tiled = seconds(lambda: denoise_tiled(image, model.predict, chosen))
     tiled256 = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.25, batch or 8)))
     naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch or 8)))
@@ -91,12 +94,12 @@ def peak_rss_child(name: str, size: int) -> float:
     """
     code = (
         "import numpy as np\n"
-        "from astrotf.infer import TileOptions, adapt_channels, denoise_tiled, load_model\n"
+        "from astrotf.infer import adapt_channels, denoise_tiled, load_model\n"
         f"m = load_model({name!r})\n"
         f"x = np.random.default_rng(0).standard_normal(({size}, {size}, 1), dtype=np.float32)\n"
         "x *= 10.0\n"
         "x += 100.0\n"
-        "options = TileOptions.for_frame(x.shape, 0.25, max(256, m.tile))\n"
+        "options = m.tile_options(x.shape, 0.25)\n"
         "denoise_tiled(x, adapt_channels(m.predict, m.channels, 1), options)\n"
         "print([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])\n"
     )
@@ -120,7 +123,9 @@ def main() -> None:
     args = parser.parse_args()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
-    print(f"{time.strftime('%Y-%m-%d')}, {cpu}, {len(os.sched_getaffinity(0))} cores, "
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA")  # e.g. AVX2: what a CPU without AVX-512 would run
+    print(f"{time.strftime('%Y-%m-%d')}, {cpu}{f' limited to {isa} (ONEDNN_MAX_CPU_ISA)' if isa else ''}, "
+          f"{len(os.sched_getaffinity(0))} cores, "
           f"frame {args.size}x{args.size}, batch {args.batch_size or 'as astrotf infer'}")
     rows = []
     if "tensorrt" in args.backends:

@@ -138,12 +138,12 @@ def model_denoiser(model):
 
     A Self2Self model predicts the mean of ``ENSEMBLE`` seeded dropout passes (TDR eq. 4).
     """
-    from astrotf.infer import TileOptions, denoise_image, with_ensemble
+    from astrotf.infer import denoise_image, with_ensemble
 
     if getattr(model, "sample", None) is not None:
         model = with_ensemble(model, samples=ENSEMBLE, seed=0)
     def tiles_for(shape):
-        return TileOptions.for_frame(shape, 0.25, max(256, model.tile))  # as `astrotf infer` does
+        return model.tile_options(shape, 0.25)  # as `astrotf infer` does
 
     def run(x):
         tiles = tiles_for(x.shape)

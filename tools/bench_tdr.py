@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from astrotf import io
-from astrotf.infer import TileOptions, denoise_image, load_model, resolve_model_path, with_ensemble
+from astrotf.infer import denoise_image, load_model, resolve_model_path, with_ensemble
 from astrotf.metrics import noise_level
 from astrotf.restore import restore
 
@@ -103,8 +103,7 @@ def main() -> None:
     if trained_on and Path(trained_on).name == args.image.name and not args.fine_tune:
         print(f"WARNING: {args.image.name} is the training image; use a different magnetogram")
     model = with_ensemble(model, args.samples, seed=args.seed)
-    options = (TileOptions(tile=args.tile, overlap=0.25) if args.tile
-               else TileOptions.for_frame(data.shape, 0.25, max(256, model.tile)))
+    options = model.tile_options(data.shape, 0.25, args.tile)
     start = time.perf_counter()
     denoised = denoise_image(data, model, options)
     infer_s = time.perf_counter() - start
