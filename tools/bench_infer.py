@@ -17,8 +17,9 @@ largest difference from TensorFlow's output is printed beside the speed. ``--pre
 bfloat16`` adds TensorFlow rows with the network's convolutions in bfloat16 (what ``astrotf infer
 --precision auto`` picks for stretched-data models on hardware with native bfloat16).
 
-``ONEDNN_MAX_CPU_ISA=AVX2 python tools/bench_infer.py ...`` measures, on an AVX-512 machine, what
-oneDNN's convolutions do on a CPU that has only AVX2 (no native bfloat16): the header line says so.
+``ONEDNN_MAX_CPU_ISA=AVX2 python tools/bench_infer.py ...`` limits oneDNN's kernels to AVX2 on an
+AVX-512 machine, an approximation of a CPU without AVX-512 (not compared with one); the header line
+names the limit.
 """
 
 from __future__ import annotations
