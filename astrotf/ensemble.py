@@ -74,11 +74,14 @@ def ensemble_predictor(call: Callable[[np.ndarray, np.ndarray], np.ndarray], *, 
 
     def predict(batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, np.float32)
+        finite = np.isfinite(batch)
+        if not finite.all():  # no data (off-disk): never given to the network, as in training
+            batch = np.where(finite, batch, np.float32(0.0))
         total = np.zeros(batch.shape, np.float64)
         dropped_sum = np.zeros(batch.shape, np.float64)
         dropped_n = np.zeros(batch.shape, np.float64)
         for _ in range(samples):
-            keep = block_keep_mask(rng, batch.shape, keep_prob, mask_block)
+            keep = block_keep_mask(rng, batch.shape, keep_prob, mask_block) * finite
             pred = np.asarray(call(batch, keep), np.float64)
             total += pred
             if average == "dropped":

@@ -212,6 +212,8 @@ def denoise_tiled(
     predict: Callable[[np.ndarray], np.ndarray],
     options: TileOptions = TileOptions(),
     progress: Callable[[int, int], None] | None = None,
+    *,
+    keep_nonfinite: bool = False,
 ) -> np.ndarray:
     """Denoise a whole frame with overlapping, Gaussian-feathered tiles.
 
@@ -224,6 +226,11 @@ def denoise_tiled(
     options : TileOptions
     progress : callable, optional
         Called as ``progress(done_tiles, total_tiles)``.
+    keep_nonfinite : bool
+        Give non-finite pixels to ``predict`` as they are, for a predictor that keeps them
+        out of the network itself (a Self2Self ensemble drops them with its keep mask).
+        By default they are filled with the channel's median, which a network without a
+        mask input cannot tell from data.
 
     Returns
     -------
@@ -236,6 +243,8 @@ def denoise_tiled(
     height, width, channels = image.shape
     t, b = options.tile, options.border
     filled, bad = fill_nonfinite(image.astype(np.float32, copy=False))
+    if keep_nonfinite and bad is not None:
+        filled = np.where(bad, np.float32(np.nan), filled)  # NaN for Inf too: one marker of "no data"
     pads = (b, max(b, t - height - b), b, max(b, t - width - b))
     padded = _pad(filled, *pads) if any(pads) else filled
     has_finite = None if bad is None else ~_pad(bad.all(axis=-1)[..., None], *pads)[..., 0]
@@ -334,6 +343,8 @@ class LoadedModel:
     precision: str = "float32"
     #: Largest tile side the model takes (a TensorRT engine's profile); None: any.
     largest_tile: int | None = None
+    #: ``predict`` takes NaN pixels and keeps them out of the network itself (Self2Self ensembles).
+    masks_nonfinite: bool = False
 
     @property
     def channels(self) -> int:
@@ -674,7 +685,7 @@ def with_ensemble(model: LoadedModel, samples: int, seed: int = 0, average: str 
     ensemble = model.metadata.get("ensemble", {})
     predict = ensemble_predictor(model.sample, samples=samples, keep_prob=float(ensemble.get("keep_prob", 0.7)),
                                  seed=seed, average=average, mask_block=int(ensemble.get("mask_block", 1)))
-    return dataclasses.replace(model, predict=predict)
+    return dataclasses.replace(model, predict=predict, masks_nonfinite=True)
 
 
 # ----------------------------------------------------------------------------- domain
@@ -731,4 +742,4 @@ def denoise_image(data: np.ndarray, model: LoadedModel, options: TileOptions, pr
         if finite.size and (finite.min() < -1e-3 or finite.max() > 1 + 1e-3):
             log.warning("data outside [0, 1] given to a model for stretched data; values are clipped")
             data = np.clip(data, 0.0, 1.0)
-    return denoise_tiled(data, predict, options, progress)
+    return denoise_tiled(data, predict, options, progress, keep_nonfinite=model.masks_nonfinite)

@@ -126,6 +126,55 @@ def test_ensemble_masks_have_keep_probability_and_dropped_average():
     np.testing.assert_allclose(out_all, np.mean(np.where(masks == 1, 100.0, 1.0), axis=0), rtol=1e-6)
 
 
+
+def test_ensemble_keeps_no_data_pixels_out_of_the_network():
+    """NaN pixels (off-disk) are dropped in every member's mask and never reach the network as values."""
+    seen = []
+
+    def call(x, mask):
+        seen.append((x.copy(), mask.copy()))
+        return x
+
+    batch = np.random.default_rng(1).normal(size=(2, 32, 32, 1)).astype(np.float32)
+    batch[:, :, :10] = np.nan
+    out = ensemble_predictor(call, samples=4, keep_prob=0.7, seed=0)(batch)
+    for x, mask in seen:
+        assert np.isfinite(x).all() and (mask[:, :, :10] == 0).all()
+        assert mask[:, :, 10:].mean() == pytest.approx(0.7, abs=0.05)
+    np.testing.assert_array_equal(out[:, :, 10:], batch[:, :, 10:])
+
+
+def test_pixels_beside_no_data_do_not_depend_on_a_fill_value():
+    """Tiled Self2Self inference: the limb's neighbours are predicted from data only.
+
+    A stand-in network (mean of the kept pixels in a 3 x 3 window, a partial convolution) gives
+    the same limb values whether the rest of the disk, and so the median that used to fill
+    the off-disk pixels, is bright or dark.
+    """
+    from scipy.ndimage import uniform_filter
+
+    from astrotf.infer import LoadedModel, TileOptions, denoise_image, with_ensemble
+
+    def sample(x, keep):
+        total, count = (uniform_filter(v, size=(1, 3, 3, 1)) for v in (x * keep, keep))
+        return np.where(count > 1e-6, total / np.maximum(count, 1e-6), 0.0).astype(np.float32)
+
+    def model():  # a fresh seeded ensemble per frame: the same masks for both
+        return with_ensemble(LoadedModel("s2s", sample, {"channels": 1, "data_domain": "linear"}, sample=sample),
+                             samples=4, seed=0)
+
+    rng = np.random.default_rng(2)
+    image = rng.normal(size=(96, 96, 1)).astype(np.float32)
+    image[:, :30] = np.nan  # off-disk
+    other = image.copy()
+    other[:, 60:] += 1000.0  # far from the limb: moves the median, not the limb's neighbourhood
+    options = TileOptions(tile=48, overlap=0.25, batch_size=4)
+    a, b = denoise_image(image, model(), options), denoise_image(other, model(), options)
+    limb = slice(30, 33)
+    assert np.isnan(a[:, :30]).all() and np.isfinite(a[:, 30:]).all()
+    np.testing.assert_allclose(a[:, limb], b[:, limb], atol=1e-5)
+
+
 def test_patches_flip_and_avoid_invalid_regions():
     image = np.arange(64 * 64, dtype=np.float32).reshape(64, 64, 1)
     valid = np.ones_like(image)
