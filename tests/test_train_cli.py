@@ -55,6 +55,24 @@ def test_train_writes_checkpoint_and_resume_continues_step_counter(rgb_folder, t
     assert len(rows) == 3 and rows[2].startswith("2,4,")
 
 
+
+def test_space_to_depth_option_builds_the_half_resolution_network_and_resume_keeps_it(rgb_folder, tmp_path):
+    import keras
+
+    out = tmp_path / "run"
+    recipe = tiny_recipe(tmp_path)
+    first = run(["train", "resunet", "--data", str(rgb_folder), "--out", str(out), "--config", recipe,
+                 "--space-to-depth", "2", "--epochs", "1", *TINY])
+    assert first.exit_code == 0, first.output
+    assert json.loads((out / "run.json").read_text())["recipe"]["model"]["space_to_depth"] == 2
+    model = keras.saving.load_model(out / "model_last.keras")
+    assert model.get_layer("unshuffle").output.shape[-1] == 12  # 2 x 2 blocks of 3 channels
+    # the run's architecture cannot change under a resume
+    changed = CliRunner().invoke(main, ["train", "resunet", "--out", str(out), "--config", recipe, "--resume",
+                                        "--space-to-depth", "1", "--epochs", "2", *TINY])
+    assert changed.exit_code != 0 and "the run's model is" in changed.output
+
+
 def test_checkpoint_holds_the_trained_weights(rgb_folder, tmp_path):
     import keras
     import tensorflow as tf
