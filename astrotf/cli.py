@@ -117,7 +117,8 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
         recipe = load_recipe(recipe_path) if recipe_path else Recipe()
     mode = None if paired is None else ("paired" if paired else "clean-only")
     recipe = override(
-        recipe, model__space_to_depth=None if space_to_depth is None else int(space_to_depth), data__mode=mode, data__batch_size=batch_size, data__tile=tile, data__seed=seed,
+        recipe, model__space_to_depth=None if space_to_depth is None else int(space_to_depth),
+        data__mode=mode, data__batch_size=batch_size, data__tile=tile, data__seed=seed,
         data__noise="none" if paired else None,
         train__epochs=epochs, train__steps_per_epoch=steps_per_epoch, train__lr=lr, train__seed=seed,
         train__precision=precision,
