@@ -2,7 +2,7 @@
 # Reproduce the shipped models in saved_models/ from data a package ships (no download at run time
 # except `apt-get download stellarium-data` from the Debian archive inside make_datasets.py).
 #
-#   bash tools/train_shipped_models.sh [rgb|rgb-fast|mono|all]
+#   bash tools/train_shipped_models.sh [rgb|mono|all]
 #
 # Budgets were set for the 2-core CPU machines this project is developed on (about 45 min per
 # model); on a GPU raise --epochs/--tile towards the recipes' paper defaults (256 px, lr 1e-4).
@@ -29,27 +29,6 @@ if [ "$what" = rgb ] || [ "$what" = all ]; then
     --init runs/resunet-rgb-identity --data datasets/stellarium-rgb --out runs/resunet-rgb-identity2 \
     --tile 128 --batch-size 8 --epochs 15 --steps-per-epoch 100 --lr 1e-4 --seed 2
   astrotf export runs/resunet-rgb-identity2 --out saved_models/resunet-rgb --force --format onnx \
-    --credits datasets/stellarium-rgb/CREDITS.json
-fi
-
-if [ "$what" = rgb-fast ] || [ "$what" = all ]; then
-  # the same four phases and recipes as resunet-rgb with the U-Net at half resolution (2 x 2 pixel blocks
-  # folded into channels): several times faster, for CPUs without native bfloat16
-  [ -d datasets/stellarium-rgb/clean ] || python tools/make_datasets.py stellarium --out datasets/stellarium-rgb
-  fast="--space-to-depth 2 --tile 128 --batch-size 8"
-  astrotf train resunet --config pipelines/resunet-rgb.toml --data datasets/stellarium-rgb \
-    --out runs/resunet-rgb-fast $fast --epochs 40 --steps-per-epoch 100 --lr 4e-4 --seed 0 \
-    $(resume_flag resunet-rgb-fast)
-  astrotf train resunet --config pipelines/resunet-rgb-finetune.toml --out runs/resunet-rgb-fast \
-    $fast --epochs 55 --steps-per-epoch 100 --lr 4e-4 --seed 0 --resume
-  [ -f runs/resunet-rgb-fast-identity/run.json ] || astrotf train resunet \
-    --config pipelines/resunet-rgb-identity.toml --init runs/resunet-rgb-fast --data datasets/stellarium-rgb \
-    --out runs/resunet-rgb-fast-identity $fast --epochs 15 --steps-per-epoch 100 --lr 1e-4 --seed 1
-  [ -f runs/resunet-rgb-fast-identity2/run.json ] || astrotf train resunet \
-    --config pipelines/resunet-rgb-identity.toml --init runs/resunet-rgb-fast-identity \
-    --data datasets/stellarium-rgb --out runs/resunet-rgb-fast-identity2 $fast --epochs 15 --steps-per-epoch 100 \
-    --lr 1e-4 --seed 2
-  astrotf export runs/resunet-rgb-fast-identity2 --out saved_models/resunet-rgb-fast --force --format onnx \
     --credits datasets/stellarium-rgb/CREDITS.json
 fi
 
