@@ -19,7 +19,7 @@ from astrotf.models.resunet import ResUNet
 def fake_run(tmp_path, **model_kwargs):
     """A run folder as training leaves it: run.json and model_best.keras."""
     kwargs = dict(channels=3, depth=2, base_filters=4) | model_kwargs
-    model = ResUNet(**kwargs)
+    model = ResUNet(**kwargs, head_initializer="glorot_uniform")  # a random correction, not the identity
     run = tmp_path / "run"
     run.mkdir()
     model.save(run / "model_best.keras")

@@ -177,7 +177,7 @@ def test_bfloat16_inference_keeps_the_data_path_in_float32(tmp_path):
     from astrotf.models.resunet import ResUNet
 
     keras.utils.set_random_seed(0)
-    ResUNet(channels=3, depth=2, base_filters=4).save(tmp_path / "m.keras")
+    ResUNet(channels=3, depth=2, base_filters=4, head_initializer="glorot_uniform").save(tmp_path / "m.keras")
     fp32 = load_model(tmp_path / "m.keras", precision="float32")
     bf16 = load_model(tmp_path / "m.keras", precision="bfloat16")
     assert (fp32.precision, bf16.precision) == ("float32", "bfloat16")

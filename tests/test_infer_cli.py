@@ -17,8 +17,8 @@ def models(tmp_path_factory):
 
     keras.utils.set_random_seed(0)  # the same tiny random models whatever ran before
     tmp = tmp_path_factory.mktemp("models")
-    rgb = ResUNet(channels=3, depth=2, base_filters=4)
-    mono = ResUNet(channels=1, depth=2, base_filters=4, normalization="background")
+    rgb = ResUNet(channels=3, depth=2, base_filters=4, head_initializer="glorot_uniform")
+    mono = ResUNet(channels=1, depth=2, base_filters=4, normalization="background", head_initializer="glorot_uniform")
     rgb.save(tmp / "rgb.keras")
     mono.save(tmp / "mono.keras")
     return {"rgb": str(tmp / "rgb.keras"), "mono": str(tmp / "mono.keras")}

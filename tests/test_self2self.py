@@ -385,7 +385,8 @@ def test_magnetograms_are_recognised_from_the_fits_header():
 def test_restore_works_with_any_model_from_the_cli(tmp_path):
     """TDR restore on a (deterministic) ResUNet output: max |out - in| <= R, fraction and noise reported."""
     keras.utils.set_random_seed(0)
-    model = build_model("resunet", channels=1, depth=1, base_filters=2, normalization="background")
+    model = build_model("resunet", channels=1, depth=1, base_filters=2, normalization="background",
+                        head_initializer="glorot_uniform")
     model.save(tmp_path / "r.keras")
     noisy = np.random.default_rng(0).normal(0, 8, (48, 48)).astype(np.float32)
     fits.writeto(tmp_path / "x.fits", noisy)

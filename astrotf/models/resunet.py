@@ -7,6 +7,11 @@ the science intact:
 * **Global residual.** The network predicts a correction that is added to its input
   in float32, so a clean tile can pass through unchanged (the identity variant of
   §2.2) and mixed-precision rounding never touches the data path.
+* **Starts as the identity.** The last convolution is zero-initialised, so an untrained
+  network returns its input and training only has to learn the correction. With a
+  random last layer the first steps are spent shrinking a random correction, which
+  kills decoder activations: a half-resolution network (``space_to_depth=2``) then
+  learns nothing at all (``tools/bench_head_init.py``).
 * **Reversible normalisation** (``normalization="background"``) for linear data:
   per-tile median / MAD scaling before the network and its exact inverse after, so
   the model takes and returns data in physical units.
@@ -58,6 +63,9 @@ class ResUNet(keras.Model):
     space_to_depth : int
         1: the U-Net works at full resolution; 2: on 2×2 pixel blocks folded into
         channels (faster, see the module docstring).
+    head_initializer : str
+        Initializer of the last convolution's kernel: ``"zeros"`` (the network starts
+        as the identity, see the module docstring) or any Keras initializer name.
 
     Notes
     -----
@@ -73,6 +81,7 @@ class ResUNet(keras.Model):
         activation: str = "relu",
         normalization: str = "none",
         space_to_depth: int = 1,
+        head_initializer: str = "zeros",
         **kwargs,
     ):
         if channels < 1:
@@ -113,7 +122,8 @@ class ResUNet(keras.Model):
             h = BilinearUpsample2x(name=f"up{level}")(h)
             h = layers.Concatenate(name=f"skip{level}")([h, skips[level]])
             h = ResidualBlock(base_filters * 2**level, activation, name=f"dec{level}")(h)
-        correction = layers.Conv2D(channels * space_to_depth**2, 1, dtype="float32", name="head")(h)
+        correction = layers.Conv2D(channels * space_to_depth**2, 1, kernel_initializer=head_initializer,
+                                   dtype="float32", name="head")(h)
         if space_to_depth > 1:
             correction = DepthToSpace(space_to_depth, dtype="float32", name="shuffle")(correction)
         correction = CropLike(dtype="float32", name="crop")(correction, x)
@@ -129,6 +139,7 @@ class ResUNet(keras.Model):
         self.activation = activation
         self.normalization = normalization
         self.space_to_depth = space_to_depth
+        self.head_initializer = head_initializer
 
     def get_config(self):
         return {
@@ -140,6 +151,7 @@ class ResUNet(keras.Model):
             "activation": self.activation,
             "normalization": self.normalization,
             "space_to_depth": self.space_to_depth,
+            "head_initializer": self.head_initializer,
         }
 
     @classmethod
