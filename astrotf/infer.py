@@ -242,9 +242,15 @@ def denoise_tiled(
         raise AstroTFError(msg)
     height, width, channels = image.shape
     t, b = options.tile, options.border
-    filled, bad = fill_nonfinite(image.astype(np.float32, copy=False))
-    if keep_nonfinite and bad is not None:
-        filled = np.where(bad, np.float32(np.nan), filled)  # NaN for Inf too: one marker of "no data"
+    if keep_nonfinite:
+        filled = image.astype(np.float32, copy=False)
+        bad = ~np.isfinite(filled)
+        if bad.any():
+            filled = np.where(bad, np.float32(np.nan), filled)  # NaN for Inf too: one marker of "no data"
+        else:
+            bad = None
+    else:
+        filled, bad = fill_nonfinite(image.astype(np.float32, copy=False))
     pads = (b, max(b, t - height - b), b, max(b, t - width - b))
     padded = _pad(filled, *pads) if any(pads) else filled
     has_finite = None if bad is None else ~_pad(bad.all(axis=-1)[..., None], *pads)[..., 0]
