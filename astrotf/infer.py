@@ -191,8 +191,9 @@ def _pad(image: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.
     return np.pad(image, widths, mode=mode)
 
 
-def fill_nonfinite(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """Replace NaN/Inf by the median of the finite pixels of each channel.
+def fill_nonfinite(image: np.ndarray, fill: str = "median") -> tuple[np.ndarray, np.ndarray | None]:
+    """Replace NaN/Inf by the median of the finite pixels of each channel (``fill="median"``)
+    or by NaN (``fill="nan"``: one marker of "no data" for a predictor that masks it).
 
     Returns the filled copy (or the input itself when all pixels are finite) and the
     boolean mask of non-finite pixels (None when there are none).
@@ -200,6 +201,8 @@ def fill_nonfinite(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     bad = ~np.isfinite(image)
     if not bad.any():
         return image, None
+    if fill == "nan":
+        return np.where(bad, np.asarray(np.nan, image.dtype), image), bad
     filled = image.copy()
     for c in range(image.shape[-1]):
         finite = image[..., c][~bad[..., c]]
@@ -242,15 +245,7 @@ def denoise_tiled(
         raise AstroTFError(msg)
     height, width, channels = image.shape
     t, b = options.tile, options.border
-    if keep_nonfinite:
-        filled = image.astype(np.float32, copy=False)
-        bad = ~np.isfinite(filled)
-        if bad.any():
-            filled = np.where(bad, np.float32(np.nan), filled)  # NaN for Inf too: one marker of "no data"
-        else:
-            bad = None
-    else:
-        filled, bad = fill_nonfinite(image.astype(np.float32, copy=False))
+    filled, bad = fill_nonfinite(image.astype(np.float32, copy=False), "nan" if keep_nonfinite else "median")
     pads = (b, max(b, t - height - b), b, max(b, t - width - b))
     padded = _pad(filled, *pads) if any(pads) else filled
     has_finite = None if bad is None else ~_pad(bad.all(axis=-1)[..., None], *pads)[..., 0]
