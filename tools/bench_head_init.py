@@ -22,10 +22,6 @@ import numpy as np  # noqa: E402
 from scipy.ndimage import gaussian_filter  # noqa: E402
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(-10.0 * np.log10(np.mean((a - b) ** 2)))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=192)
@@ -35,6 +31,7 @@ def main() -> None:
 
     import keras
 
+    from astrotf.metrics import psnr
     from astrotf.models.resunet import ResUNet
 
     rng = np.random.default_rng(0)
@@ -44,7 +41,7 @@ def main() -> None:
     batch = 8
     epochs = max(1, round(args.steps * batch / args.images))
     print(f"{epochs * -(-args.images // batch)} steps of batch {batch}, lr {args.lr}; "
-          f"noisy input PSNR {psnr(noisy[:32], clean[:32]):.2f} dB")
+          f"noisy input PSNR {psnr(clean[:32], noisy[:32], data_range=1.0):.2f} dB")
     print("| space_to_depth | last convolution | PSNR out (dB) | train s |")
     print("|---|---|---|---|")
     for s2d in (1, 2):
@@ -56,7 +53,7 @@ def main() -> None:
             model.fit(noisy, clean, batch_size=batch, epochs=epochs, verbose=0)
             seconds = time.perf_counter() - start
             out = model.predict(noisy[:32], verbose=0)
-            print(f"| {s2d} | {init} | {psnr(out, clean[:32]):.2f} | {seconds:.0f} |")
+            print(f"| {s2d} | {init} | {psnr(clean[:32], out, data_range=1.0):.2f} | {seconds:.0f} |")
 
 
 if __name__ == "__main__":
