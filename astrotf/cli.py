@@ -397,10 +397,11 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
               help="Set back every pixel that moved by more than R (data units): max |out - in| <= R.")
 @click.option("--restore-sigma", type=click.FloatRange(min=0), metavar="K",
               help="As --restore with R = K x the input's noise level (Gaussian fit, see --noise-range).")
-@click.option("--soft-restore", is_flag=True,
+@click.option("--soft-restore/--no-soft-restore", default=None,
               help="Give each pixel back the part of its change that is more than noise (local Wiener "
                    "shrinkage of input - denoised; applied before --restore). Keeps strong structure the "
-                   "network cut, e.g. sunspot peaks; every pixel stays between its denoised and input values.")
+                   "network cut, e.g. sunspot peaks; every pixel stays between its denoised and input values. "
+                   "[on for Self2Self models, which never see the pixel they predict; off for others]")
 @click.option("--soft-width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               metavar="PX", help="--soft-restore: Gaussian sigma (px) of the window measuring the residual's power.")
 @click.option("--report", is_flag=True, help="Print the noise level before and after (and the restored fraction).")
@@ -464,6 +465,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                 else:
                     models[name] = load_model(name, backend=backend, precision=precision)
             model = models[name]
+            soft = soft_restore if soft_restore is not None else getattr(model, "sample", None) is not None
             if samples is not None or getattr(model, "sample", None) is not None:
                 from astrotf.infer import with_ensemble
 
@@ -489,9 +491,9 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             if getattr(model, "sample", None) is not None:
                 history.append(f"astrotf Self2Self ensemble: samples={samples or model.metadata['ensemble']['samples']}"
                                f" seed={seed} average={average}")
-            if restore_r is not None or restore_sigma is not None or report or soft_restore:
+            if restore_r is not None or restore_sigma is not None or report or soft:
                 result, lines = _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range,
-                                                    info, domain, soft_width if soft_restore else None)
+                                                    info, domain, soft_width if soft else None)
                 history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore"))]
                 for line in lines:
                     click.echo(f"{image.name}: {line}")

@@ -301,12 +301,21 @@ def test_train_then_denoise_another_field_lowers_the_noise_level(trained_run):
     assert np.max(np.abs(denoised[finite] - noisy[finite])) <= 4.0
     hdr = fits.getheader(tmp / "b_d.fits")
     assert "samples=8" in str(hdr["HISTORY"])
-    # without restore the network alone must lower the noise level measurably
-    result = run(["infer", str(tmp / "b.fits"), "--model", str(out), "--samples", "8",
+    assert "soft restore" in str(hdr["HISTORY"])  # on by default for Self2Self
+    # without any restore the network alone must lower the noise level measurably
+    result = run(["infer", str(tmp / "b.fits"), "--model", str(out), "--samples", "8", "--no-soft-restore",
                   "-o", str(tmp / "b_raw.fits"), "-q"])
     raw = fits.getdata(tmp / "b_raw.fits")
+    assert "soft restore" not in str(fits.getheader(tmp / "b_raw.fits")["HISTORY"])
     sigma_in = noise_level(noisy - clean).sigma
     assert noise_level(raw - clean).sigma < 0.6 * sigma_in
+    # the default soft restore keeps most of that and lies between the network's output and the input
+    result = run(["infer", str(tmp / "b.fits"), "--model", str(out), "--samples", "8",
+                  "-o", str(tmp / "b_soft.fits"), "-q"])
+    soft = fits.getdata(tmp / "b_soft.fits")
+    assert noise_level(soft - clean).sigma < 0.7 * sigma_in
+    ok = finite & (soft >= np.minimum(raw, noisy)) & (soft <= np.maximum(raw, noisy))
+    assert ok.sum() == finite.sum() and not np.array_equal(soft[finite], raw[finite])
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """Quality of astrotf's shipped models against classical denoisers: three kinds of data, one run.
 
-    python tools/bench_quality.py [--fields 2] [--field-size 384] [--ratios 2 5]
+    python tools/bench_quality.py [--fields 6] [--field-size 384] [--ratios 2 5]
                                   [--n-rgb 4] [--rgb-crop 256] [--n-hmi 3] [--hmi-crop 384]
                                   [--out docs/bench-quality] [--no-bm3d]
 
@@ -645,7 +645,7 @@ def machine() -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--fields", type=int, default=2, help="star fields per exposure ratio (0 skips)")
+    parser.add_argument("--fields", type=int, default=6, help="star fields per exposure ratio (0 skips)")
     parser.add_argument("--field-size", type=int, default=384)
     parser.add_argument("--ratios", type=float, nargs="+", default=[2.0, 5.0], help="exposure-time ratios")
     parser.add_argument("--n-rgb", type=int, default=4, help="reserved RGB images (0 skips)")
