@@ -117,7 +117,8 @@ class SoftRestored:
     width: float
 
 
-def soft_restore(denoised: np.ndarray, original: np.ndarray, noise_sigma: float, width: float = 1.0) -> SoftRestored:
+def soft_restore(denoised: np.ndarray, original: np.ndarray, noise_sigma: float, width: float = 1.0,
+                 rows: int = 512) -> SoftRestored:
     """Give back the part of each pixel's change that is more than noise.
 
     With the residual ``r = original - denoised`` and its local power
@@ -138,6 +139,10 @@ def soft_restore(denoised: np.ndarray, original: np.ndarray, noise_sigma: float,
     width : float
         Sigma of the Gaussian window, in pixels (> 0). Small windows follow sharp
         structure; larger ones estimate the power with less scatter.
+    rows : int
+        Rows per strip: the frame is processed in strips (with a halo as wide as the
+        window), so a 10k x 10k frame needs a few hundred MB, and the result does not
+        depend on ``rows``.
 
     Returns
     -------
@@ -148,13 +153,14 @@ def soft_restore(denoised: np.ndarray, original: np.ndarray, noise_sigma: float,
     ValueError
         Non-positive ``noise_sigma`` or ``width``, or shapes that differ or are not 2-D / 3-D.
     """
-    from scipy import ndimage
-
     if not (np.isfinite(noise_sigma) and noise_sigma > 0):
         msg = f"`noise_sigma` must be a finite number > 0. Received: noise_sigma={noise_sigma!r}"
         raise ValueError(msg)
     if not (np.isfinite(width) and width > 0):
         msg = f"`width` must be a finite number > 0. Received: width={width!r}"
+        raise ValueError(msg)
+    if not (isinstance(rows, int) and rows >= 1):
+        msg = f"`rows` must be an integer >= 1. Received: rows={rows!r}"
         raise ValueError(msg)
     denoised = np.asarray(denoised)
     original = np.asarray(original)
@@ -162,24 +168,40 @@ def soft_restore(denoised: np.ndarray, original: np.ndarray, noise_sigma: float,
         msg = (f"`denoised` and `original` must have the same (H, W) or (H, W, C) shape. "
                f"Received: denoised.shape={denoised.shape}, original.shape={original.shape}")
         raise ValueError(msg)
+    image = np.array(denoised, copy=True)
+    gain = np.zeros(denoised.shape, np.float32)
+    halo = int(4.0 * width + 0.5) + 1  # gaussian_filter's kernel radius (truncate=4) and one more
+    gain_sum, n_valid = 0.0, 0
+    for top in range(0, denoised.shape[0], rows):  # strips with a halo: memory bounded, same result
+        lo, hi = max(top - halo, 0), min(top + rows + halo, denoised.shape[0])
+        keep = slice(top - lo, top - lo + min(rows, denoised.shape[0] - top))
+        g, blended, valid = _soft_strip(denoised[lo:hi], original[lo:hi], float(noise_sigma) ** 2, width)
+        out = slice(top, top + rows)
+        image[out] = np.where(valid[keep], blended[keep], denoised[out])
+        gain[out] = g[keep]
+        gain_sum += float(g[keep][valid[keep]].sum())
+        n_valid += int(valid[keep].sum())
+    mean_gain = gain_sum / n_valid if n_valid else 0.0
+    return SoftRestored(image=image, gain=gain.astype(np.float32), mean_gain=mean_gain,
+                        noise_sigma=float(noise_sigma), width=float(width))
+
+
+def _soft_strip(denoised: np.ndarray, original: np.ndarray, noise_var: float, width: float):
+    """Gain, blended values and validity of one strip (see :func:`soft_restore`)."""
+    from scipy import ndimage
+
     residual = original.astype(np.float64) - denoised.astype(np.float64)
     valid = np.isfinite(residual)
-    residual = np.where(valid, residual, 0.0)
+    residual[~valid] = 0.0
     sigmas = (width, width) + (0.0,) * (residual.ndim - 2)  # spatial window; channels apart
     weight = ndimage.gaussian_filter(valid.astype(np.float64), sigmas, mode="reflect")
     with np.errstate(invalid="ignore", divide="ignore"):
         power = ndimage.gaussian_filter(residual * residual, sigmas, mode="reflect") / weight
-    noise_var = float(noise_sigma) ** 2
     signal = np.maximum(np.nan_to_num(power) - noise_var, 0.0)
     gain = np.where(valid, signal / (signal + noise_var), 0.0)
-    low = np.minimum(denoised, original).astype(np.float64)
-    high = np.maximum(denoised, original).astype(np.float64)
-    blended = np.clip(denoised.astype(np.float64) + gain * residual, low, high)  # no rounding past either end
-    image = np.where(valid, blended, denoised)
-    image = image.astype(denoised.dtype, copy=False)
-    mean_gain = float(gain[valid].mean()) if valid.any() else 0.0
-    return SoftRestored(image=image, gain=gain.astype(np.float32), mean_gain=mean_gain,
-                        noise_sigma=float(noise_sigma), width=float(width))
+    blended = np.clip(denoised.astype(np.float64) + gain * residual,  # no rounding past either end
+                      np.minimum(denoised, original), np.maximum(denoised, original))
+    return gain.astype(np.float32), blended.astype(denoised.dtype), valid
 
 
 def restore_threshold(original: np.ndarray, *, threshold: float | None = None, sigmas: float | None = None,

@@ -235,6 +235,9 @@ def test_soft_restore_lies_between_denoised_and_input(seed):
     assert np.all((result.image[valid] >= low[valid]) & (result.image[valid] <= high[valid]))
     np.testing.assert_array_equal(np.isnan(result.image), np.isnan(denoised))
     assert result.image.dtype == np.float32 and 0.0 <= result.mean_gain <= 1.0
+    strips = soft_restore(denoised, original, result.noise_sigma, result.width, rows=3)  # strips, same result
+    np.testing.assert_array_equal(strips.image, result.image)
+    np.testing.assert_array_equal(strips.gain, result.gain)
 
 
 def test_soft_restore_gives_back_cut_structure_and_keeps_noise_removed():
