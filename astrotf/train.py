@@ -190,10 +190,14 @@ def _initialise_from(model, init: str | os.PathLike, recipe: Recipe) -> dict:
 def init_provenance(source: Path) -> dict:
     """What ``--init`` started from: the model file, its recipe and training record (with its own
     ``init``, so a chain of fine-tuning runs stays traceable to the first)."""
-    record = {"model": str(source)}
-    if (source.parent / "metadata.json").is_file():  # an exported model
+    try:  # a path inside the working tree is recorded relative to it (the record travels with the model)
+        shown = source.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = source
+    record = {"model": str(shown)}
+    if (source.parent / "metadata.json").is_file():  # an exported model: which export of it
         info = json.loads((source.parent / "metadata.json").read_text())
-        record.update(training=info.get("training"), recipe=info.get("recipe"))
+        record.update(exported=info.get("exported"), training=info.get("training"), recipe=info.get("recipe"))
     elif (source.parent / RUN_FILE).is_file():  # a run directory
         info = json.loads((source.parent / RUN_FILE).read_text())
         record.update(recipe=info.get("recipe"), training={
