@@ -182,7 +182,7 @@ def soft_restore(denoised: np.ndarray, original: np.ndarray, noise_sigma: float,
         gain_sum += float(g[keep][valid[keep]].sum())
         n_valid += int(valid[keep].sum())
     mean_gain = gain_sum / n_valid if n_valid else 0.0
-    return SoftRestored(image=image, gain=gain.astype(np.float32), mean_gain=mean_gain,
+    return SoftRestored(image=image, gain=gain, mean_gain=mean_gain,
                         noise_sigma=float(noise_sigma), width=float(width))
 
 
