@@ -273,9 +273,10 @@ class _Manifest:
 
 
 def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range, info=None, domain=None,
-                        soft_width=None):
+                        soft_width=None, restore_mode="input"):
     """Soft restore and TDR restore (both optional) and the noise-level report; returns the result
-    and the lines to print. ``soft_width`` (px) turns the soft restore on.
+    and the lines to print. ``soft_width`` (px) turns the soft restore on; ``restore_mode`` is
+    :func:`astrotf.restore.restore`'s ``mode``.
 
     Without ``noise_range``: [-20, 20] for magnetograms (the TDR paper's range, in G), else the
     input's sigma-clipped background ± 5 sigma, the same range for input and output.
@@ -326,21 +327,23 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
     if restore_r is not None or restore_sigma is not None:
         threshold = (restore_threshold(data, threshold=restore_r) if restore_r is not None
                      else restore_sigma * sigma_in)
-        restored = restore(result, data, threshold)
+        restored = restore(result, data, threshold, restore_mode)
         extra = info.extra if info is not None and info.format == "fits" else {}
         if extra.get("bitpix", -32) > 0:
             # integer FITS (BSCALE/BZERO) quantises the output when written: quantise first, so that
-            # rounding cannot push a pixel past R (a pushed pixel is set back to its input value)
+            # rounding cannot push a pixel past R (a pushed pixel is set back to its input value,
+            # which is on the grid, in either mode)
             bscale, bzero = extra["bscale"], extra["bzero"]
             grid = np.rint((restored.image.astype(np.float64) - bzero) / bscale) * bscale + bzero
             again = restore(grid.astype(result.dtype), data, threshold)
-            restored = dataclasses.replace(again, restored=again.restored | restored.restored,
+            restored = dataclasses.replace(again, restored=again.restored | restored.restored, mode=restore_mode,
                                            fraction=float((again.restored | restored.restored).sum())
                                            / max(int(np.isfinite(data).sum()), 1))
         result = restored.image
         how = f"R={threshold:.4g}" + (f" ({restore_sigma:g} x noise level {sigma_in:.4g})"
                                       if restore_sigma is not None else "")
-        lines.append(f"restore {how}: {100 * restored.fraction:.2f} % of the pixels set back to their input value")
+        what = "set back to their input value" if restore_mode == "input" else "moved to within R of their input value"
+        lines.append(f"restore {how}, mode {restore_mode}: {100 * restored.fraction:.2f} % of the pixels {what}")
         if report:
             sigma_out = sigma(result, "restored output")
             diff = np.abs(result.astype(np.float64) - data.astype(np.float64))
@@ -397,6 +400,9 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
               help="Set back every pixel that moved by more than R (data units): max |out - in| <= R.")
 @click.option("--restore-sigma", type=click.FloatRange(min=0), metavar="K",
               help="As --restore with R = K x the input's noise level (Gaussian fit, see --noise-range).")
+@click.option("--restore-mode", type=click.Choice(["input", "clip"]), default="input", show_default=True,
+              help="--restore: set an abnormal pixel back to its input value (TDR), or clip its change to "
+                   "[-R, R] (input ± R: the same bound, keeping the change that is allowed).")
 @click.option("--soft-restore/--no-soft-restore", default=None,
               help="Give each pixel back the part of its change that is more than noise (local Wiener "
                    "shrinkage of input - denoised; applied before --restore). Keeps strong structure the "
@@ -412,7 +418,7 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
           server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
-          restore_sigma, soft_restore, soft_width, report, noise_range):
+          restore_sigma, restore_mode, soft_restore, soft_width, report, noise_range):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
     The result keeps the input's format, dtype, channel layout and header (plus a
@@ -493,7 +499,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                                f" seed={seed} average={average}")
             if restore_r is not None or restore_sigma is not None or report or soft:
                 result, lines = _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range,
-                                                    info, domain, soft_width if soft else None)
+                                                    info, domain, soft_width if soft else None, restore_mode)
                 history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore"))]
                 for line in lines:
                     click.echo(f"{image.name}: {line}")

@@ -4,6 +4,10 @@ After denoising, pixels whose change exceeds ``R`` are *abnormal*: they are set 
 to their input values, so that no pixel of the output differs from the input by more
 than ``R`` (data units). ``R`` may be given directly or as ``K`` times the noise level
 of the input (:func:`astrotf.metrics.noise_level`). Works with any denoiser's output.
+``mode="clip"`` is the variant the paper's Discussion recommends looking for ("restoring
+to ... other reliable values"): an abnormal pixel moves to the value nearest the
+denoiser's that is still within ``R`` of its input (``input ± R``), so the same bound
+holds and the change that is allowed is kept.
 
 :func:`soft_restore` is the graded counterpart: each pixel gets back the part of
 its change that is more than noise, by local Wiener shrinkage of the residual
@@ -33,32 +37,43 @@ class Restored:
     image : ndarray
         The restored image (dtype of the denoised input).
     restored : ndarray of bool
-        True where a pixel was set back to its input value.
+        True where a pixel was abnormal: set back to its input value (``mode="input"``) or
+        moved to within ``R`` of it (``mode="clip"``).
     fraction : float
         Restored pixels / finite input pixels.
     threshold : float
         ``R`` in data units.
+    mode : str
+        ``"input"`` or ``"clip"``.
     """
 
     image: np.ndarray = dataclasses.field(repr=False)
     restored: np.ndarray = dataclasses.field(repr=False)
     fraction: float
     threshold: float
+    mode: str = "input"
 
 
-def restore(denoised: np.ndarray, original: np.ndarray, threshold: float) -> Restored:
-    """Set back every pixel with ``|denoised - original| > threshold``.
+RESTORE_MODES = ("input", "clip")
+
+
+def restore(denoised: np.ndarray, original: np.ndarray, threshold: float, mode: str = "input") -> Restored:
+    """Restore every pixel with ``|denoised - original| > threshold``.
 
     Guarantee: ``|result - original| <= threshold`` for every finite pixel of
     ``original`` (differences are computed in float64). A denoised value that is not
-    finite where the input is finite is restored as well; pixels that are not finite
-    in the input are left as the denoiser returned them.
+    finite where the input is finite is set back to the input value in either mode;
+    pixels that are not finite in the input are left as the denoiser returned them.
 
     Parameters
     ----------
     denoised, original : ndarray, same shape
     threshold : float
         ``R`` >= 0, in data units.
+    mode : {"input", "clip"}
+        ``"input"`` (the TDR paper): an abnormal pixel is set back to its input value.
+        ``"clip"``: it becomes ``original ± threshold``, on the side of its denoised
+        value, i.e. the change is clipped to ``[-R, R]``.
 
     Returns
     -------
@@ -67,10 +82,13 @@ def restore(denoised: np.ndarray, original: np.ndarray, threshold: float) -> Res
     Raises
     ------
     ValueError
-        Negative or non-finite threshold, or shapes that differ.
+        Negative or non-finite threshold, an unknown mode, or shapes that differ.
     """
     if not (np.isfinite(threshold) and threshold >= 0):
         msg = f"`threshold` must be a finite number >= 0. Received: threshold={threshold!r}"
+        raise ValueError(msg)
+    if mode not in RESTORE_MODES:
+        msg = f"`mode` must be one of {RESTORE_MODES}. Received: mode={mode!r}"
         raise ValueError(msg)
     denoised = np.asarray(denoised)
     original = np.asarray(original)
@@ -79,19 +97,32 @@ def restore(denoised: np.ndarray, original: np.ndarray, threshold: float) -> Res
                f"Received: denoised.shape={denoised.shape}, original.shape={original.shape}")
         raise ValueError(msg)
     finite = np.isfinite(original)
+    original64 = original.astype(np.float64)
+    change = denoised.astype(np.float64) - original64
     with np.errstate(invalid="ignore"):
-        within = np.abs(denoised.astype(np.float64) - original.astype(np.float64)) <= threshold
+        within = np.abs(change) <= threshold
     restored = finite & ~within
-    image = np.where(restored, original, denoised).astype(denoised.dtype, copy=False)
-    # the cast back to the output dtype may round: set back any pixel it pushed past R
+    if mode == "input":
+        image = np.where(restored, original, denoised).astype(denoised.dtype, copy=False)
+    else:
+        clipped = original64 + np.clip(np.nan_to_num(change, nan=0.0, posinf=0.0, neginf=0.0), -threshold, threshold)
+        image = np.where(restored, clipped, denoised).astype(denoised.dtype, copy=False)
+    # rounding (input ± R, then the cast to the output dtype) may push a pixel past R: in clip mode
+    # step it towards its input one representable value at a time; set back whatever is left
+    for _ in range(4 if mode == "clip" else 0):
+        with np.errstate(invalid="ignore"):
+            pushed = finite & ~(np.abs(image.astype(np.float64) - original64) <= threshold)
+        if not pushed.any():
+            break
+        image[pushed] = np.nextafter(image[pushed], original[pushed].astype(image.dtype))
     with np.errstate(invalid="ignore"):
-        pushed = finite & ~(np.abs(image.astype(np.float64) - original.astype(np.float64)) <= threshold)
+        pushed = finite & ~(np.abs(image.astype(np.float64) - original64) <= threshold)
     if pushed.any():
         image[pushed] = original[pushed]
         restored |= pushed
     n_finite = int(finite.sum())
     fraction = float(restored.sum()) / n_finite if n_finite else 0.0
-    return Restored(image=image, restored=restored, fraction=fraction, threshold=float(threshold))
+    return Restored(image=image, restored=restored, fraction=fraction, threshold=float(threshold), mode=mode)
 
 
 @dataclasses.dataclass(frozen=True)

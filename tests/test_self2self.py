@@ -197,12 +197,35 @@ def test_restore_guarantee_holds_for_every_pixel(seed):
     original[rng.random(shape) < 0.05] = np.nan
     r = float(rng.uniform(0, 3))
     for dtype in (np.float32, np.float16):
-        result = restore(denoised.astype(dtype), original, r)
-        finite = np.isfinite(original)
-        assert np.all(np.abs(result.image[finite].astype(np.float64) - original[finite]) <= r)
-        assert result.fraction == pytest.approx(result.restored.sum() / finite.sum())
-        untouched = finite & ~result.restored
-        np.testing.assert_array_equal(result.image[untouched], denoised.astype(dtype)[untouched])
+        for mode in ("input", "clip"):
+            result = restore(denoised.astype(dtype), original, r, mode)
+            finite = np.isfinite(original)
+            assert np.all(np.abs(result.image[finite].astype(np.float64) - original[finite]) <= r)
+            assert result.fraction == pytest.approx(result.restored.sum() / finite.sum())
+            untouched = finite & ~result.restored
+            np.testing.assert_array_equal(result.image[untouched], denoised.astype(dtype)[untouched])
+            # off-input pixels are returned as the denoiser gave them
+            np.testing.assert_array_equal(result.image[~finite], denoised.astype(dtype)[~finite])
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_restore_clip_keeps_the_allowed_change(seed):
+    """Property of mode="clip": an abnormal pixel lands at input ± R, on its denoised value's side."""
+    rng = np.random.default_rng(seed)
+    original = rng.normal(0, 5, (30, 40)).astype(np.float64)
+    denoised = original + rng.normal(0, 4, original.shape)
+    r = float(rng.uniform(0.5, 4))
+    clipped = restore(denoised, original, r, "clip")
+    hard = restore(denoised, original, r)
+    np.testing.assert_array_equal(clipped.restored, hard.restored)  # the same abnormal pixels
+    moved = clipped.restored
+    assert moved.any() and (~moved).any()
+    np.testing.assert_allclose(clipped.image[moved], original[moved] + r * np.sign(denoised - original)[moved],
+                               rtol=0, atol=1e-12)
+    # each pixel is at least as close to the denoised value as the hard restore puts it
+    assert np.all(np.abs(clipped.image - denoised) <= np.abs(hard.image - denoised) + 1e-12)
+    with pytest.raises(ValueError, match="mode='wrong'"):
+        restore(denoised, original, r, "wrong")
 
 
 def test_restore_edge_cases_and_threshold():
@@ -212,6 +235,10 @@ def test_restore_edge_cases_and_threshold():
     np.testing.assert_array_equal(result.image[:3], [0.5, 1.0, 2.0])
     assert result.image[3] == 7.0 and result.fraction == pytest.approx(1 / 3)
     np.testing.assert_array_equal(restore(d, x, 0.0).image[:3], x[:3])  # R = 0: the input
+    np.testing.assert_array_equal(restore(d, x, 1.0, "clip").image, [0.5, 2.0, 2.0, 7.0])
+    np.testing.assert_array_equal(restore(d, x, 0.0, "clip").image[:3], x[:3])
+    nan_out = restore(np.array([np.nan, 5.0], np.float32), np.array([1.0, 0.0], np.float32), 1.0, "clip")
+    np.testing.assert_array_equal(nan_out.image, [1.0, 1.0])  # a NaN output goes back to the input
     with pytest.raises(ValueError, match="threshold=-1"):
         restore(d, x, -1)
     noise = np.random.default_rng(0).normal(0, 8, (200, 200))
@@ -449,6 +476,18 @@ def test_restore_works_with_any_model_from_the_cli(tmp_path):
     assert "restore R=0.5" in result.output and "noise level" in result.output
     out = fits.getdata(tmp_path / "x_denoised.fits")
     assert np.max(np.abs(out.astype(np.float64) - noisy)) <= 0.5
+    # --restore-mode clip: the same bound, abnormal pixels at input ± R instead of the input
+    result = CliRunner().invoke(main, ["infer", str(tmp_path / "x.fits"), "--model", str(tmp_path / "r.keras"),
+                                       "--restore", "0.5", "--restore-mode", "clip", "--tile", "32", "-q",
+                                       "-o", str(tmp_path / "x_clip.fits")])
+    assert result.exit_code == 0, result.output
+    assert "mode clip" in result.output and "moved to within R" in result.output
+    clip = fits.getdata(tmp_path / "x_clip.fits").astype(np.float64)
+    change = np.abs(clip - noisy)
+    set_back = out == noisy
+    assert change.max() <= 0.5 and set_back.mean() > 0.1
+    np.testing.assert_allclose(change[set_back], 0.5, atol=1e-5)
+    assert "mode clip" in str(fits.getheader(tmp_path / "x_clip.fits")["HISTORY"])
 
 
 def test_soft_restore_from_the_cli_gives_back_a_cut_peak(tmp_path):
