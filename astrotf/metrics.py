@@ -70,6 +70,42 @@ def _half_max_sigma(counts: np.ndarray, bin_width: float) -> float:
     return max((right - left + 1) * bin_width / 2.3548, bin_width)
 
 
+def _quantum(values: np.ndarray) -> tuple[float, float] | None:
+    """``(step, origin)`` if every value lies on a grid ``origin + k * step`` (integer or BSCALE data), else None."""
+    sample = values[:: max(values.size // 200_000, 1)]
+    levels = np.unique(sample)
+    if levels.size < 2 or levels.size > sample.size // 4:  # few repeats: continuous values
+        return None
+    origin, span = float(levels[0]), float(levels[-1] - levels[0])
+    smallest = float(np.min(np.diff(levels)))
+    if not smallest > 1e-9 * max(abs(origin), 1.0):
+        return None
+    step = span / round(span / smallest)  # over the whole span: float32 rounding of each level averages out
+    k = (values - origin) / step
+    if not np.all(np.abs(k - np.rint(k)) < 0.01):
+        return None
+    return step, origin
+
+
+def _grid_edges(quantum: tuple[float, float], low: float, high: float, bins: int, value_range) -> np.ndarray:
+    """Bin edges halfway between grid values, the same number of grid values in every bin.
+
+    Edges that fall on the grid split its values between neighbouring bins by rounding, and
+    bins narrower than the step leave most bins empty: both turn the histogram into a comb
+    that a Gaussian cannot fit (sigma ~ 0.01 for integer data of sigma 1).
+    """
+    step, origin = quantum
+    first = int(np.ceil((low - origin) / step - 1e-6))
+    last = int(np.floor((high - origin) / step + 1e-6))
+    per_bin = max(1, int(round((high - low) / bins / step)))
+    n_bins = (last - first + 1) // per_bin
+    if n_bins < 5:
+        msg = (f"The data are quantised in steps of {step:g}: only {last - first + 1} distinct values fit in "
+               f"value_range={value_range}, too few for a noise fit (widen the range).")
+        raise ValueError(msg)
+    return origin + (first + per_bin * np.arange(n_bins + 1) - 0.5) * step
+
+
 def noise_level(
     image: np.ndarray,
     value_range: tuple[float, float] = (-20.0, 20.0),
@@ -89,7 +125,9 @@ def noise_level(
         Values inside this range are histogrammed; the range should hold the noise
         peak and exclude most of the signal.
     bins : int
-        Histogram bins across ``value_range``.
+        Histogram bins across ``value_range``. Quantised data (integer FITS, BSCALE) are
+        binned on their grid instead: edges halfway between grid values, about the same
+        bin width but never narrower than one step.
 
     Returns
     -------
@@ -116,7 +154,12 @@ def noise_level(
         msg = (f"Too few pixels to fit the noise level: {values.size} finite values in "
                f"value_range={value_range} (at least 100 needed).")
         raise ValueError(msg)
-    counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    step = _quantum(values)
+    if step is None:
+        counts, edges = np.histogram(values, bins=bins, range=(low, high))
+    else:
+        edges = _grid_edges(step, low, high, bins, value_range)
+        counts, edges = np.histogram(values, bins=edges)
     centers = 0.5 * (edges[:-1] + edges[1:])
     # start from the peak's half-maximum width, not the std of all values: after a TDR restore the
     # histogram is a narrow peak on broad wings, and a broad start converges to the wings

@@ -18,6 +18,20 @@ def test_noise_level_recovers_gaussian_sigma_despite_signal_and_nan(sigma):
     assert fit.model(fit.mean) == pytest.approx(fit.amplitude)
 
 
+@pytest.mark.parametrize("sigma, step", [(1.0, 1.0), (2.5, 1.0), (4.0, 0.1), (3.0, 0.25)])
+def test_noise_level_of_quantised_data(sigma, step):
+    """Integer (ADU) or BSCALE data: bins on the grid, not a comb of empty and split bins."""
+    rng = np.random.default_rng(1)
+    image = np.round(rng.normal(1000.0, sigma, (400, 400)) / step) * step
+    fit = noise_level(image.astype(np.float32), (1000 - 5 * sigma, 1000 + 5 * sigma))
+    # binned at the grid values the fit sees the quantised Gaussian: sigma² + step² / 12
+    assert fit.sigma == pytest.approx(np.hypot(sigma, step / np.sqrt(12)), rel=0.03)
+    core = np.abs(fit.centers - 1000) < 2 * sigma
+    assert np.all(fit.counts[core] > 0.5 * fit.model(fit.centers[core]))  # no empty or split bins
+    with pytest.raises(ValueError, match="quantised in steps of 1"):
+        noise_level(np.round(rng.normal(0, 0.3, (100, 100))), (-1, 1))
+
+
 def test_noise_level_errors_name_the_problem():
     with pytest.raises(ValueError, match="value_range"):
         noise_level(np.zeros((20, 20)), (5, -5))
