@@ -21,6 +21,8 @@ test for structure in the residual: the standard deviation of 10 x 10 px block m
 (``tools/hmi_data.py --add-noise``): the RMS of output - reference over that of input -
 reference ("error left"; 1 = nothing removed), over all pixels and over the quiet Sun
 (|reference| < 20 G), so what the network removes can be told from what it should keep.
+It also scores the reference itself as an oracle denoiser (rows "oracle", "oracle+restored",
+"oracle+clipped"): the figures a network that removed exactly the added noise would get.
 
 ``--fine-tune STEPS`` first fine-tunes the model on the image itself for STEPS Self2Self steps
 (``astrotf train self2self IMAGE --init MODEL``: self-supervised, no clean data; the paper's per-image
@@ -169,6 +171,11 @@ def main() -> None:
     }
     rows = (("denoised", denoised), ("soft", soft.image), ("restored", restored.image),
             ("soft+restored", soft_restored.image), ("clipped", clipped.image), ("soft+clipped", soft_clipped.image))
+    if reference is not None:
+        oracle_restored = restore(reference, data, threshold)
+        oracle_clipped = restore(reference, data, threshold, "clip")
+        rows += (("oracle", reference), ("oracle+restored", oracle_restored.image),
+                 ("oracle+clipped", oracle_clipped.image))
     for label, out in rows:
         sigma_out = noise_level(out, value_range).sigma
         slope0, slope1, n_strong = strong_field_slope(data, out)
@@ -185,6 +192,9 @@ def main() -> None:
     figures["clipped"]["fraction_restored"] = clipped.fraction
     figures["soft+clipped"]["fraction_restored"] = soft_clipped.fraction
     figures["soft"]["mean_gain"] = soft.mean_gain
+    if reference is not None:
+        figures["oracle+restored"]["fraction_restored"] = oracle_restored.fraction
+        figures["oracle+clipped"]["fraction_restored"] = oracle_clipped.fraction
 
     wall = figures["training_wall_time_s"]
     print(f"model {args.model}: trained on {trained_on}, {figures['training_steps']} steps, "
@@ -193,13 +203,13 @@ def main() -> None:
           f"inference {infer_s:.1f} s ({args.samples} samples, tile {options.tile})")
     print(f"noise level in: {sigma_in:.3f} G (Gaussian fit in {list(value_range)})")
     head = "  err left  (quiet)" if reference is not None else ""
-    print(f"{'':13s} {'sigma_out':>9s} {'ratio':>6s} {'max|d|':>8s} {'slope>50G':>9s} {'(fit)':>6s} "
+    print(f"{'':15s} {'sigma_out':>9s} {'ratio':>6s} {'max|d|':>8s} {'slope>50G':>9s} {'(fit)':>6s} "
           f"{'resid10':>7s} {'restored':>8s}{head}")
     for label, _ in rows:
         f = figures[label]
         frac = f"{100 * f['fraction_restored']:.1f} %" if "fraction_restored" in f else ""
         err = f"  {f['error_left']:8.3f} {f['error_left_quiet']:8.3f}" if reference is not None else ""
-        print(f"{label:13s} {f['sigma_out']:9.3f} {f['ratio']:6.3f} {f['max_abs_delta']:8.2f} "
+        print(f"{label:15s} {f['sigma_out']:9.3f} {f['ratio']:6.3f} {f['max_abs_delta']:8.2f} "
               f"{f['slope_strong']:9.4f} {f['slope_strong_fit']:6.3f} {f['residual_structure_10px']:7.2f} {frac:>8s}"
               f"{err}")
     worst = max(figures[label]["max_abs_delta"] for label in ("restored", "soft+restored", "clipped", "soft+clipped"))
