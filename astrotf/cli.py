@@ -350,7 +350,37 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
             max_dev = float(np.nanmax(diff)) if np.isfinite(diff).any() else 0.0
             lines.append(f"noise level after restore: {sigma_out:.4g}, ratio {sigma_out / sigma_in:.3f}; "
                          f"max |out - in| = {max_dev:.4g} <= R")
+    if report:
+        lines += _kept_lines(data, result, domain, with_max=restore_r is None and restore_sigma is None)
     return result, lines
+
+
+def _kept_lines(data, result, domain, with_max: bool = True) -> list[str]:
+    """--report: what the output kept of the input: strong-pixel slope, residual structure, largest change."""
+    import numpy as np
+
+    from astrotf.metrics import background_noise, residual_structure, strong_slope
+
+    if domain == "magnetogram":
+        origin, threshold, what = 0.0, 50.0, "|in| > 50"
+    else:
+        try:
+            sky = background_noise(data)
+        except ValueError:
+            return []
+        origin, threshold = sky.median, 10 * sky.sigma
+        what = f"|in - background| > 10 x its noise ({threshold:.4g})"
+    strong = strong_slope(data, result, threshold, origin)
+    diff = np.abs(result.astype(np.float64) - data.astype(np.float64))
+    max_change = float(np.nanmax(diff)) if np.isfinite(diff).any() else 0.0
+    slope = (f"slope {strong.slope:.4f} over {strong.n_pixels} strong pixels ({what})" if strong.n_pixels >= 10
+             else f"too few strong pixels for a slope ({what})")
+    line = f"output vs input: {slope}" + (f"; max |out - in| = {max_change:.4g}" if with_max else "")
+    try:
+        line += f"; residual structure above 10 px {residual_structure(data - result):.2f} (1 = none)"
+    except ValueError:
+        pass
+    return [line]
 
 
 @main.command()
@@ -610,17 +640,21 @@ def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precisi
                    "[input background ± 5 sigma]")
 @click.option("--data-range", type=click.FloatRange(min=0, min_open=True),
               help="Data range of PSNR/SSIM (1 for images in [0, 1]). [max - min of the reference]")
+@click.option("--strong", type=click.FloatRange(min=0), metavar="LEVEL",
+              help="Pixels more than LEVEL from the input's background are strong: the slope of output vs input "
+                   "is fitted over them (50 for magnetograms in G). [10 x the input's background sigma]")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write every score to this JSON file.")
 @click.option("--plots", "plots_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Write residual map, histograms, power spectra and flux-error plots (PNG) here.")
 @friendly_errors
-def evaluate(output, noisy, reference, stars, threshold, radius, aperture, noise_range, data_range, json_path,
-             plots_dir):
+def evaluate(output, noisy, reference, stars, threshold, radius, aperture, noise_range, data_range, strong,
+             json_path, plots_dir):
     """Score a denoised OUTPUT against its noisy --input: noise, changes, stars.
 
     Prints a table (input | output | reference columns): background noise (sigma-clipped MAD)
-    and Gaussian-fit noise level, max change, correlation and slope, where the power spectra
+    and Gaussian-fit noise level, max change, correlation and slope (over all pixels and over the
+    strong ones), structure in the residual above 10 px, where the power spectra
     start to differ, PSNR/SSIM/KL against --reference, and star recovery at a FIXED threshold
     tied to the input's noise (TPR, false positives, precision, F1, flux error) and at each
     image's own RMS, with the SNR gain (Astro U-net eq. 28).
@@ -644,7 +678,7 @@ def evaluate(output, noisy, reference, stars, threshold, radius, aperture, noise
     try:
         options = EvaluationOptions(threshold_sigma=threshold, radius=radius, aperture=aperture,
                                     aperture_correction=correction, noise_range=noise_range,
-                                    data_range=data_range)
+                                    data_range=data_range, strong=strong)
     except ValueError as err:
         raise AstroTFError(str(err)) from err
     result = run_evaluation(data["output"], data["input"], data.get("reference"), catalogue, options)

@@ -58,6 +58,10 @@ class EvaluationOptions:
         Data range of PSNR/SSIM; default: max - min of the reference.
     tolerance : float
         Relative power difference at which two spectra "differ".
+    strong : float or None
+        Pixels whose input is more than this above or below the input's background level are
+        "strong" (the output-vs-input slope over them is not diluted by noise); default 10
+        background sigma. For magnetograms the TDR figure is 50 (G), with ``noise_range``.
     """
 
     threshold_sigma: float = 3.0
@@ -68,6 +72,7 @@ class EvaluationOptions:
     noise_range: tuple[float, float] | None = None
     data_range: float | None = None
     tolerance: float = 0.1
+    strong: float | None = None
 
     def __post_init__(self):
         positive = ("threshold_sigma", "radius", "aperture", "tolerance")
@@ -77,6 +82,7 @@ class EvaluationOptions:
             ("aperture_correction", _finite(self.aperture_correction) and 0 < self.aperture_correction <= 1,
              "a number in (0, 1]"),
             ("min_flux", _finite(self.min_flux), "a finite number"),
+            ("strong", self.strong is None or (_finite(self.strong) and self.strong >= 0), "None or a number >= 0"),
             ("noise_range", self.noise_range is None or (len(self.noise_range) == 2
                                                          and all(_finite(v) for v in self.noise_range)
                                                          and self.noise_range[0] < self.noise_range[1]),
@@ -153,6 +159,9 @@ QUANTITIES = [
     ("pearson_input", "Pearson r with input", "{:.4f}"),
     ("slope_input", "slope of linear fit vs input", "{:.4f}"),
     ("spectra_differ_input", "spectrum differs from input above (cyc/px)", "{:.3f}"),
+    ("slope_strong_input", "slope vs input over strong pixels", "{:.4f}"),
+    ("n_strong", "strong pixels (|input - background| > strong)", "{:d}"),
+    ("residual_structure", "structure in input - output above 10 px (1 = none)", "{:.2f}"),
     ("psnr", "PSNR vs reference (dB)", "{:.2f}"),
     ("ssim", "SSIM vs reference", "{:.4f}"),
     ("kl", "KL(reference, image) of pixel values", "{:.4g}"),
@@ -283,6 +292,12 @@ def evaluate(
         put("slope_input", "output", fit.slope)
     if min(out.shape) >= 8:
         put("spectra_differ_input", "output", metrics.divergence_frequency(inp, out, options.tolerance))
+    strong = options.strong if options.strong is not None else 10 * sigma_in
+    kept = metrics.strong_slope(inp, out, strong, background["input"].median)
+    put("n_strong", "output", kept.n_pixels)
+    if kept.n_pixels >= 10:
+        put("slope_strong_input", "output", kept.slope)
+    put("residual_structure", "output", _safe(metrics.residual_structure, inp - out))
 
     if reference is not None:
         ref = planes["reference"]

@@ -58,6 +58,11 @@ def test_truth_as_output_recovers_every_star_and_a_blur_does_not(field):
     assert perfect.scores["snr_gain"]["output"] > 3
     blurred = evaluate(gaussian_filter(noisy, 2.0), noisy, clean, stars, options)
     assert blurred.scores["flux_error_median"]["output"] < perfect.scores["flux_error_median"]["output"] - 0.02
+    # star cores: the truth keeps them (slope near 1 over strong pixels), a 2 px blur flattens them
+    assert perfect.scores["n_strong"]["output"] > 20
+    assert perfect.scores["slope_strong_input"]["output"] > 0.95
+    assert blurred.scores["slope_strong_input"]["output"] < 0.8
+    assert blurred.scores["residual_structure"]["output"] > perfect.scores["residual_structure"]["output"]
     table = format_table(blurred)
     assert "| TPR (fixed)" in table and "false positives (fixed)" in table
     # the matched view: no image gets more false positives than the input had at its own RMS
@@ -151,6 +156,8 @@ def test_options_name_the_bad_value():
         EvaluationOptions(aperture_correction=1.5)
     with pytest.raises(ValueError, match=r"noise_range"):
         EvaluationOptions(noise_range=(5.0, -5.0))
+    with pytest.raises(ValueError, match=r"strong"):
+        EvaluationOptions(strong=-1.0)
 
 
 def test_json_has_no_nan_or_numpy_values(field):

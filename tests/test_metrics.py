@@ -211,3 +211,32 @@ def test_recovery_at_false_positives_picks_the_lowest_threshold_within_the_budge
     assert (again.true_positives, again.false_positives) == (strict.true_positives, strict.false_positives)
     with pytest.raises(ValueError, match="max_false_positives"):
         metrics.recovery_at_false_positives(noisy, catalogue, -1, sigma)
+
+
+# ----------------------------------------------------------------------------- what a denoiser kept
+def test_strong_slope_is_not_diluted_by_noise():
+    rng = np.random.default_rng(3)
+    signal = np.zeros((200, 200))
+    signal[50:80, 50:80] = 400.0
+    signal[120:140, 20:60] = -250.0
+    noisy = signal + rng.normal(0, 8, signal.shape)
+    kept = metrics.strong_slope(noisy, signal + 0.0, 50.0)  # a perfect denoiser
+    assert kept.slope == pytest.approx(1.0, abs=0.002) and kept.n_pixels == 30 * 30 + 20 * 40
+    assert metrics.correlation(noisy, signal).slope < 0.99  # over all pixels: diluted
+    assert metrics.strong_slope(noisy, 0.8 * signal, 50.0).slope == pytest.approx(0.8, abs=0.002)
+    shifted = metrics.strong_slope(noisy + 1000, 0.5 * signal + 1000, 50.0, origin=1000.0)
+    assert shifted.slope == pytest.approx(0.5, abs=0.002)
+    assert np.isnan(metrics.strong_slope(noisy, signal, 1e6).slope)
+
+
+def test_residual_structure_is_one_for_white_noise_and_large_for_a_blob():
+    rng = np.random.default_rng(4)
+    white = rng.normal(0, 3, (300, 300))
+    assert metrics.residual_structure(white) == pytest.approx(1.0, abs=0.08)
+    yy, xx = np.mgrid[:300, :300]
+    blob = white + 3 * np.exp(-((yy - 150) ** 2 + (xx - 150) ** 2) / (2 * 30.0**2))
+    assert metrics.residual_structure(blob) > 1.5  # a blob of one noise sigma, 30 px wide
+    white[:20] = np.nan  # incomplete tiles are left out
+    assert metrics.residual_structure(white) == pytest.approx(1.0, abs=0.08)
+    with pytest.raises(ValueError, match="Too few complete"):
+        metrics.residual_structure(white[:15, :15])

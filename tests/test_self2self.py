@@ -2,6 +2,7 @@
 guarantee, seeded ensembles, and a tiny train -> denoise -> restore run on a synthetic field."""
 
 import json
+import re
 
 import keras
 import numpy as np
@@ -474,6 +475,7 @@ def test_restore_works_with_any_model_from_the_cli(tmp_path):
                                        "--restore", "0.5", "--report", "--tile", "32", "-q"])
     assert result.exit_code == 0, result.output
     assert "restore R=0.5" in result.output and "noise level" in result.output
+    assert "output vs input: " in result.output and "residual structure above 10 px" in result.output
     out = fits.getdata(tmp_path / "x_denoised.fits")
     assert np.max(np.abs(out.astype(np.float64) - noisy)) <= 0.5
     # --restore-mode clip: the same bound, abnormal pixels at input ± R instead of the input
@@ -513,3 +515,8 @@ def test_soft_restore_from_the_cli_gives_back_a_cut_peak(tmp_path):
     assert abs(restored[30, 34] - noisy[30, 34]) < 16 < abs(denoised[30, 34] - noisy[30, 34])
     assert noise_level(restored, (-20, 20)).sigma < 0.6 * noise_level(noisy, (-20, 20)).sigma
     assert any("soft restore" in card for card in fits.getheader(tmp_path / "soft.fits")["HISTORY"])
+    # --report prints the slope over the strong pixels (the spot's core): flattened, then given back
+    plain = CliRunner().invoke(main, [*common, "-o", str(tmp_path / "plain2.fits"), "--report"])
+    slope = {name: float(re.search(r"slope ([0-9.]+) over \d+ strong pixels", run.output).group(1))
+             for name, run in (("plain", plain), ("soft", soft))}
+    assert slope["plain"] < 0.5 and slope["soft"] > 0.95, slope

@@ -41,27 +41,18 @@ import numpy as np
 
 from astrotf import io
 from astrotf.infer import denoise_image, load_model, resolve_model_path, with_ensemble
-from astrotf.metrics import noise_level
+from astrotf.metrics import noise_level, residual_structure, strong_slope
 from astrotf.restore import restore, soft_restore
-
-
-def block_structure(residual: np.ndarray, block: int = 10) -> float:
-    """std of block means of the residual / (std of the residual / block): 1.0 for white noise."""
-    r = residual[..., 0] if residual.ndim == 3 else residual
-    h, w = (r.shape[0] // block) * block, (r.shape[1] // block) * block
-    blocks = r[:h, :w].reshape(h // block, block, w // block, block)
-    finite_blocks = np.isfinite(blocks).all(axis=(1, 3))
-    means = blocks.mean(axis=(1, 3))[finite_blocks]
-    return float(np.std(means) / (np.nanstd(r) / block))
 
 
 def strong_field_slope(inp: np.ndarray, out: np.ndarray, threshold: float = 50.0) -> tuple[float, float, int]:
     """Slope of out vs in where |in| > threshold: (through the origin, least-squares with intercept, n)."""
+    through_origin = strong_slope(inp, out, threshold)
     sel = np.isfinite(inp) & np.isfinite(out) & (np.abs(inp) > threshold)
-    x, y = inp[sel].astype(np.float64), out[sel].astype(np.float64)
-    if x.size < 10:
-        return float("nan"), float("nan"), int(x.size)
-    return float((x * y).sum() / (x * x).sum()), float(np.polyfit(x, y, 1)[0]), int(x.size)
+    if through_origin.n_pixels < 10:
+        return float("nan"), float("nan"), through_origin.n_pixels
+    fit = float(np.polyfit(inp[sel].astype(np.float64), out[sel].astype(np.float64), 1)[0])
+    return through_origin.slope, fit, through_origin.n_pixels
 
 
 FIELD_BINS = (50.0, 200.0, 500.0, 1000.0, 2000.0, np.inf)
@@ -183,7 +174,7 @@ def main() -> None:
         figures[label] = {
             "sigma_out": sigma_out, "ratio": sigma_out / sigma_in, "max_abs_delta": float(diff.max()),
             "slope_strong": slope0, "slope_strong_fit": slope1, "n_strong": n_strong,
-            "residual_structure_10px": block_structure(data - out), "slopes_by_field": slopes_by_field(data, out),
+            "residual_structure_10px": residual_structure(data - out), "slopes_by_field": slopes_by_field(data, out),
         }
         if reference is not None:
             figures[label].update(error_left(data, out, reference))
