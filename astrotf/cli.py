@@ -273,10 +273,12 @@ class _Manifest:
 
 
 def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range, info=None, domain=None,
-                        soft_width=None, restore_mode="input"):
+                        soft_width=None, restore_mode="input", soft_default=False):
     """Soft restore and TDR restore (both optional) and the noise-level report; returns the result
     and the lines to print. ``soft_width`` (px) turns the soft restore on; ``restore_mode`` is
-    :func:`astrotf.restore.restore`'s ``mode``.
+    :func:`astrotf.restore.restore`'s ``mode``. A soft restore that is on by default
+    (``soft_default``, not asked for) is skipped with a line saying why when the input's noise
+    level cannot be measured; one that was asked for fails the image.
 
     Without ``noise_range``: [-20, 20] for magnetograms (the TDR paper's range, in G), else the
     input's sigma-clipped background ± 5 sigma, the same range for input and output.
@@ -290,15 +292,6 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
 
     lines = []
     needs_sigma = report or restore_sigma is not None or soft_width is not None
-    if noise_range is None and needs_sigma:
-        if domain == "magnetogram":
-            noise_range = (-20.0, 20.0)
-        else:
-            try:
-                sky = background_noise(data)
-            except ValueError as err:
-                raise AstroTFError(f"noise level of the input: {err} (see --noise-range)") from None
-            noise_range = (sky.median - 5 * sky.sigma, sky.median + 5 * sky.sigma)
 
     def sigma(image, what):
         try:
@@ -306,11 +299,29 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
         except ValueError as err:
             raise AstroTFError(f"noise level of the {what}: {err} (see --noise-range)") from None
 
-    sigma_in = sigma(data, "input") if needs_sigma else None
+    sigma_in = None
+    if needs_sigma:
+        try:
+            if noise_range is None:
+                if domain == "magnetogram":
+                    noise_range = (-20.0, 20.0)
+                else:
+                    try:
+                        sky = background_noise(data)
+                    except ValueError as err:
+                        raise AstroTFError(f"noise level of the input: {err} (see --noise-range)") from None
+                    noise_range = (sky.median - 5 * sky.sigma, sky.median + 5 * sky.sigma)
+            sigma_in = sigma(data, "input")
+            if soft_width is not None and not sigma_in > 0:
+                raise AstroTFError(f"the input's noise level is {sigma_in:g} (see --noise-range)")
+        except AstroTFError as err:
+            if not (soft_default and not report and restore_sigma is None):
+                raise
+            # only the default soft restore needed the noise level: skip it rather than fail the image
+            soft_width = None
+            lines.append(f"soft restore skipped: {err}; --no-soft-restore turns it off")
     denoised_sigma = sigma(result, "denoised output") if report else None
     if soft_width is not None:
-        if not sigma_in > 0:
-            raise AstroTFError(f"--soft-restore: the input's noise level is {sigma_in:g} (see --noise-range)")
         soft = soft_restore(result, data, sigma_in, soft_width)
         finite = np.isfinite(data) & np.isfinite(soft.image)
         mostly_input = float((soft.gain[finite] > 0.5).mean()) if finite.any() else 0.0
@@ -529,7 +540,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                                f" seed={seed} average={average}")
             if restore_r is not None or restore_sigma is not None or report or soft:
                 result, lines = _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range,
-                                                    info, domain, soft_width if soft else None, restore_mode)
+                                                    info, domain, soft_width if soft else None, restore_mode,
+                                                    soft_default=soft_restore is None)
                 history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore"))]
                 for line in lines:
                     click.echo(f"{image.name}: {line}")

@@ -84,3 +84,19 @@ def test_shipped_onnx_matches_the_savedmodel(name):
         if tf_model.domain == "linear":
             x = 100.0 + 20.0 * x
         np.testing.assert_allclose(onnx_model.predict(x), tf_model.predict(x), atol=1e-4)
+
+
+def test_default_soft_restore_is_skipped_not_fatal_when_the_noise_cannot_be_measured(tmp_path):
+    """A magnetogram with no quiet Sun in [-20, 20] G: the default soft restore says why it is skipped
+    (also in the HISTORY) and the image is still denoised; asked for explicitly, it fails that image."""
+    from astropy.io import fits
+
+    field = (600.0 + np.random.default_rng(1).normal(0.0, 8.0, (64, 64))).astype(np.float32)  # all plage
+    fits.writeto(tmp_path / "plage.fits", field, fits.Header({"BUNIT": "Gauss", "CONTENT": "MAGNETOGRAM"}))
+    result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "plage.fits"), "--samples", "2"])
+    assert result.exit_code == 0, result.output
+    assert "soft restore skipped: noise level of the input: Too few pixels" in result.output
+    assert "soft restore skipped" in str(fits.getheader(tmp_path / "plage_denoised.fits")["HISTORY"])
+    explicit = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "plage.fits"), "--samples", "2",
+                                         "--soft-restore", "-o", str(tmp_path / "x.fits")])
+    assert explicit.exit_code == 2 and "Too few pixels" in explicit.output and "Traceback" not in explicit.output
