@@ -73,18 +73,24 @@ def _half_max_sigma(counts: np.ndarray, bin_width: float) -> float:
 
 
 def _quantum(values: np.ndarray) -> tuple[float, float] | None:
-    """``(step, origin)`` if every value lies on a grid ``origin + k * step`` (integer or BSCALE data), else None."""
+    """``(step, origin)`` if the values that repeat lie on a grid ``origin + k * step``, else None.
+
+    Integer and BSCALE data repeat every value; an output that is partly restored to such an
+    input holds those grid values and continuous ones. Either way the grid decides the binning.
+    """
     sample = values[:: max(values.size // 200_000, 1)]
-    levels = np.unique(sample)
-    if levels.size < 2 or levels.size > sample.size // 4:  # few repeats: continuous values
+    levels, counts = np.unique(sample, return_counts=True)
+    common = counts >= 3  # continuous values (float32 too) rarely occur three times
+    repeated = levels[common]
+    if repeated.size < 3 or counts[common].sum() < 0.2 * sample.size:
         return None
-    origin, span = float(levels[0]), float(levels[-1] - levels[0])
-    smallest = float(np.min(np.diff(levels)))
-    if not smallest > 1e-9 * max(abs(origin), 1.0):
+    origin, span = float(repeated[0]), float(repeated[-1] - repeated[0])
+    typical = float(np.median(np.diff(repeated)))  # neighbouring levels; gaps in the tails are multiples
+    if not typical > 1e-9 * max(abs(origin), 1.0):
         return None
-    step = span / round(span / smallest)  # over the whole span: float32 rounding of each level averages out
-    k = (values - origin) / step
-    if not np.all(np.abs(k - np.rint(k)) < 0.01):
+    step = span / round(span / typical)  # over the whole span: float32 rounding of each level averages out
+    k = (repeated - origin) / step
+    if np.mean(np.abs(k - np.rint(k)) < 0.01) < 0.99:
         return None
     return step, origin
 
