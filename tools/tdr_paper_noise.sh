@@ -20,3 +20,4 @@ for i in 3 2; do
         --reference "datasets/hmi/sample_${i}_crop1024.fits" --json "docs/bench-tdr/plus6.2G-sample${i}.json"
 done
 python tools/restore_oracle.py
+python tools/make_tdr_figure.py
