@@ -311,7 +311,9 @@ def background_noise(image: np.ndarray, sigma: float = 3.0, maxiters: int = 10) 
     `astropy.stats.sigma_clip` (median centre, MAD spread) then `astropy.stats.mad_std` of
     the pixels kept: sources are clipped away
     iteratively, and the MAD keeps the estimate robust to what clipping leaves behind. NaN and
-    infinite pixels are ignored. This is the noise of a real image without truth
+    infinite pixels are ignored. Quantised data (integer ADU, 8-bit, BSCALE) are dithered by
+    one grid step first (seeded) and the dither's variance is taken off, so the noise comes out
+    as that of the quantised data (``hypot(sigma, step / sqrt(12))``), not jumping between levels. This is the noise of a real image without truth
     (BENCHMARKS.md, "Real linear images").
 
     Parameters
@@ -342,9 +344,19 @@ def background_noise(image: np.ndarray, sigma: float = 3.0, maxiters: int = 10) 
     if values.size < 10:
         msg = f"Too few finite pixels for background statistics: {values.size} (at least 10 needed)."
         raise ValueError(msg)
+    quantum = _quantum(values)
+    if quantum is not None:
+        # on a grid (integer ADU, 8-bit, BSCALE) the median and MAD jump from level to level: the MAD of
+        # integer data of sigma 2 is 1, of sigma 0.7 it is 0. A seeded uniform dither of one step spreads
+        # each level over its bin (the grouped-data median); its own variance step²/12 is taken off below
+        step = quantum[0]
+        values = values + np.random.default_rng(0).uniform(-0.5 * step, 0.5 * step, values.size)
     # sigma_clipped_stats would return the plain std of the clipped pixels: clip, then take the MAD
     kept = sigma_clip(values, sigma=sigma, maxiters=maxiters, cenfunc="median", stdfunc="mad_std", masked=False)
-    return Background(median=float(np.median(kept)), sigma=float(mad_std(kept)))
+    spread = float(mad_std(kept))
+    if quantum is not None:
+        spread = float(np.sqrt(max(spread**2 - quantum[0] ** 2 / 12.0, 0.0)))
+    return Background(median=float(np.median(kept)), sigma=spread)
 
 
 # ----------------------------------------------------------------------------- power spectra

@@ -252,3 +252,15 @@ def test_residual_structure_is_one_for_white_noise_and_large_for_a_blob():
     assert metrics.residual_structure(white) == pytest.approx(1.0, abs=0.08)
     with pytest.raises(ValueError, match="Too few complete"):
         metrics.residual_structure(white[:15, :15])
+
+
+@pytest.mark.parametrize("sigma", [1.0, 2.0, 3.0, 5.0])
+def test_background_noise_of_integer_data_does_not_jump_between_levels(sigma):
+    """The MAD of integer data of sigma 2 is exactly 1 (1.48 after scaling); dithered, it is right."""
+    rng = np.random.default_rng(5)
+    frame = np.rint(rng.normal(1000.0, sigma, (500, 500)))
+    frame[100:110, 100:110] += 5000.0  # a star the clipping removes
+    sky = metrics.background_noise(frame)
+    assert sky.sigma == pytest.approx(np.hypot(sigma, 1 / np.sqrt(12)), rel=0.03)
+    assert abs(sky.median - 1000.0) < 0.05 * sigma
+    assert metrics.background_noise(frame.astype(np.float32) / 255.0).sigma == pytest.approx(sky.sigma / 255, rel=1e-2)
