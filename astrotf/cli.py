@@ -342,10 +342,14 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
         extra = info.extra if info is not None and info.format == "fits" else {}
         if extra.get("bitpix", -32) > 0:
             # integer FITS (BSCALE/BZERO) quantises the output when written: quantise first, so that
-            # rounding cannot push a pixel past R (a pushed pixel is set back to its input value,
-            # which is on the grid, in either mode)
+            # rounding cannot push a pixel past R. A pixel that rounding would push past R goes to the
+            # grid value next to it on the input's side (the input is on the grid); restore() checks
             bscale, bzero = extra["bscale"], extra["bzero"]
-            grid = np.rint((restored.image.astype(np.float64) - bzero) / bscale) * bscale + bzero
+            image = restored.image.astype(np.float64)
+            grid = np.rint((image - bzero) / bscale) * bscale + bzero
+            with np.errstate(invalid="ignore"):
+                past = np.abs(grid - data) > threshold
+            grid = np.where(past, data + np.trunc((image - data) / bscale) * bscale, grid)
             again = restore(grid.astype(result.dtype), data, threshold)
             restored = dataclasses.replace(again, restored=again.restored | restored.restored, mode=restore_mode,
                                            fraction=float((again.restored | restored.restored).sum())

@@ -492,6 +492,35 @@ def test_restore_works_with_any_model_from_the_cli(tmp_path):
     assert "mode clip" in str(fits.getheader(tmp_path / "x_clip.fits")["HISTORY"])
 
 
+def test_clip_restore_into_an_integer_fits_stays_on_the_inputs_side_of_r(tmp_path):
+    """int16 BSCALE 0.25 output, R = 0.45: input ± R is off the grid; rounding would reach 0.5 > R and
+    set the pixel back to its input. It goes to the grid value on the input's side (|change| 0.25)."""
+    from astrotf.infer import denoise_image, load_model
+
+    keras.utils.set_random_seed(0)
+    model = build_model("resunet", channels=1, depth=1, base_filters=2, normalization="background",
+                        head_initializer="glorot_uniform")
+    model.save(tmp_path / "r.keras")
+    raw = np.rint(np.random.default_rng(3).normal(0, 32, (48, 48))).astype(np.int16)  # 8 in data units
+    hdu = fits.PrimaryHDU(raw)
+    hdu.header["BSCALE"], hdu.header["BZERO"] = 0.25, 0.0
+    hdu.writeto(tmp_path / "q.fits")
+    data = fits.getdata(tmp_path / "q.fits").astype(np.float64)  # scaled: 0.25 * raw
+    result = CliRunner().invoke(main, ["infer", str(tmp_path / "q.fits"), "--model", str(tmp_path / "r.keras"),
+                                       "--restore", "0.45", "--restore-mode", "clip", "--tile", "32", "-q"])
+    assert result.exit_code == 0, result.output
+    out = fits.getdata(tmp_path / "q_denoised.fits").astype(np.float64)
+    assert fits.getheader(tmp_path / "q_denoised.fits")["BITPIX"] == 16
+    change = np.abs(out - data)
+    assert change.max() <= 0.45
+    loaded = load_model(tmp_path / "r.keras")
+    denoised = denoise_image(data.astype(np.float32)[..., None], loaded,
+                             loaded.tile_options((48, 48, 1), 0.25, 32))[..., 0]
+    abnormal = np.abs(denoised - data) > 0.46
+    assert abnormal.mean() > 0.2
+    np.testing.assert_allclose(change[abnormal], 0.25)
+
+
 def test_soft_restore_from_the_cli_gives_back_a_cut_peak(tmp_path):
     """--soft-restore after a model that smooths: the noise stays lowered, a sharp 400 G spot the
     model flattened comes back, each pixel lies between the plain output and the input, and the
