@@ -528,17 +528,20 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                            f"({model.precision})", err=True)
             options = model.tile_options(data.shape, overlap, tile, batch_size)
             if quiet:
-                result = denoise_image(data, model, options)
+                result = denoise_image(data, model, options, step=info.step)
             else:
                 with click.progressbar(length=1, label=str(image.name), file=sys.stderr) as bar:
                     def progress(done, total, bar=bar):
                         bar.length = total
                         bar.update(done - bar.pos)
 
-                    result = denoise_image(data, model, options, progress)
+                    result = denoise_image(data, model, options, progress, step=info.step)
             history = [f"astrotf {__version__} infer: model={model.name} v{model.metadata.get('version', '?')}",
                        f"astrotf tile={options.tile} overlap={options.overlap} precision={model.precision}",
                        f"astrotf input: {image.name}"]
+            if info.step is not None and model.normalises_tiles:
+                history.append(f"astrotf integer input: dithered by one step ({info.step:g}, seeded) for the "
+                               f"network's tile normalisation")
             if getattr(model, "sample", None) is not None:
                 history.append(f"astrotf Self2Self ensemble: samples={samples or model.metadata['ensemble']['samples']}"
                                f" seed={seed} average={average}")

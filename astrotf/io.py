@@ -107,6 +107,16 @@ class ImageInfo:
         return bool(np.issubdtype(self.dtype, np.integer))
 
     @property
+    def step(self) -> float | None:
+        """Spacing of the values :func:`read_image` returned, for integer samples: BSCALE (FITS) or
+        ``1 / scale`` (8/16-bit); None for float samples."""
+        if not self.is_integer:
+            return None
+        if self.format == "fits":
+            return float(abs(self.extra.get("bscale", 1.0))) or None
+        return 1.0 / self.scale
+
+    @property
     def is_linear(self) -> bool:
         """Guess of the data domain: True for FITS and float TIFF (linear physical data), False for
         8/16-bit display formats (stretched)."""

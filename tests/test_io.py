@@ -67,7 +67,7 @@ def test_fits_int16_bscale_bzero_round_trip(tmp_path):
     hdu.writeto(tmp_path / "int.fits")
 
     data, info = _round_trip(tmp_path / "int.fits", tmp_path / "out.fits")
-    assert info.dtype == np.int16 and info.is_integer and info.scale == 1.0
+    assert info.dtype == np.int16 and info.is_integer and info.scale == 1.0 and info.step == 0.25
     np.testing.assert_allclose(data[..., 0], raw * 0.25 + 1000.0, atol=0.25 / 2)
     with fits.open(tmp_path / "out.fits", do_not_scale_image_data=True) as hdul:
         header = hdul[0].header
@@ -158,6 +158,11 @@ def test_tiff_round_trip_is_exact(tmp_path, dtype, shape):
     assert info.is_linear == (np.dtype(dtype).kind == "f")
     if info.is_integer:
         assert data.min() >= 0.0 and data.max() <= 1.0
+        assert info.step == 1 / np.iinfo(dtype).max  # the spacing of the values read
+        levels = data.astype(np.float64) / info.step
+        np.testing.assert_allclose(levels, np.rint(levels), atol=1e-2)
+    else:
+        assert info.step is None
     out = tifffile.imread(tmp_path / "out.tif")
     assert out.dtype == dtype
     np.testing.assert_array_equal(out, pixels)
@@ -221,7 +226,7 @@ def test_png_round_trip_is_exact(tmp_path, dtype, shape):
     pixels = _rng().integers(0, np.iinfo(dtype).max, shape, endpoint=True, dtype=dtype)
     cv2.imwrite(str(tmp_path / "in.png"), pixels)
     data, info = _round_trip(tmp_path / "in.png", tmp_path / "out.png")
-    assert info.dtype == dtype and not info.is_linear
+    assert info.dtype == dtype and not info.is_linear and info.step == 1 / np.iinfo(dtype).max
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED), pixels)
 
 

@@ -100,3 +100,18 @@ def test_default_soft_restore_is_skipped_not_fatal_when_the_noise_cannot_be_meas
     explicit = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "plage.fits"), "--samples", "2",
                                          "--soft-restore", "-o", str(tmp_path / "x.fits")])
     assert explicit.exit_code == 2 and "Too few pixels" in explicit.output and "Traceback" not in explicit.output
+
+
+def test_integer_fits_is_dithered_for_resunet_mono_and_says_so(tmp_path):
+    """resunet-mono scales each tile by its MAD: an int16 camera frame of low noise is dithered first."""
+    from astropy.io import fits
+
+    frame = np.rint(np.random.default_rng(4).normal(200.0, 1.5, (64, 64))).astype(np.int16)
+    fits.writeto(tmp_path / "cam.fits", frame)
+    result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "cam.fits")])
+    assert result.exit_code == 0, result.output
+    assert "-> model resunet-mono" in result.output
+    history = str(fits.getheader(tmp_path / "cam_denoised.fits")["HISTORY"])
+    assert "dithered by one step (1," in history
+    out = fits.getdata(tmp_path / "cam_denoised.fits")
+    assert out.dtype.kind == "i" and abs(float(np.mean(out)) - 200.0) < 0.5
