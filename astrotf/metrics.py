@@ -85,12 +85,18 @@ def _quantum(values: np.ndarray) -> tuple[float, float] | None:
     if repeated.size < 3 or counts[common].sum() < 0.2 * sample.size:
         return None
     origin, span = float(repeated[0]), float(repeated[-1] - repeated[0])
-    typical = float(np.median(np.diff(repeated)))  # neighbouring levels; gaps in the tails are multiples
-    if not typical > 1e-9 * max(abs(origin), 1.0):
+    smallest = float(np.min(np.diff(repeated)))
+    if not smallest > 1e-9 * max(abs(origin), 1.0):
         return None
-    step = span / round(span / typical)  # over the whole span: float32 rounding of each level averages out
+    step = span / round(span / smallest)  # over the whole span: float32 rounding of each level averages out
     k = (repeated - origin) / step
     if np.mean(np.abs(k - np.rint(k)) < 0.01) < 0.99:
+        return None
+    # on a grid the bulk of the values fills it; a few repeated values (masked zeros, saturation) among
+    # continuous ones do not
+    low, high = np.percentile(sample, [10, 90])
+    positions = np.floor((high - low) / step + 1e-6) + 1
+    if np.count_nonzero((repeated >= low) & (repeated <= high)) < 0.5 * positions:
         return None
     return step, origin
 

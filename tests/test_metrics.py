@@ -264,3 +264,12 @@ def test_background_noise_of_integer_data_does_not_jump_between_levels(sigma):
     assert sky.sigma == pytest.approx(np.hypot(sigma, 1 / np.sqrt(12)), rel=0.03)
     assert abs(sky.median - 1000.0) < 0.05 * sigma
     assert metrics.background_noise(frame.astype(np.float32) / 255.0).sigma == pytest.approx(sky.sigma / 255, rel=1e-2)
+
+
+def test_a_few_repeated_values_in_continuous_data_are_no_grid():
+    """Masked zeros, a saturation level and a flag value among continuous sky: not quantised."""
+    rng = np.random.default_rng(6)
+    sky = rng.normal(100.0, 0.01, (500, 500))
+    sky[:150], sky[-10:], sky[200:210] = 0.0, 65535.0, 1.0
+    assert metrics.background_noise(sky).sigma == pytest.approx(0.01, rel=0.05)
+    assert noise_level(sky, (99.95, 100.05)).sigma == pytest.approx(0.01, rel=0.05)
