@@ -319,7 +319,8 @@ def background_noise(image: np.ndarray, sigma: float = 3.0, maxiters: int = 10) 
     iteratively, and the MAD keeps the estimate robust to what clipping leaves behind. NaN and
     infinite pixels are ignored. Quantised data (integer ADU, 8-bit, BSCALE) are dithered by
     one grid step first (seeded) and the dither's variance is taken off, so the noise comes out
-    as that of the quantised data (``hypot(sigma, step / sqrt(12))``), not jumping between levels. This is the noise of a real image without truth
+    as that of the quantised data (``hypot(sigma, step / sqrt(12))``), not jumping between
+    levels. This is the noise of a real image without truth
     (BENCHMARKS.md, "Real linear images").
 
     Parameters
