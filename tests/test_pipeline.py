@@ -18,8 +18,8 @@ def paired_folder(tmp_path, n=3, size=40):
         clean = synthetic_sky(rng, size)
         # the "noisy" image is a fixed affine function of the clean one: any geometric
         # mismatch between the two crops breaks the relation
-        tifffile.imwrite(tmp_path / "pairs" / "clean" / f"p{i}.tif", clean)
-        tifffile.imwrite(tmp_path / "pairs" / "noisy" / f"p{i}.tif", 0.5 * clean + 0.25)
+        tifffile.imwrite(tmp_path / "pairs" / "clean" / f"p{i}.tif", clean, photometric="rgb")
+        tifffile.imwrite(tmp_path / "pairs" / "noisy" / f"p{i}.tif", 0.5 * clean + 0.25, photometric="rgb")
     return tmp_path / "pairs"
 
 
@@ -90,7 +90,7 @@ def test_split_is_deterministic_by_file_and_80_20():
 
 def test_paired_size_mismatch_is_reported(tmp_path):
     root = paired_folder(tmp_path, n=1)
-    tifffile.imwrite(root / "noisy" / "p0.tif", np.zeros((44, 40, 3), np.float32))
+    tifffile.imwrite(root / "noisy" / "p0.tif", np.zeros((44, 40, 3), np.float32), photometric="rgb")
     cfg = DataConfig(mode="paired", noise="none", tile=16)
     with pytest.raises(AstroTFError, match="p0.tif: 44 x 40 px but its clean partner is 40 x 40"):
         pipeline.prepare_samples(root, cfg, tmp_path / "cache")
