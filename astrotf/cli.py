@@ -479,6 +479,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
         raise AstroTFError("use either --skip-existing or --force, not both")
     if restore_r is not None and restore_sigma is not None:
         raise AstroTFError("use either --restore or --restore-sigma, not both")
+    if restore_mode != "input" and restore_r is None and restore_sigma is None:
+        raise AstroTFError(f"--restore-mode {restore_mode} needs --restore R or --restore-sigma K")
     if noise_range is not None and not noise_range[0] < noise_range[1]:
         raise AstroTFError(f"--noise-range: LOW must be below HIGH. Received: {noise_range[0]} {noise_range[1]}")
     import time

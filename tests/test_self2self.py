@@ -490,6 +490,10 @@ def test_restore_works_with_any_model_from_the_cli(tmp_path):
     assert change.max() <= 0.5 and set_back.mean() > 0.1
     np.testing.assert_allclose(change[set_back], 0.5, atol=1e-5)
     assert "mode clip" in str(fits.getheader(tmp_path / "x_clip.fits")["HISTORY"])
+    alone = CliRunner().invoke(main, ["infer", str(tmp_path / "x.fits"), "--model", str(tmp_path / "r.keras"),
+                                      "--restore-mode", "clip", "-q", "-o", str(tmp_path / "y.fits")])
+    assert alone.exit_code != 0 and "--restore-mode clip needs --restore" in alone.output
+    assert not (tmp_path / "y.fits").exists()
 
 
 def test_clip_restore_into_an_integer_fits_stays_on_the_inputs_side_of_r(tmp_path):
