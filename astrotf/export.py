@@ -306,6 +306,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
 
     run_dir, out = Path(run_dir), Path(out)
     run = load_run(run_dir)
+    if run.get("recipe", {}).get("model", {}).get("name") == "self2self" and {"onnx", "tensorrt"} & set(formats):
+        raise AstroTFError(f"{run_dir}: Self2Self models (image + mask inputs, test-time dropout) are exported as "
+                           f"SavedModel and .keras only; drop --format onnx / tensorrt")
     source = run_dir / f"model_{checkpoint}.keras"
     if not source.is_file():
         raise AstroTFError(f"{source}: missing; has the run finished an epoch?")

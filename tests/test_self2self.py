@@ -371,6 +371,9 @@ def test_resume_export_and_saved_model_ensemble(trained_run, tmp_path):
     resumed = run(["train", "self2self", "--out", str(out), "--resume", "--steps", "140", "-q"])
     assert resumed.exit_code == 0, resumed.output
     assert json.loads((out / "run.json").read_text())["step"] == 140
+    onnx = run(["export", str(out), "--out", str(tmp_path / "s2s-onnx"), "--format", "onnx"])
+    assert onnx.exit_code != 0 and "exported as SavedModel and .keras only" in onnx.output
+    assert "Traceback" not in onnx.output and not (tmp_path / "s2s-onnx").exists()
     exported = run(["export", str(out), "--out", str(tmp_path / "s2s")])
     assert exported.exit_code == 0, exported.output
     meta = json.loads((tmp_path / "s2s" / "metadata.json").read_text())
