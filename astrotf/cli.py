@@ -339,17 +339,21 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
         threshold = (restore_threshold(data, threshold=restore_r) if restore_r is not None
                      else restore_sigma * sigma_in)
         restored = restore(result, data, threshold, restore_mode)
-        extra = info.extra if info is not None and info.format == "fits" else {}
-        if extra.get("bitpix", -32) > 0:
-            # integer FITS (BSCALE/BZERO) quantises the output when written: quantise first, so that
-            # rounding cannot push a pixel past R. A pixel that rounding would push past R goes to the
-            # grid value next to it on the input's side (the input is on the grid); restore() checks
-            bscale, bzero = extra["bscale"], extra["bzero"]
+        step = info.step if info is not None else None
+        if step:
+            # integer output (FITS BSCALE/BZERO, 8/16-bit TIFF/PNG) is quantised when written: quantise
+            # first, so that rounding cannot push a pixel past R. A pixel that rounding would push past R
+            # goes to the grid value next to it on the input's side (the input is on the grid)
+            fits_out = info.format == "fits"
+            step = info.extra["bscale"] if fits_out else step
+            zero = info.extra["bzero"] if fits_out else 0.0
             image = restored.image.astype(np.float64)
-            grid = np.rint((image - bzero) / bscale) * bscale + bzero
+            grid = np.rint((image - zero) / step) * step + zero
+            if not fits_out:
+                grid = np.clip(grid, 0.0, 1.0)  # as the writer does; towards the input, which is in [0, 1]
             with np.errstate(invalid="ignore"):
                 past = np.abs(grid - data) > threshold
-            grid = np.where(past, data + np.trunc((image - data) / bscale) * bscale, grid)
+            grid = np.where(past, data + np.trunc((image - data) / step) * step, grid)
             again = restore(grid.astype(result.dtype), data, threshold)
             restored = dataclasses.replace(again, restored=again.restored | restored.restored, mode=restore_mode,
                                            fraction=float((again.restored | restored.restored).sum())
@@ -368,6 +372,19 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
     if report:
         lines += _kept_lines(data, result, domain, with_max=restore_r is None and restore_sigma is None)
     return result, lines
+
+
+def _check_restore_target(target: Path, info) -> None:
+    """--restore promises max |out - in| <= R in the file written: a lossy or re-quantised output breaks it."""
+    from astrotf import io
+
+    fmt = io.format_of(target) or info.format
+    if fmt == "jpeg":
+        raise AstroTFError(f"{target}: JPEG is lossy, so --restore's max |out - in| <= R cannot hold in it; "
+                           f"write PNG or TIFF (-o NAME.png)")
+    if fmt != info.format:
+        raise AstroTFError(f"{target}: --restore keeps max |out - in| <= R in the input's format "
+                           f"({info.format}); write the output as {info.format} too")
 
 
 def _kept_lines(data, result, domain, with_max: bool = True) -> list[str]:
@@ -507,6 +524,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             if target.exists() and not force:
                 raise AstroTFError(f"{target}: output exists; pass --force to overwrite it")
             data, info = io.read_image(image)
+            if restore_r is not None or restore_sigma is not None:
+                _check_restore_target(target, info)
             domain = guess_domain(data, info)
             name = model_name or DEFAULT_MODELS[domain]
             if name not in models:

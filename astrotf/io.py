@@ -134,6 +134,13 @@ def _suffix_of(path: pathlib.Path) -> str | None:
     return next((s for s in SUPPORTED_SUFFIXES if name.endswith(s) and len(name) > len(s)), None)
 
 
+def format_of(path: str | os.PathLike) -> str | None:
+    """The format a file of this name is read and written in (``"fits"``, ``"tiff"``, ``"png"``,
+    ``"jpeg"``), from its suffix; None for an unsupported one."""
+    suffix = _suffix_of(pathlib.Path(path))
+    return _FORMATS[suffix] if suffix else None
+
+
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     """Read an image as float32 ``(H, W, C)`` data plus what is needed to write it back.
 

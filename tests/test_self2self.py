@@ -528,6 +528,29 @@ def test_clip_restore_into_an_integer_fits_stays_on_the_inputs_side_of_r(tmp_pat
     np.testing.assert_allclose(change[abnormal], 0.25)
 
 
+@pytest.mark.parametrize("mode", ["input", "clip"])
+def test_restore_guarantee_holds_in_the_written_8bit_png(tmp_path, mode):
+    """R = 2.6 DN is off the 8-bit grid: rounding a change of 2.55 DN would give 3 DN > R. The file
+    written keeps max |out - in| <= R; a JPEG output or a change of format is refused."""
+    import cv2
+
+    blur = keras.Sequential([keras.Input((None, None, 3)), keras.layers.AveragePooling2D(5, 1, padding="same")])
+    blur.save(tmp_path / "blur.keras")
+    pixels = np.clip(np.random.default_rng(7).normal(60, 12, (48, 48, 3)), 0, 255).astype(np.uint8)
+    cv2.imwrite(str(tmp_path / "x.png"), pixels)
+    r = 2.6 / 255
+    common = ["infer", str(tmp_path / "x.png"), "--model", str(tmp_path / "blur.keras"), "--tile", "32",
+              "--restore", str(r), "--restore-mode", mode, "-q"]
+    result = CliRunner().invoke(main, [*common, "-o", str(tmp_path / "y.png")])
+    assert result.exit_code == 0, result.output
+    written = cv2.imread(str(tmp_path / "y.png"), cv2.IMREAD_UNCHANGED).astype(np.int64)
+    change = np.abs(written - pixels.astype(np.int64))
+    assert change.max() <= 2 and (change == 2).mean() > 0.05  # within R, and the allowed change used
+    for target, message in (("y.jpg", "JPEG is lossy"), ("y.fits", "in the input's format (png)")):
+        refused = CliRunner().invoke(main, [*common, "-o", str(tmp_path / target)])
+        assert refused.exit_code != 0 and message in refused.output and not (tmp_path / target).exists()
+
+
 def test_soft_restore_from_the_cli_gives_back_a_cut_peak(tmp_path):
     """--soft-restore after a model that smooths: the noise stays lowered, a sharp 400 G spot the
     model flattened comes back, each pixel lies between the plain output and the input, and the
