@@ -503,7 +503,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
     import time
 
     from astrotf import io
-    from astrotf.infer import DEFAULT_MODELS, denoise_image, guess_domain, load_model
+    from astrotf.infer import DEFAULT_MODELS, denoise_image, guess_domain, load_model, resolve_step
 
     if manifest is None and out_dir is not None:
         manifest = out_dir / "astrotf-manifest.jsonl"
@@ -548,20 +548,23 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                 click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name} "
                            f"({model.precision})", err=True)
             options = model.tile_options(data.shape, overlap, tile, batch_size)
+            # integer samples, or float ones on a grid: dithered for a model that scales tiles by their MAD
+            step = resolve_step(data, info.step if info.step is not None else "auto") if model.normalises_tiles \
+                else None
             if quiet:
-                result = denoise_image(data, model, options, step=info.step)
+                result = denoise_image(data, model, options, step=step)
             else:
                 with click.progressbar(length=1, label=str(image.name), file=sys.stderr) as bar:
                     def progress(done, total, bar=bar):
                         bar.length = total
                         bar.update(done - bar.pos)
 
-                    result = denoise_image(data, model, options, progress, step=info.step)
+                    result = denoise_image(data, model, options, progress, step=step)
             history = [f"astrotf {__version__} infer: model={model.name} v{model.metadata.get('version', '?')}",
                        f"astrotf tile={options.tile} overlap={options.overlap} precision={model.precision}",
                        f"astrotf input: {image.name}"]
-            if info.step is not None and model.normalises_tiles:
-                history.append(f"astrotf integer input: dithered by one step ({info.step:g}, seeded) for the "
+            if step is not None:
+                history.append(f"astrotf quantised input: dithered by one step ({step:g}, seeded) for the "
                                f"network's tile normalisation")
             if getattr(model, "sample", None) is not None:
                 history.append(f"astrotf Self2Self ensemble: samples={samples or model.metadata['ensemble']['samples']}"

@@ -754,16 +754,31 @@ def dither(data: np.ndarray, step: float, seed: int = 0) -> np.ndarray:
     return (data + rng.uniform(-0.5 * step, 0.5 * step, data.shape).astype(data.dtype)).astype(data.dtype)
 
 
+def resolve_step(data: np.ndarray, step: float | str | None = "auto") -> float | None:
+    """The grid step of ``data``'s values: ``step`` itself, or for ``"auto"`` the one found in a sample
+    of the values (:func:`astrotf.metrics.value_grid`); None for continuous data."""
+    if step == "auto":
+        from astrotf.metrics import value_grid
+
+        sample = data.ravel()[:: max(data.size // 200_000, 1)]
+        sample = sample[np.isfinite(sample)]
+        grid = value_grid(sample) if sample.size else None
+        return grid[0] if grid is not None else None
+    return float(step) if step is not None and step > 0 else None
+
+
 def denoise_image(data: np.ndarray, model: LoadedModel, options: TileOptions, progress=None,
-                  step: float | None = None) -> np.ndarray:
+                  step: float | str | None = "auto") -> np.ndarray:
     """Denoise a (H, W, C) frame with a loaded model, handling channels and data range.
 
-    ``step``: spacing of quantised input values (``io.ImageInfo.step``). A model that normalises each
-    tile by its median and MAD (:attr:`LoadedModel.normalises_tiles`) gets the frame dithered by one
-    step first (:func:`dither`, seeded): on integer frames whose noise is a few steps, it otherwise
-    leaves up to 10 times more background noise (``tools/bench_quantised.py``).
+    ``step``: spacing of quantised input values (``io.ImageInfo.step``); ``"auto"`` finds it from the
+    values (:func:`astrotf.metrics.value_grid`), None means continuous. A model that normalises each
+    tile by its median and MAD (:attr:`LoadedModel.normalises_tiles`) gets a quantised frame dithered
+    by one step first (:func:`dither`, seeded): on integer frames whose noise is a few steps, it
+    otherwise leaves up to 10 times more background noise (``tools/bench_quantised.py``).
     """
-    if step is not None and step > 0 and model.normalises_tiles:
+    step = resolve_step(data, step) if model.normalises_tiles else None
+    if step is not None:
         data = dither(data, step)
     predict = adapt_channels(model.predict, model.channels, data.shape[-1])
     if model.domain == "stretched":

@@ -5,7 +5,7 @@ No TensorFlow import: metrics run on the outputs of any denoiser.
 * Fidelity to a reference: `psnr`, `ssim` (scikit-image, data-range and NaN aware),
   `kl_divergence` of the pixel distributions (Astro U-net eq. 9).
 * Noise in physical units: `noise_level` (Gaussian fitted to the histogram, TDR) and
-  `background_noise` (sigma-clipped MAD, astropy).
+  `background_noise` (sigma-clipped MAD, astropy); both handle quantised data (`value_grid`).
 * What changed: `correlation` (Pearson r and linear-fit slope, TDR Fig. 2), `power_spectrum` and
   `divergence_frequency` (where two spectra start to differ, TDR Fig. 4), `strong_slope` (output
   against input over strong pixels only) and `residual_structure` (structure in input - output above
@@ -72,12 +72,14 @@ def _half_max_sigma(counts: np.ndarray, bin_width: float) -> float:
     return max((right - left + 1) * bin_width / 2.3548, bin_width)
 
 
-def _quantum(values: np.ndarray) -> tuple[float, float] | None:
+def value_grid(values: np.ndarray) -> tuple[float, float] | None:
     """``(step, origin)`` if the values that repeat lie on a grid ``origin + k * step``, else None.
 
     Integer and BSCALE data repeat every value; an output that is partly restored to such an
-    input holds those grid values and continuous ones. Either way the grid decides the binning.
+    input holds those grid values and continuous ones. ``values``: finite values, any shape
+    (a strided sample of at most ~200 000 is examined).
     """
+    values = np.asarray(values, np.float64).ravel()
     sample = values[:: max(values.size // 200_000, 1)]
     levels, counts = np.unique(sample, return_counts=True)
     common = counts >= 3  # continuous values (float32 too) rarely occur three times
@@ -168,7 +170,7 @@ def noise_level(
         msg = (f"Too few pixels to fit the noise level: {values.size} finite values in "
                f"value_range={value_range} (at least 100 needed).")
         raise ValueError(msg)
-    step = _quantum(values)
+    step = value_grid(values)
     if step is None:
         counts, edges = np.histogram(values, bins=bins, range=(low, high))
     else:
@@ -351,7 +353,7 @@ def background_noise(image: np.ndarray, sigma: float = 3.0, maxiters: int = 10) 
     if values.size < 10:
         msg = f"Too few finite pixels for background statistics: {values.size} (at least 10 needed)."
         raise ValueError(msg)
-    quantum = _quantum(values)
+    quantum = value_grid(values)
     if quantum is not None:
         # on a grid (integer ADU, 8-bit, BSCALE) the median and MAD jump from level to level: the MAD of
         # integer data of sigma 2 is 1, of sigma 0.7 it is 0. A seeded uniform dither of one step spreads

@@ -227,5 +227,9 @@ def test_integer_input_is_dithered_only_for_models_that_normalise_tiles_by_their
     assert mad_model.normalises_tiles and not fixed_model.normalises_tiles
     out = denoise_image(frame, mad_model, options, step=1.0)
     assert not np.array_equal(out[finite], frame[finite]) and np.abs(out - frame)[finite].max() <= 0.5
-    np.testing.assert_array_equal(denoise_image(frame, mad_model, options), frame)  # float data: no step
+    np.testing.assert_array_equal(denoise_image(frame, mad_model, options, step=None), frame)  # continuous
+    found = denoise_image(frame, mad_model, options)  # step="auto": the integer grid is found in the values
+    assert not np.array_equal(found[finite], frame[finite]) and np.abs(found - frame)[finite].max() <= 0.5
+    smooth = frame + np.random.default_rng(1).uniform(-0.5, 0.5, frame.shape).astype(np.float32)
+    np.testing.assert_array_equal(denoise_image(smooth, mad_model, options), smooth)  # no grid: untouched
     np.testing.assert_array_equal(denoise_image(frame, fixed_model, options, step=1.0), frame)

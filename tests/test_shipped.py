@@ -112,6 +112,14 @@ def test_integer_fits_is_dithered_for_resunet_mono_and_says_so(tmp_path):
     assert result.exit_code == 0, result.output
     assert "-> model resunet-mono" in result.output
     history = str(fits.getheader(tmp_path / "cam_denoised.fits")["HISTORY"])
-    assert "dithered by one step (1," in history
+    assert "quantised input: dithered by one step (1," in history
     out = fits.getdata(tmp_path / "cam_denoised.fits")
     assert out.dtype.kind == "i" and abs(float(np.mean(out)) - 200.0) < 0.5
+    # the same counts saved as float32 (a converted camera frame): the grid is found in the values
+    fits.writeto(tmp_path / "camf.fits", frame.astype(np.float32))
+    assert CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "camf.fits")]).exit_code == 0
+    assert "dithered by one step (1," in str(fits.getheader(tmp_path / "camf_denoised.fits")["HISTORY"])
+    smooth = frame + np.random.default_rng(5).uniform(-0.5, 0.5, frame.shape)
+    fits.writeto(tmp_path / "smooth.fits", smooth.astype(np.float32))
+    assert CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "smooth.fits")]).exit_code == 0
+    assert "dithered" not in str(fits.getheader(tmp_path / "smooth_denoised.fits")["HISTORY"])
