@@ -751,7 +751,11 @@ def dither(data: np.ndarray, step: float, seed: int = 0) -> np.ndarray:
     ``step² / 12`` more variance, no more than the quantisation added already. NaN stay NaN.
     """
     rng = np.random.default_rng([seed, 0x5EED])
-    return (data + rng.uniform(-0.5 * step, 0.5 * step, data.shape).astype(data.dtype)).astype(data.dtype)
+    out = rng.random(data.shape, dtype=np.float32)  # one frame-sized float32 array: the result itself
+    out -= 0.5
+    out *= np.float32(step)
+    out += data
+    return out
 
 
 def resolve_step(data: np.ndarray, step: float | str | None = "auto") -> float | None:
