@@ -20,11 +20,14 @@ step counter, per-epoch data seed) and a clean stop on Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
 import platform
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +43,35 @@ RUN_FILE = "run.json"
 
 class TrainingInterrupted(Exception):
     """Raised after a clean stop on Ctrl-C; the run can be resumed."""
+
+
+@contextlib.contextmanager
+def deferred_interrupt():
+    """Ctrl-C stops at the next safe point, not wherever Python happens to be.
+
+    Yields ``stop_requested()``; the training loop calls it between steps and raises
+    ``KeyboardInterrupt`` there. A KeyboardInterrupt raised asynchronously inside TensorFlow
+    (while tf.data traces a function on another thread, say) can surface as another error
+    ("Concurrent access?") and lose the clean stop. A second Ctrl-C stops at once. Outside the
+    main thread (where signals cannot be handled) it only yields a function that returns False.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    hits = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        if hits:
+            raise KeyboardInterrupt
+        hits.append(time.time())
+        log.warning("Ctrl-C: stopping after this step with a checkpoint (Ctrl-C again to stop at once)")
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(hits)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def hardware_summary() -> dict:
@@ -433,75 +465,80 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
 
     history_path = out_dir / "history.csv"
     step = _steps_done(optimizer)
-    try:
-        for epoch in range(int(_scalar(epoch_var)), tcfg.epochs):
-            done_in_epoch = step - epoch * tcfg.steps_per_epoch
-            remaining = tcfg.steps_per_epoch - max(done_in_epoch, 0)
-            if verbose:
-                log.info("Epoch %d/%d", epoch + 1, tcfg.epochs)
-            bar = keras.utils.Progbar(tcfg.steps_per_epoch, verbose=verbose if verbose else 0,
-                                      stateful_metrics=["lr"])
-            if done_in_epoch > 0:
-                bar.update(done_in_epoch)
-            sums: dict[str, float] = {}
-            train_ds = pipeline.make_dataset(train_samples, recipe.data, training=True, epoch=epoch).take(remaining)
-            if strategy != "default":
-                options = tf.data.Options()  # workers take interleaved tiles of the same seeded stream
-                options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-                train_ds = distribution.experimental_distribute_dataset(train_ds.with_options(options))
-            for x, y, mask in train_ds:
-                terms = {k: float(v) for k, v in train_step(x, y, mask).items()}
-                if not np.isfinite(terms["loss"]):
-                    raise AstroTFError(f"{run_dir}: loss became {terms['loss']} at step {step + 1}; "
-                                       "lower --lr or use --precision float32")
-                step += 1
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                current_lr = _scalar(optimizer.learning_rate)
-                bar.update(step - epoch * tcfg.steps_per_epoch, [("loss", terms["loss"]), ("lr", current_lr)])
-                with writers["train"].as_default(step=step):
+    with deferred_interrupt() as stop_requested:  # Ctrl-C: a clean stop between steps
+        try:
+            for epoch in range(int(_scalar(epoch_var)), tcfg.epochs):
+                done_in_epoch = step - epoch * tcfg.steps_per_epoch
+                remaining = tcfg.steps_per_epoch - max(done_in_epoch, 0)
+                if verbose:
+                    log.info("Epoch %d/%d", epoch + 1, tcfg.epochs)
+                bar = keras.utils.Progbar(tcfg.steps_per_epoch, verbose=verbose if verbose else 0,
+                                          stateful_metrics=["lr"])
+                if done_in_epoch > 0:
+                    bar.update(done_in_epoch)
+                sums: dict[str, float] = {}
+                train_ds = pipeline.make_dataset(train_samples, recipe.data, training=True, epoch=epoch).take(remaining)
+                if strategy != "default":
+                    options = tf.data.Options()  # workers take interleaved tiles of the same seeded stream
+                    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+                    train_ds = distribution.experimental_distribute_dataset(train_ds.with_options(options))
+                for x, y, mask in train_ds:
+                    if stop_requested():
+                        raise KeyboardInterrupt
+                    terms = {k: float(v) for k, v in train_step(x, y, mask).items()}
+                    if not np.isfinite(terms["loss"]):
+                        raise AstroTFError(f"{run_dir}: loss became {terms['loss']} at step {step + 1}; "
+                                           "lower --lr or use --precision float32")
+                    step += 1
                     for k, v in terms.items():
-                        tf.summary.scalar(k, v)
-                    tf.summary.scalar("learning_rate", current_lr)
-                if step % tcfg.checkpoint_every == 0:
-                    save_state("running")
+                        sums[k] = sums.get(k, 0.0) + v
+                    current_lr = _scalar(optimizer.learning_rate)
+                    bar.update(step - epoch * tcfg.steps_per_epoch, [("loss", terms["loss"]), ("lr", current_lr)])
+                    with writers["train"].as_default(step=step):
+                        for k, v in terms.items():
+                            tf.summary.scalar(k, v)
+                        tf.summary.scalar("learning_rate", current_lr)
+                    if step % tcfg.checkpoint_every == 0:
+                        save_state("running")
 
-            # validation, preview, checkpoints
-            val_sums, n_val, first = {}, 0, None
-            for x, y, mask in val_ds:
-                terms, pred = eval_step(x, y, mask)
-                for k, v in terms.items():
-                    val_sums[k] = val_sums.get(k, 0.0) + float(v)
-                n_val += 1
-                if first is None:
-                    first = [np.asarray(a, np.float32) for a in (x, pred, y, mask)]
-            val = {k: v / n_val for k, v in val_sums.items()}
-            with writers["validation"].as_default(step=step):
-                for k, v in val.items():
-                    tf.summary.scalar(k, v)
-            write_preview(out_dir / "previews" / f"epoch-{epoch + 1:04d}.png", *first, linear=linear)
-            epoch_var.assign(epoch + 1)
-            n_train = max(remaining, 1)
-            row = {"epoch": epoch + 1, "step": step, **{f"train_{k}": v / n_train for k, v in sums.items()},
-                   **{f"val_{k}": v for k, v in val.items()}, "lr": _scalar(optimizer.learning_rate)}
-            new_file = not history_path.exists()
-            with history_path.open("a", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(row))
-                if new_file:
-                    writer.writeheader()
-                writer.writerow(row)
-            if verbose:
-                log.info("val_loss %.5f (best %.5f)", val["loss"], min(_scalar(best_var), val["loss"]))
-            if val["loss"] < _scalar(best_var):
-                best_var.assign(val["loss"])
-                model.save(out_dir / "model_best.keras")
-            model.save(out_dir / "model_last.keras")
-            save_state("running")
-    except KeyboardInterrupt:
-        raise record.interrupted(_steps_done(optimizer), f"astrotf train {recipe.model.name}",
-                                 epoch=int(_scalar(epoch_var)), best_val_loss=_scalar(best_var)) from None
-    finally:
-        for w in writers.values():
-            w.close()
+                # validation, preview, checkpoints
+                val_sums, n_val, first = {}, 0, None
+                for x, y, mask in val_ds:
+                    if stop_requested():
+                        raise KeyboardInterrupt
+                    terms, pred = eval_step(x, y, mask)
+                    for k, v in terms.items():
+                        val_sums[k] = val_sums.get(k, 0.0) + float(v)
+                    n_val += 1
+                    if first is None:
+                        first = [np.asarray(a, np.float32) for a in (x, pred, y, mask)]
+                val = {k: v / n_val for k, v in val_sums.items()}
+                with writers["validation"].as_default(step=step):
+                    for k, v in val.items():
+                        tf.summary.scalar(k, v)
+                write_preview(out_dir / "previews" / f"epoch-{epoch + 1:04d}.png", *first, linear=linear)
+                epoch_var.assign(epoch + 1)
+                n_train = max(remaining, 1)
+                row = {"epoch": epoch + 1, "step": step, **{f"train_{k}": v / n_train for k, v in sums.items()},
+                       **{f"val_{k}": v for k, v in val.items()}, "lr": _scalar(optimizer.learning_rate)}
+                new_file = not history_path.exists()
+                with history_path.open("a", newline="") as fh:
+                    writer = csv.DictWriter(fh, fieldnames=list(row))
+                    if new_file:
+                        writer.writeheader()
+                    writer.writerow(row)
+                if verbose:
+                    log.info("val_loss %.5f (best %.5f)", val["loss"], min(_scalar(best_var), val["loss"]))
+                if val["loss"] < _scalar(best_var):
+                    best_var.assign(val["loss"])
+                    model.save(out_dir / "model_best.keras")
+                model.save(out_dir / "model_last.keras")
+                save_state("running")
+        except KeyboardInterrupt:
+            raise record.interrupted(_steps_done(optimizer), f"astrotf train {recipe.model.name}",
+                                     epoch=int(_scalar(epoch_var)), best_val_loss=_scalar(best_var)) from None
+        finally:
+            for w in writers.values():
+                w.close()
     save_state("finished")
     return record.state

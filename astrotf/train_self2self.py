@@ -268,7 +268,7 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
         after a clean Ctrl-C stop.
     """
     from astrotf import io
-    from astrotf.train import RunRecord, write_preview
+    from astrotf.train import RunRecord, deferred_interrupt, write_preview
 
     record = RunRecord(run_dir, resume)
     run_dir = record.dir
@@ -374,36 +374,39 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
     if step:
         bar.update(step)
     losses: list[float] = []
-    try:
-        while step < tcfg.steps:
-            rng = np.random.default_rng([tcfg.seed, step])
-            y, v = sample_patches(filled, valid, tcfg.patch, tcfg.batch_size, rng, tcfg.min_valid)
-            loss = float(train_step(tf.constant(y), tf.constant(v), tf.constant([tcfg.seed, step], tf.int64)))
-            if not np.isfinite(loss):
-                raise AstroTFError(f"{run_dir}: loss became {loss} at step {step + 1}; lower --lr")
-            step += 1
-            losses.append(loss)
-            current_lr = float(optimizer.learning_rate)
-            bar.update(step, [("loss", loss), ("lr", current_lr)])
-            if step % tcfg.log_every == 0 or step == tcfg.steps:
-                row = {"step": step, "loss": float(np.mean(losses)), "lr": current_lr,
-                       "wall_time_s": round(record.elapsed(), 2)}
-                new_file = not history_path.exists()
-                with history_path.open("a", newline="") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=list(row))
-                    if new_file:
-                        writer.writeheader()
-                    writer.writerow(row)
-                if verbose == 2:
-                    log.info("step %d/%d loss %.5f lr %.2e", step, tcfg.steps, row["loss"], current_lr)
-                losses = []
-            if step % tcfg.checkpoint_every == 0 and step < tcfg.steps:
-                save("running")
-                preview(step)
-    except KeyboardInterrupt:
-        err = record.interrupted(int(optimizer.iterations), "astrotf train self2self")
-        model.save(run_dir / "model_last.keras")
-        raise err from None
+    with deferred_interrupt() as stop_requested:  # Ctrl-C: a clean stop between steps
+        try:
+            while step < tcfg.steps:
+                if stop_requested():
+                    raise KeyboardInterrupt
+                rng = np.random.default_rng([tcfg.seed, step])
+                y, v = sample_patches(filled, valid, tcfg.patch, tcfg.batch_size, rng, tcfg.min_valid)
+                loss = float(train_step(tf.constant(y), tf.constant(v), tf.constant([tcfg.seed, step], tf.int64)))
+                if not np.isfinite(loss):
+                    raise AstroTFError(f"{run_dir}: loss became {loss} at step {step + 1}; lower --lr")
+                step += 1
+                losses.append(loss)
+                current_lr = float(optimizer.learning_rate)
+                bar.update(step, [("loss", loss), ("lr", current_lr)])
+                if step % tcfg.log_every == 0 or step == tcfg.steps:
+                    row = {"step": step, "loss": float(np.mean(losses)), "lr": current_lr,
+                           "wall_time_s": round(record.elapsed(), 2)}
+                    new_file = not history_path.exists()
+                    with history_path.open("a", newline="") as fh:
+                        writer = csv.DictWriter(fh, fieldnames=list(row))
+                        if new_file:
+                            writer.writeheader()
+                        writer.writerow(row)
+                    if verbose == 2:
+                        log.info("step %d/%d loss %.5f lr %.2e", step, tcfg.steps, row["loss"], current_lr)
+                    losses = []
+                if step % tcfg.checkpoint_every == 0 and step < tcfg.steps:
+                    save("running")
+                    preview(step)
+        except KeyboardInterrupt:
+            err = record.interrupted(int(optimizer.iterations), "astrotf train self2self")
+            model.save(run_dir / "model_last.keras")
+            raise err from None
     save("finished")
     preview(step)
     return record.state
