@@ -366,8 +366,39 @@ def write_image(
     return path
 
 
+def _to_fits_integers(pixels: np.ndarray, dtype: np.dtype, bscale: float, bzero: float, blank) -> np.ndarray:
+    """Stored integers ``rint((pixels - bzero) / bscale)``, clipped to ``dtype``, NaN as ``blank``.
+
+    In slabs of about 4 M values along the first axis: the float64 arithmetic never holds more
+    than one slab, so a 10000² frame needs its output array and a few tens of MB, not 2 GB.
+    """
+    out = np.empty(pixels.shape, dtype)
+    limits = np.iinfo(dtype)
+    rows = max(1, (1 << 22) // max(1, int(np.prod(pixels.shape[1:]))))
+    for start in range(0, pixels.shape[0], rows):
+        raw = pixels[start:start + rows].astype(np.float64)
+        nan = np.isnan(raw)
+        raw -= bzero
+        raw /= bscale
+        np.rint(raw, out=raw)
+        np.clip(raw, limits.min, limits.max, out=raw)
+        if blank is not None:
+            raw[nan] = blank
+        out[start:start + rows] = raw
+    return out
+
+
 def _to_integers(data: np.ndarray, dtype: np.dtype, scale: float) -> np.ndarray:
-    return np.rint(np.clip(np.nan_to_num(data, nan=0.0), 0.0, 1.0) * scale).astype(dtype)
+    """``rint(clip(data, 0, 1) * scale)`` as ``dtype``, NaN as 0, in slabs of rows (bounded memory)."""
+    out = np.empty(data.shape, dtype)
+    rows = max(1, (1 << 22) // max(1, int(np.prod(data.shape[1:]))))
+    for start in range(0, data.shape[0], rows):
+        slab = np.nan_to_num(data[start:start + rows].astype(np.float32), nan=0.0)
+        np.clip(slab, 0.0, 1.0, out=slab)
+        slab *= np.float32(scale)
+        np.rint(slab, out=slab)
+        out[start:start + rows] = slab
+    return out
 
 
 def _alpha_for(info: ImageInfo, dtype: np.dtype) -> np.ndarray | None:
@@ -394,23 +425,18 @@ def _write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: l
     scaling = {}
     if bitpix > 0:
         bscale, bzero, blank = extra["bscale"], extra["bzero"], extra["blank"]
-        raw = (pixels.astype(np.float64) - bzero) / bscale
-        nan = np.isnan(raw)
-        if nan.any() and blank is None:
+        if blank is None and np.isnan(pixels).any():
             note = f"astrotf: NaN pixels and no BLANK, written as float32 instead of BITPIX = {bitpix}"
             logger.warning("%s: %s", info.path, note)
             history.append(note)
             bitpix = -32
         else:
-            limits = np.iinfo(_FITS_DTYPES[bitpix])
-            raw = np.clip(np.rint(raw), limits.min, limits.max)
+            pixels = _to_fits_integers(pixels, _FITS_DTYPES[bitpix], bscale, bzero, blank)
             if blank is not None:
-                raw[nan] = blank
                 scaling["BLANK"] = blank
             if (bscale, bzero) != (1, 0):
                 scaling.update(BSCALE=bscale, BZERO=bzero)
-            pixels = raw
-    pixels = pixels.astype(_FITS_DTYPES[bitpix])
+    pixels = pixels.astype(_FITS_DTYPES[bitpix], copy=False)
     for line in history:
         header.add_history(line)
 
