@@ -45,6 +45,16 @@ class TrainingInterrupted(Exception):
     """Raised after a clean stop on Ctrl-C; the run can be resumed."""
 
 
+def append_history(path: Path, row: dict) -> None:
+    """Append one row to the run's ``history.csv`` (with the header when the file is new)."""
+    new_file = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new_file:
+            writer.writeheader()
+        writer.writerow(row)
+
+
 @contextlib.contextmanager
 def deferred_interrupt():
     """Ctrl-C stops at the next safe point, not wherever Python happens to be.
@@ -521,12 +531,7 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
                 n_train = max(remaining, 1)
                 row = {"epoch": epoch + 1, "step": step, **{f"train_{k}": v / n_train for k, v in sums.items()},
                        **{f"val_{k}": v for k, v in val.items()}, "lr": _scalar(optimizer.learning_rate)}
-                new_file = not history_path.exists()
-                with history_path.open("a", newline="") as fh:
-                    writer = csv.DictWriter(fh, fieldnames=list(row))
-                    if new_file:
-                        writer.writeheader()
-                    writer.writerow(row)
+                append_history(history_path, row)
                 if verbose:
                     log.info("val_loss %.5f (best %.5f)", val["loss"], min(_scalar(best_var), val["loss"]))
                 if val["loss"] < _scalar(best_var):

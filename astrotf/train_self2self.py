@@ -23,7 +23,6 @@ fine-tuning.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import logging
 import os
@@ -268,7 +267,7 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
         after a clean Ctrl-C stop.
     """
     from astrotf import io
-    from astrotf.train import RunRecord, deferred_interrupt, write_preview
+    from astrotf.train import RunRecord, append_history, deferred_interrupt, write_preview
 
     record = RunRecord(run_dir, resume)
     run_dir = record.dir
@@ -391,12 +390,7 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
                 if step % tcfg.log_every == 0 or step == tcfg.steps:
                     row = {"step": step, "loss": float(np.mean(losses)), "lr": current_lr,
                            "wall_time_s": round(record.elapsed(), 2)}
-                    new_file = not history_path.exists()
-                    with history_path.open("a", newline="") as fh:
-                        writer = csv.DictWriter(fh, fieldnames=list(row))
-                        if new_file:
-                            writer.writeheader()
-                        writer.writerow(row)
+                    append_history(history_path, row)
                     if verbose == 2:
                         log.info("step %d/%d loss %.5f lr %.2e", step, tcfg.steps, row["loss"], current_lr)
                     losses = []
