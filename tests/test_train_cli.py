@@ -128,7 +128,7 @@ def test_bad_input_gives_one_line_error(tmp_path, setup, args, message):
         (tmp_path / "nan").mkdir()
         img = synthetic_sky(rng, 48)
         img[3, 3, 0] = np.nan
-        tifffile.imwrite(tmp_path / "nan" / "n.tif", img)
+        tifffile.imwrite(tmp_path / "nan" / "n.tif", img, photometric="rgb")
     elif setup == "badtoml":
         (tmp_path / "bad.toml").write_text("[data]\nnoize = 'astropics'\n")
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
