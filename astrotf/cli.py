@@ -299,7 +299,7 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
         except ValueError as err:
             raise AstroTFError(f"noise level of the {what}: {err} (see --noise-range)") from None
 
-    sigma_in = None
+    sigma_in, sky = None, None
     if needs_sigma:
         try:
             if noise_range is None:
@@ -370,7 +370,7 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
             lines.append(f"noise level after restore: {sigma_out:.4g}, ratio {sigma_out / sigma_in:.3f}; "
                          f"max |out - in| = {max_dev:.4g} <= R")
     if report:
-        lines += _kept_lines(data, result, domain, with_max=restore_r is None and restore_sigma is None)
+        lines += _kept_lines(data, result, domain, with_max=restore_r is None and restore_sigma is None, sky=sky)
     return result, lines
 
 
@@ -387,8 +387,9 @@ def _check_restore_target(target: Path, info) -> None:
                            f"({info.format}); write the output as {info.format} too")
 
 
-def _kept_lines(data, result, domain, with_max: bool = True) -> list[str]:
-    """--report: what the output kept of the input: strong-pixel slope, residual structure, largest change."""
+def _kept_lines(data, result, domain, with_max: bool = True, sky=None) -> list[str]:
+    """--report: what the output kept of the input: strong-pixel slope, residual structure, largest change.
+    ``sky``: the input's ``background_noise`` if it was measured already (it is slow on big frames)."""
     import numpy as np
 
     from astrotf.metrics import background_noise, residual_structure, strong_slope
@@ -396,10 +397,11 @@ def _kept_lines(data, result, domain, with_max: bool = True) -> list[str]:
     if domain == "magnetogram":
         origin, threshold, what = 0.0, 50.0, "|in| > 50"
     else:
-        try:
-            sky = background_noise(data)
-        except ValueError:
-            return []
+        if sky is None:
+            try:
+                sky = background_noise(data)
+            except ValueError:
+                return []
         origin, threshold = sky.median, 10 * sky.sigma
         what = f"|in - background| > 10 x its noise ({threshold:.4g})"
     strong = strong_slope(data, result, threshold, origin)
