@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from astrotf.constants import MAGNETOGRAM_NOISE_RANGE_G, SELF2SELF_SAMPLES
 from astrotf import __version__
 from astrotf.errors import AstroTFError
 
@@ -304,7 +305,7 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
         try:
             if noise_range is None:
                 if domain == "magnetogram":
-                    noise_range = (-20.0, 20.0)
+                    noise_range = MAGNETOGRAM_NOISE_RANGE_G
                 else:
                     try:
                         sky = background_noise(data)
@@ -544,8 +545,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                 from astrotf.infer import with_ensemble
 
                 # a fresh, seeded ensemble per image: the result does not depend on the file order
-                model = with_ensemble(model, samples or int(model.metadata.get("ensemble", {}).get("samples", 16)),
-                                      seed, average)
+                default_samples = model.metadata.get("ensemble", {}).get("samples", SELF2SELF_SAMPLES)
+                model = with_ensemble(model, samples or int(default_samples), seed, average)
             if model_name is None:
                 click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name} "
                            f"({model.precision})", err=True)

@@ -26,6 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from astrotf.constants import SELF2SELF_SAMPLES
 from astrotf import __version__
 from astrotf.errors import AstroTFError
 
@@ -108,7 +109,8 @@ def _self2self_metadata(run: dict, name: str, version: int) -> dict:
         "normalization": {"kind": "fixed", "inside_model": True, "offset": model["offset"], "scale": model["scale"],
                           "formula": "f((x - offset) / scale) * scale + offset; offset = median of the training "
                                      f"image, scale = {model['scale_sigmas']} x its MAD-sigma"},
-        "ensemble": {"keep_prob": train["keep_prob"], "mask_block": train.get("mask_block", 1), "samples": 16,
+        "ensemble": {"keep_prob": train["keep_prob"], "mask_block": train.get("mask_block", 1),
+                     "samples": SELF2SELF_SAMPLES,
                      "average": "dropped",
                      "note": "each call is one dropout sample on B*y; average many (TDR eq. 4)"},
         "tile": 256,

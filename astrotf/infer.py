@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotf.constants import SELF2SELF_KEEP_PROB, SELF2SELF_SAMPLES
 from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
@@ -619,7 +620,7 @@ def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow",
 def _self2self_loaded(name: str, sample: Callable, metadata: dict, reseed=None) -> LoadedModel:
     metadata.setdefault("data_domain", "linear")
     loaded = LoadedModel(name, sample, metadata, sample=sample, reseed=reseed)
-    return with_ensemble(loaded, samples=int(metadata.get("ensemble", {}).get("samples", 16)))
+    return with_ensemble(loaded, samples=int(metadata.get("ensemble", {}).get("samples", SELF2SELF_SAMPLES)))
 
 
 def _self2self_saved_model(serve, path: Path, metadata: dict) -> LoadedModel:
@@ -659,10 +660,11 @@ def _self2self_keras(model, path: Path, metadata: dict) -> LoadedModel:
     metadata.setdefault("channels", model.channels)
     if "ensemble" not in metadata and (path.parent / "run.json").is_file():  # a training run's model
         train = json.loads((path.parent / "run.json").read_text())["recipe"].get("train", {})
-        metadata["ensemble"] = {"keep_prob": train.get("keep_prob", 0.7), "mask_block": train.get("mask_block", 1),
-                                "samples": 16}
+        metadata["ensemble"] = {"keep_prob": train.get("keep_prob", SELF2SELF_KEEP_PROB),
+                                "mask_block": train.get("mask_block", 1),
+                                "samples": SELF2SELF_SAMPLES}
         metadata.setdefault("tile", 256)
-    metadata.setdefault("ensemble", {"keep_prob": 0.7, "samples": 16})
+    metadata.setdefault("ensemble", {"keep_prob": SELF2SELF_KEEP_PROB, "samples": SELF2SELF_SAMPLES})
     fn = tf.function(lambda x, m: model([x, m]), reduce_retracing=True)
 
     def sample(batch, mask):
@@ -691,7 +693,8 @@ def with_ensemble(model: LoadedModel, samples: int, seed: int = 0, average: str 
     if model.reseed is not None:
         model.reseed(seed)
     ensemble = model.metadata.get("ensemble", {})
-    predict = ensemble_predictor(model.sample, samples=samples, keep_prob=float(ensemble.get("keep_prob", 0.7)),
+    keep_prob = float(ensemble.get("keep_prob", SELF2SELF_KEEP_PROB))
+    predict = ensemble_predictor(model.sample, samples=samples, keep_prob=keep_prob,
                                  seed=seed, average=average, mask_block=int(ensemble.get("mask_block", 1)))
     return dataclasses.replace(model, predict=predict, masks_nonfinite=True)
 

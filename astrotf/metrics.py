@@ -28,6 +28,8 @@ import dataclasses
 
 import numpy as np
 
+from astrotf.constants import MAGNETOGRAM_NOISE_RANGE_G
+
 
 @dataclasses.dataclass(frozen=True)
 class NoiseFit:
@@ -124,7 +126,7 @@ def _grid_edges(quantum: tuple[float, float], low: float, high: float, bins: int
 
 def noise_level(
     image: np.ndarray,
-    value_range: tuple[float, float] = (-20.0, 20.0),
+    value_range: tuple[float, float] = MAGNETOGRAM_NOISE_RANGE_G,
     bins: int = 200,
 ) -> NoiseFit:
     """Noise level as the sigma of a Gaussian fitted to the histogram of pixel values.

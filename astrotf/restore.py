@@ -25,6 +25,7 @@ import dataclasses
 
 import numpy as np
 
+from astrotf.constants import MAGNETOGRAM_NOISE_RANGE_G
 from astrotf.metrics import noise_level
 
 
@@ -236,7 +237,7 @@ def _soft_strip(denoised: np.ndarray, original: np.ndarray, noise_var: float, wi
 
 
 def restore_threshold(original: np.ndarray, *, threshold: float | None = None, sigmas: float | None = None,
-                      value_range: tuple[float, float] = (-20.0, 20.0)) -> float:
+                      value_range: tuple[float, float] = MAGNETOGRAM_NOISE_RANGE_G) -> float:
     """``R`` from exactly one of ``threshold`` (data units) or ``sigmas`` × the noise level.
 
     The noise level is :func:`astrotf.metrics.noise_level` of ``original`` over

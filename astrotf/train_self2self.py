@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotf.constants import MAD_TO_SIGMA, SELF2SELF_KEEP_PROB
 from astrotf.errors import AstroTFError, check_fields
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ class Self2SelfTrainConfig:
     """
 
     steps: int = 2000
-    keep_prob: float = 0.7
+    keep_prob: float = SELF2SELF_KEEP_PROB
     mask_block: int = 1
     patch: int = 64
     batch_size: int = 8
@@ -166,7 +167,7 @@ def robust_normalization(image: np.ndarray, sigmas: float = 10.0) -> tuple[float
     if finite.size == 0:
         raise AstroTFError("the training image has no finite pixel")
     offset = float(np.median(finite))
-    sigma = 1.4826 * float(np.median(np.abs(finite - offset)))
+    sigma = MAD_TO_SIGMA * float(np.median(np.abs(finite - offset)))
     if not sigma > 0:
         sigma = float(np.std(finite))
     if not sigma > 0:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
-#: Scale of the median absolute deviation that gives the standard deviation of a Gaussian.
-MAD_TO_SIGMA = 1.482602218505602
+from astrotf.constants import MAD_TO_SIGMA
 
 
 def background_stats(x, floor: float = 1e-6):
