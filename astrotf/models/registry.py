@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from astrotf.models.nafnet import NAFNet
 from astrotf.models.resunet import ResUNet
 from astrotf.models.self2self import Self2Self
 
-MODELS = {"resunet": ResUNet, "self2self": Self2Self}
+MODELS = {"resunet": ResUNet, "nafnet": NAFNet, "self2self": Self2Self}
 
 
 def build_model(name: str, **kwargs):
