@@ -5,7 +5,8 @@ No TensorFlow import: metrics run on the outputs of any denoiser.
 * Fidelity to a reference: `psnr`, `ssim` (scikit-image, data-range and NaN aware),
   `kl_divergence` of the pixel distributions (Astro U-net eq. 9).
 * Noise in physical units: `noise_level` (Gaussian fitted to the histogram, TDR) and
-  `background_noise` (sigma-clipped MAD, astropy); both handle quantised data (`value_grid`).
+  `background_noise` (sigma-clipped MAD, astropy); both handle quantised data
+  (`astrotf.quantise.value_grid`).
 * What changed: `correlation` (Pearson r and linear-fit slope, TDR Fig. 2), `power_spectrum` and
   `divergence_frequency` (where two spectra start to differ, TDR Fig. 4), `strong_slope` (output
   against input over strong pixels only) and `residual_structure` (structure in input - output above
@@ -29,6 +30,7 @@ import dataclasses
 import numpy as np
 
 from astrotf.constants import MAGNETOGRAM_NOISE_RANGE_G
+from astrotf.quantise import dither_values, quantisation_variance, value_grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,37 +74,6 @@ def _half_max_sigma(counts: np.ndarray, bin_width: float) -> float:
     while right < len(counts) - 1 and above[right + 1]:
         right += 1
     return max((right - left + 1) * bin_width / 2.3548, bin_width)
-
-
-def value_grid(values: np.ndarray) -> tuple[float, float] | None:
-    """``(step, origin)`` if the values that repeat lie on a grid ``origin + k * step``, else None.
-
-    Integer and BSCALE data repeat every value; an output that is partly restored to such an
-    input holds those grid values and continuous ones. ``values``: finite values, any shape
-    (a strided sample of at most ~200 000 is examined).
-    """
-    values = np.asarray(values, np.float64).ravel()
-    sample = values[:: max(values.size // 200_000, 1)]
-    levels, counts = np.unique(sample, return_counts=True)
-    common = counts >= 3  # continuous values (float32 too) rarely occur three times
-    repeated = levels[common]
-    if repeated.size < 3 or counts[common].sum() < 0.2 * sample.size:
-        return None
-    origin, span = float(repeated[0]), float(repeated[-1] - repeated[0])
-    smallest = float(np.min(np.diff(repeated)))
-    if not smallest > 1e-9 * max(abs(origin), 1.0):
-        return None
-    step = span / round(span / smallest)  # over the whole span: float32 rounding of each level averages out
-    k = (repeated - origin) / step
-    if np.mean(np.abs(k - np.rint(k)) < 0.01) < 0.99:
-        return None
-    # on a grid the bulk of the values fills it; a few repeated values (masked zeros, saturation) among
-    # continuous ones do not
-    low, high = np.percentile(sample, [10, 90])
-    positions = np.floor((high - low) / step + 1e-6) + 1
-    if np.count_nonzero((repeated >= low) & (repeated <= high)) < 0.5 * positions:
-        return None
-    return step, origin
 
 
 def _grid_edges(quantum: tuple[float, float], low: float, high: float, bins: int, value_range) -> np.ndarray:
@@ -360,13 +331,12 @@ def background_noise(image: np.ndarray, sigma: float = 3.0, maxiters: int = 10) 
         # on a grid (integer ADU, 8-bit, BSCALE) the median and MAD jump from level to level: the MAD of
         # integer data of sigma 2 is 1, of sigma 0.7 it is 0. A seeded uniform dither of one step spreads
         # each level over its bin (the grouped-data median); its own variance step²/12 is taken off below
-        step = quantum[0]
-        values = values + np.random.default_rng(0).uniform(-0.5 * step, 0.5 * step, values.size)
+        values = dither_values(values, quantum[0])
     # sigma_clipped_stats would return the plain std of the clipped pixels: clip, then take the MAD
     kept = sigma_clip(values, sigma=sigma, maxiters=maxiters, cenfunc="median", stdfunc="mad_std", masked=False)
     spread = float(mad_std(kept))
     if quantum is not None:
-        spread = float(np.sqrt(max(spread**2 - quantum[0] ** 2 / 12.0, 0.0)))
+        spread = float(np.sqrt(max(spread**2 - quantisation_variance(quantum[0]), 0.0)))
     return Background(median=float(np.median(kept)), sigma=spread)
 
 
