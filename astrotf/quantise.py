@@ -1,4 +1,4 @@
-"""Integer grids: finding the step of quantised values and dithering them.
+"""Integer grids: finding the step of quantised values, dithering them, and writing values back to integers.
 
 Integer samples (camera ADU, 8/16-bit TIFF and PNG) and FITS BSCALE data hold values on a grid
 ``origin + k * step``. Statistics that jump from level to level on such data (median, MAD) and
@@ -9,9 +9,11 @@ one step makes the values continuous again at the cost of ``step² / 12`` more v
   (a given step, or the one found in a frame).
 * Dithering: `dither` (a whole frame, float32, before a network), `dither_values` (float64 values
   for statistics) and `quantisation_variance` (the ``step² / 12`` a dither adds).
+* Quantised writes: `to_integers` (display data in [0, 1] to 8/16-bit samples) and
+  `to_fits_integers` (physical values to FITS integers through BSCALE/BZERO/BLANK).
 
-NumPy only: :mod:`astrotf.metrics` and :mod:`astrotf.infer` import this module, and it imports
-none of them.
+NumPy only: :mod:`astrotf.io`, :mod:`astrotf.metrics` and :mod:`astrotf.infer` import this module,
+and it imports none of them.
 """
 
 from __future__ import annotations
@@ -93,3 +95,38 @@ def quantisation_variance(step: float) -> float:
     """``step² / 12``: the variance of a uniform dither (or of rounding) over one grid step."""
     return step**2 / 12.0
 
+
+# ----------------------------------------------------------------------------- quantised writes
+def to_integers(data: np.ndarray, dtype: np.dtype, scale: float) -> np.ndarray:
+    """``rint(clip(data, 0, 1) * scale)`` as ``dtype``, NaN as 0, in slabs of rows (bounded memory)."""
+    out = np.empty(data.shape, dtype)
+    rows = max(1, (1 << 22) // max(1, int(np.prod(data.shape[1:]))))
+    for start in range(0, data.shape[0], rows):
+        slab = np.nan_to_num(data[start:start + rows].astype(np.float32), nan=0.0)
+        np.clip(slab, 0.0, 1.0, out=slab)
+        slab *= np.float32(scale)
+        np.rint(slab, out=slab)
+        out[start:start + rows] = slab
+    return out
+
+
+def to_fits_integers(pixels: np.ndarray, dtype: np.dtype, bscale: float, bzero: float, blank) -> np.ndarray:
+    """Stored integers ``rint((pixels - bzero) / bscale)``, clipped to ``dtype``, NaN as ``blank``.
+
+    In slabs of about 4 M values along the first axis: the float64 arithmetic never holds more
+    than one slab, so a 10000² frame needs its output array and a few tens of MB, not 2 GB.
+    """
+    out = np.empty(pixels.shape, dtype)
+    limits = np.iinfo(dtype)
+    rows = max(1, (1 << 22) // max(1, int(np.prod(pixels.shape[1:]))))
+    for start in range(0, pixels.shape[0], rows):
+        raw = pixels[start:start + rows].astype(np.float64)
+        nan = np.isnan(raw)
+        raw -= bzero
+        raw /= bscale
+        np.rint(raw, out=raw)
+        np.clip(raw, limits.min, limits.max, out=raw)
+        if blank is not None:
+            raw[nan] = blank
+        out[start:start + rows] = raw
+    return out

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from astrotf.quantise import dither, dither_values, quantisation_variance, resolve_step, value_grid
+from astrotf.quantise import (dither, dither_values, quantisation_variance, resolve_step, to_fits_integers,
+                              to_integers, value_grid)
 
 
 # ----------------------------------------------------------------------------- step detection
@@ -73,3 +74,21 @@ def test_dither_values_keeps_the_mean_and_adds_a_twelfth_of_the_step_squared():
     assert abs(added.mean()) < 0.003
     assert added.var() == pytest.approx(1 / 12, rel=0.01)
     assert quantisation_variance(0.5) == 0.5**2 / 12
+
+
+# ----------------------------------------------------------------------------- quantised writes
+def test_to_integers_clips_to_the_unit_range_rounds_and_writes_nan_as_zero():
+    data = np.array([[[-0.2], [0.0], [0.4 / 255], [0.6 / 255], [1.0], [1.3], [np.nan]]], np.float32)
+    out = to_integers(data, np.dtype(np.uint8), 255.0)
+    assert out.dtype == np.uint8 and out.shape == data.shape
+    np.testing.assert_array_equal(out.ravel(), [0, 0, 0, 1, 255, 255, 0])
+
+
+def test_to_fits_integers_inverts_bscale_bzero_clips_and_writes_nan_as_blank():
+    stored = np.array([-32768, -5, 0, 7, 32767], np.int16)
+    pixels = (stored * 0.25 + 100.0).astype(np.float32)
+    np.testing.assert_array_equal(to_fits_integers(pixels, np.dtype(np.int16), 0.25, 100.0, None), stored)
+    beyond = np.array([1e9, -1e9, np.nan], np.float32)
+    out = to_fits_integers(beyond, np.dtype(np.int16), 0.25, 100.0, -32768)
+    assert out.dtype == np.int16
+    np.testing.assert_array_equal(out, [32767, -32768, -32768])
