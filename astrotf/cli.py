@@ -506,7 +506,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
     import time
 
     from astrotf import io
-    from astrotf.infer import DEFAULT_MODELS, denoise_image, guess_domain, load_model, resolve_step
+    from astrotf.infer import DEFAULT_MODELS, denoise_image, guess_domain, load_model
+    from astrotf.quantise import resolve_step
 
     if manifest is None and out_dir is not None:
         manifest = out_dir / "astrotf-manifest.jsonl"

@@ -745,35 +745,6 @@ def adapt_channels(predict: Callable, model_channels: int, image_channels: int) 
     raise AstroTFError(f"cannot run a {model_channels}-channel model on a {image_channels}-channel image")
 
 
-def dither(data: np.ndarray, step: float, seed: int = 0) -> np.ndarray:
-    """``data`` plus seeded uniform noise in [-step/2, step/2): quantised values spread over their bins.
-
-    Integer samples (ADU, BSCALE) sit on a grid; the median and MAD of a tile then jump from level to
-    level (the MAD of integer data of sigma 2 is exactly 1), and a network that scales each tile by
-    them sees the noise at the wrong level. Dithered, the values are continuous again, at the cost of
-    ``step² / 12`` more variance, no more than the quantisation added already. NaN stay NaN.
-    """
-    rng = np.random.default_rng([seed, 0x5EED])
-    out = rng.random(data.shape, dtype=np.float32)  # one frame-sized float32 array: the result itself
-    out -= 0.5
-    out *= np.float32(step)
-    out += data
-    return out
-
-
-def resolve_step(data: np.ndarray, step: float | str | None = "auto") -> float | None:
-    """The grid step of ``data``'s values: ``step`` itself, or for ``"auto"`` the one found in a sample
-    of the values (:func:`astrotf.metrics.value_grid`); None for continuous data."""
-    if step == "auto":
-        from astrotf.metrics import value_grid
-
-        sample = data.ravel()[:: max(data.size // 200_000, 1)]
-        sample = sample[np.isfinite(sample)]
-        grid = value_grid(sample) if sample.size else None
-        return grid[0] if grid is not None else None
-    return float(step) if step is not None and step > 0 else None
-
-
 def denoise_image(data: np.ndarray, model: LoadedModel, options: TileOptions, progress=None,
                   step: float | str | None = "auto") -> np.ndarray:
     """Denoise a (H, W, C) frame with a loaded model, handling channels and data range.
@@ -784,6 +755,8 @@ def denoise_image(data: np.ndarray, model: LoadedModel, options: TileOptions, pr
     by one step first (:func:`dither`, seeded): on integer frames whose noise is a few steps, it
     otherwise leaves up to 10 times more background noise (``tools/bench_quantised.py``).
     """
+    from astrotf.quantise import dither, resolve_step
+
     step = resolve_step(data, step) if model.normalises_tiles else None
     if step is not None:
         data = dither(data, step)

@@ -36,6 +36,7 @@ import tifffile
 from astropy.io import fits
 
 from astrotf.errors import AstroTFError
+from astrotf.quantise import to_fits_integers, to_integers
 
 logger = logging.getLogger(__name__)
 
@@ -366,41 +367,6 @@ def write_image(
     return path
 
 
-def _to_fits_integers(pixels: np.ndarray, dtype: np.dtype, bscale: float, bzero: float, blank) -> np.ndarray:
-    """Stored integers ``rint((pixels - bzero) / bscale)``, clipped to ``dtype``, NaN as ``blank``.
-
-    In slabs of about 4 M values along the first axis: the float64 arithmetic never holds more
-    than one slab, so a 10000² frame needs its output array and a few tens of MB, not 2 GB.
-    """
-    out = np.empty(pixels.shape, dtype)
-    limits = np.iinfo(dtype)
-    rows = max(1, (1 << 22) // max(1, int(np.prod(pixels.shape[1:]))))
-    for start in range(0, pixels.shape[0], rows):
-        raw = pixels[start:start + rows].astype(np.float64)
-        nan = np.isnan(raw)
-        raw -= bzero
-        raw /= bscale
-        np.rint(raw, out=raw)
-        np.clip(raw, limits.min, limits.max, out=raw)
-        if blank is not None:
-            raw[nan] = blank
-        out[start:start + rows] = raw
-    return out
-
-
-def _to_integers(data: np.ndarray, dtype: np.dtype, scale: float) -> np.ndarray:
-    """``rint(clip(data, 0, 1) * scale)`` as ``dtype``, NaN as 0, in slabs of rows (bounded memory)."""
-    out = np.empty(data.shape, dtype)
-    rows = max(1, (1 << 22) // max(1, int(np.prod(data.shape[1:]))))
-    for start in range(0, data.shape[0], rows):
-        slab = np.nan_to_num(data[start:start + rows].astype(np.float32), nan=0.0)
-        np.clip(slab, 0.0, 1.0, out=slab)
-        slab *= np.float32(scale)
-        np.rint(slab, out=slab)
-        out[start:start + rows] = slab
-    return out
-
-
 def _alpha_for(info: ImageInfo, dtype: np.dtype) -> np.ndarray | None:
     """info.alpha if it can go into a file of sample ``dtype``, else None (with a warning)."""
     if info.alpha is not None and info.alpha.dtype != dtype:
@@ -431,7 +397,7 @@ def _write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: l
             history.append(note)
             bitpix = -32
         else:
-            pixels = _to_fits_integers(pixels, _FITS_DTYPES[bitpix], bscale, bzero, blank)
+            pixels = to_fits_integers(pixels, _FITS_DTYPES[bitpix], bscale, bzero, blank)
             if blank is not None:
                 scaling["BLANK"] = blank
             if (bscale, bzero) != (1, 0):
@@ -472,7 +438,7 @@ def _write_tiff(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo) -> None:
     dtype = info.dtype if info.dtype in _TIFF_DTYPES else np.dtype(np.float32)
     if dtype.kind == "u":
         scale = info.scale if dtype == info.dtype else float(np.iinfo(dtype).max)
-        pixels = _to_integers(data, dtype, scale)
+        pixels = to_integers(data, dtype, scale)
     else:
         pixels = data.astype(dtype)
     alpha = _alpha_for(info, dtype)
@@ -502,7 +468,7 @@ def _write_tiff(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo) -> None:
 
 def _write_cv2(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, fmt: str) -> None:
     dtype = np.dtype(np.uint8 if fmt == "jpeg" or info.dtype == np.uint8 else np.uint16)
-    pixels = _to_integers(data, dtype, info.scale if dtype == info.dtype else float(np.iinfo(dtype).max))
+    pixels = to_integers(data, dtype, info.scale if dtype == info.dtype else float(np.iinfo(dtype).max))
     alpha = _alpha_for(info, dtype) if fmt == "png" else None
     if info.alpha is not None and fmt == "jpeg":
         logger.warning("%s: alpha plane not written (JPEG has no alpha channel)", info.path)
