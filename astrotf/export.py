@@ -259,12 +259,9 @@ def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
     try:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         if {"savedmodel", "onnx"} & set(formats):
-            import keras
+            from astrotf.models.registry import load_model
 
-            import astrotf.models.registry  # noqa: F401
-
-            keras.mixed_precision.set_global_policy("float32")
-            model = keras.saving.load_model(tmp / "model.keras", compile=False)
+            model = load_model(tmp / "model.keras", dtype="float32")
             if "savedmodel" in formats:
                 version = tmp / str(metadata.get("version", 1))
                 shutil.rmtree(version, ignore_errors=True)
@@ -317,12 +314,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
     if (out / str(version)).exists() and not force:
         raise AstroTFError(f"{out / str(version)}: already exists; pass --force or another --version")
 
-    import keras
+    from astrotf.models.registry import load_model
 
-    import astrotf.models.registry  # noqa: F401
-
-    keras.mixed_precision.set_global_policy("float32")
-    model = keras.saving.load_model(source, compile=False)
+    model = load_model(source, dtype="float32")
     tmp = _staging_folder(out)
     try:
         export_saved_model(model, tmp / str(version))

@@ -588,7 +588,7 @@ def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow",
 
     import keras
 
-    import astrotf.models.registry  # noqa: F401  (registers the custom objects)
+    import astrotf.models.registered  # noqa: F401  (registers the custom objects)
 
     if path.suffix != ".keras":
         raise AstroTFError(f"{path}: not a model (expected a .keras file or a SavedModel folder)")

@@ -202,7 +202,7 @@ def test_two_workers_on_localhost_end_with_identical_weights(rgb_folder, tmp_pat
 
     import keras
 
-    import astrotf.models.registry  # noqa: F401  (registers the custom classes)
+    import astrotf.models.registered  # noqa: F401  (registers the custom classes)
 
     out = tmp_path / "run"
     recipe = tiny_recipe(tmp_path)
