@@ -247,6 +247,15 @@ def _read_raw(path, height, width, channels):
     return tf.reshape(raw, tf.stack([height, width, channels]))
 
 
+def _synthetic_noisy(clean: tf.Tensor, config: DataConfig, seed) -> tf.Tensor:
+    """The input made from a clean tile: ``config.noise`` added with ``seed`` (unchanged for "none")."""
+    if config.noise == "astropics":
+        return add_astropics_noise(clean, config.astropics, seed)
+    if config.noise == "physical":
+        return add_physical_noise(clean, config.physical, seed)
+    return clean
+
+
 def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, epoch: int = 0):
     """Batched ``(noisy, clean, star_mask)`` tiles; infinite when ``training``.
 
@@ -295,15 +304,7 @@ def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, e
     def to_example(counter, stack):
         seed = tf.random.experimental.stateless_fold_in(base_seed + 7919, counter)
         clean = stack[..., :c]
-        if paired:
-            noisy = stack[..., c:]
-        elif config.noise == "astropics":
-            noisy = add_astropics_noise(clean, config.astropics, seed)
-        elif config.noise == "physical":
-            noisy = add_physical_noise(clean, config.physical, seed)
-        else:
-            noisy = clean
-        return noisy, clean
+        return (stack[..., c:] if paired else _synthetic_noisy(clean, config, seed)), clean
 
     files = tf.data.Dataset.from_tensor_slices(table)
     if training:
