@@ -92,7 +92,7 @@ def _steps_including_init(steps: int | None, init: dict | None) -> int | None:
 
 
 def _self2self_metadata(run: dict, name: str, version: int) -> dict:
-    """Metadata of a Self2Self run (see :mod:`astrotf.train_self2self`)."""
+    """Metadata of a Self2Self run (see :mod:`astrotf.train.self2self`)."""
     recipe = run["recipe"]
     model, train, data = recipe["model"], recipe["train"], run.get("data", {})
     channels = int(data.get("shape", [1])[-1])
@@ -301,7 +301,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise AstroTFError(f"unknown export format(s) {unknown}; expected some of {list(FORMATS)}")
-    from astrotf.train import load_run
+    from astrotf.runs import load_run
 
     run_dir, out = Path(run_dir), Path(out)
     run = load_run(run_dir)

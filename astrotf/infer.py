@@ -442,7 +442,7 @@ def resolve_inference_precision(precision: str, metadata: dict, backend: str = "
     if precision == "auto":
         if backend != "tensorflow" or metadata.get("data_domain") != "stretched":
             return "float32"  # unknown data stay in float32 too
-        from astrotf.recipes import resolve_precision
+        from astrotf.config import resolve_precision
 
         import tensorflow as tf
 

@@ -272,25 +272,3 @@ def test_init_starts_a_new_run_from_the_weights_of_a_trained_model(rgb_folder, t
     assert result.exit_code == 2 and "--init needs the same model" in result.output
     result = CliRunner().invoke(main, ["train", "resunet", "--out", str(tuned), "--resume", "--init", str(base)])
     assert result.exit_code == 2 and "cannot be combined with --resume" in result.output
-
-
-def test_ctrl_c_is_deferred_to_the_next_step_and_a_second_one_stops_at_once():
-    """The first SIGINT only sets a flag (no KeyboardInterrupt inside TensorFlow); the second raises."""
-    import os
-    import signal
-
-    from astrotf.train import deferred_interrupt
-
-    before = signal.getsignal(signal.SIGINT)
-    with deferred_interrupt() as stop_requested:
-        assert not stop_requested()
-        os.kill(os.getpid(), signal.SIGINT)
-        for _ in range(1000):  # the handler runs between bytecodes
-            if stop_requested():
-                break
-        assert stop_requested()
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):
-                pass
-    assert signal.getsignal(signal.SIGINT) is before
