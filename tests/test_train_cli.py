@@ -272,3 +272,29 @@ def test_init_starts_a_new_run_from_the_weights_of_a_trained_model(rgb_folder, t
     assert result.exit_code == 2 and "--init needs the same model" in result.output
     result = CliRunner().invoke(main, ["train", "resunet", "--out", str(tuned), "--resume", "--init", str(base)])
     assert result.exit_code == 2 and "cannot be combined with --resume" in result.output
+
+
+def test_bad_recipe_fails_before_tensorflow_is_imported(tmp_path):
+    """`astrotf train resunet --config bad.toml` answers in well under a second (no TensorFlow import)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "data").mkdir()
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    for text, message in [("[model]\nbase_filter = 8\n", "unknown argument(s) base_filter"),
+                          ("[train]\nlr = 5.0\n", "`lr` must be in (0, 1)"),
+                          ("[data\n", "invalid TOML")]:
+        (tmp_path / "bad.toml").write_text(text)
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, "-m", "astrotf.cli", "train", "resunet", "--config",
+                                 str(tmp_path / "bad.toml"), "--data", str(tmp_path / "data"), "--out",
+                                 str(tmp_path / "run")], capture_output=True, text=True, env=env, cwd=tmp_path)
+        elapsed = time.perf_counter() - start
+        print(f"{text.splitlines()[0]!r}: {elapsed:.2f} s")
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert elapsed < 3.0  # about 0.3 s on a 2-core CPU; TensorFlow's import alone takes several
