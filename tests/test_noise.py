@@ -224,6 +224,3 @@ def test_physical_noise_keeps_negative_pixels_unbiased_and_passes_nan_through():
 def test_physical_noise_rejects_ratio_below_one():
     with pytest.raises(ValueError, match="ratio=0.5"):
         noise.add_physical_noise(flat(), noise.PhysicalNoiseConfig(), SEED, ratio=0.5)
-
-
-# --------------------------------------------------------------------------- config validation
