@@ -20,9 +20,6 @@ from astrotf.constants import MAGNETOGRAM_NOISE_RANGE_G, SELF2SELF_SAMPLES
 from astrotf import __version__
 from astrotf.errors import AstroTFError
 
-PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
-
-
 def _quiet_tensorflow() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -60,12 +57,10 @@ def train() -> None:
 
 
 def _resolve_recipe(config: str | None) -> Path | None:
-    if config is None:
-        return None
-    path = Path(config)
-    if not path.exists() and not path.suffix and (PIPELINES / f"{config}.toml").exists():
-        path = PIPELINES / f"{config}.toml"
-    return path
+    """The recipe file of ``--config`` (a path or a shipped recipe's name); TensorFlow-free."""
+    from astrotf.config import resolve_recipe_path
+
+    return resolve_recipe_path(config)
 
 
 @train.command("resunet")
@@ -76,7 +71,8 @@ def _resolve_recipe(config: str | None) -> Path | None:
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run directory, e.g. runs/NAME (checkpoints, logs, previews).")
 @click.option("--config", "config", metavar="TOML",
-              help="Recipe: a pipelines/*.toml file or its name (resunet-rgb, resunet-mono-linear).")
+              help="Recipe: a pipelines/*.toml file or its name (resunet-rgb, resunet-mono-linear). "
+                   "[default: resunet-rgb]")
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs. [recipe: 50]")
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Training steps per epoch. [recipe: 200]")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per batch. [recipe: 8]")
@@ -106,16 +102,17 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
 
     Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume.
     """
-    from astrotf.recipes import Recipe, load_recipe, override, recipe_from_dict
+    from astrotf.config import DEFAULT_RESUNET_RECIPE, load_recipe, override, recipe_from_dict
 
+    # the recipe is validated before TensorFlow is imported: a typo answers at once
     recipe_path = _resolve_recipe(config)
     if resume and recipe_path is None:
-        from astrotf.train import load_run
+        from astrotf.runs import load_run
 
         # continue with the run's own settings; options given now still override them
         recipe = recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))
     else:
-        recipe = load_recipe(recipe_path) if recipe_path else Recipe()
+        recipe = load_recipe(recipe_path or _resolve_recipe(DEFAULT_RESUNET_RECIPE))
     mode = None if paired is None else ("paired" if paired else "clean-only")
     recipe = override(
         recipe, model__space_to_depth=None if space_to_depth is None else int(space_to_depth),
@@ -134,7 +131,7 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
 
         init = resolve_model_path(init)  # a shipped model's name
 
-    from astrotf.train import TrainingInterrupted
+    from astrotf.runs import TrainingInterrupted
     from astrotf.train import train as run_training
 
     try:
@@ -175,12 +172,7 @@ def train_self2self_command(image, out, config, steps, keep_prob, mask_block, pa
     Loss on the dropped pixels only (eq. 3), random flips, NaN pixels ignored. Stop
     with Ctrl-C at any time: the run is checkpointed and continues with --resume.
     """
-    from astrotf.train_self2self import (
-        Self2SelfRecipe,
-        load_self2self_recipe,
-        override_self2self,
-        self2self_recipe_from_dict,
-    )
+    from astrotf.config import Self2SelfRecipe, load_self2self_recipe, override, self2self_recipe_from_dict
 
     if not resume and image is None:
         raise AstroTFError("IMAGE is required to start a Self2Self run (or pass --resume)")
@@ -190,17 +182,16 @@ def train_self2self_command(image, out, config, steps, keep_prob, mask_block, pa
         raise AstroTFError("--init starts a new run; it cannot be combined with --resume")
     recipe_path = _resolve_recipe(config)
     if resume and recipe_path is None:
-        from astrotf.train import load_run
+        from astrotf.runs import load_run
 
         recipe = self2self_recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))
     else:
         recipe = load_self2self_recipe(recipe_path) if recipe_path else Self2SelfRecipe()
-    recipe = override_self2self(recipe, train__steps=steps, train__keep_prob=keep_prob, train__mask_block=mask_block,
-                                train__patch=patch,
-                                train__batch_size=batch_size, train__lr=lr, train__seed=seed)
+    recipe = override(recipe, train__steps=steps, train__keep_prob=keep_prob, train__mask_block=mask_block,
+                      train__patch=patch, train__batch_size=batch_size, train__lr=lr, train__seed=seed)
 
-    from astrotf.train import TrainingInterrupted
-    from astrotf.train_self2self import train_self2self
+    from astrotf.runs import TrainingInterrupted
+    from astrotf.train import train_self2self
 
     try:
         state = train_self2self(recipe, image, out, init=init, resume=resume, verbose=2 if quiet else 1)

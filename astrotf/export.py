@@ -92,7 +92,7 @@ def _steps_including_init(steps: int | None, init: dict | None) -> int | None:
 
 
 def _self2self_metadata(run: dict, name: str, version: int) -> dict:
-    """Metadata of a Self2Self run (see :mod:`astrotf.train_self2self`)."""
+    """Metadata of a Self2Self run (see :mod:`astrotf.train.self2self`)."""
     recipe = run["recipe"]
     model, train, data = recipe["model"], recipe["train"], run.get("data", {})
     channels = int(data.get("shape", [1])[-1])
@@ -259,12 +259,9 @@ def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
     try:
         shutil.copytree(source, tmp, dirs_exist_ok=True)
         if {"savedmodel", "onnx"} & set(formats):
-            import keras
+            from astrotf.models.registry import load_model
 
-            import astrotf.models.registry  # noqa: F401
-
-            keras.mixed_precision.set_global_policy("float32")
-            model = keras.saving.load_model(tmp / "model.keras", compile=False)
+            model = load_model(tmp / "model.keras", dtype="float32")
             if "savedmodel" in formats:
                 version = tmp / str(metadata.get("version", 1))
                 shutil.rmtree(version, ignore_errors=True)
@@ -304,7 +301,7 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise AstroTFError(f"unknown export format(s) {unknown}; expected some of {list(FORMATS)}")
-    from astrotf.train import load_run
+    from astrotf.runs import load_run
 
     run_dir, out = Path(run_dir), Path(out)
     run = load_run(run_dir)
@@ -317,12 +314,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
     if (out / str(version)).exists() and not force:
         raise AstroTFError(f"{out / str(version)}: already exists; pass --force or another --version")
 
-    import keras
+    from astrotf.models.registry import load_model
 
-    import astrotf.models.registry  # noqa: F401
-
-    keras.mixed_precision.set_global_policy("float32")
-    model = keras.saving.load_model(source, compile=False)
+    model = load_model(source, dtype="float32")
     tmp = _staging_folder(out)
     try:
         export_saved_model(model, tmp / str(version))

@@ -442,7 +442,7 @@ def resolve_inference_precision(precision: str, metadata: dict, backend: str = "
     if precision == "auto":
         if backend != "tensorflow" or metadata.get("data_domain") != "stretched":
             return "float32"  # unknown data stay in float32 too
-        from astrotf.recipes import resolve_precision
+        from astrotf.config import resolve_precision
 
         import tensorflow as tf
 
@@ -588,7 +588,7 @@ def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow",
 
     import keras
 
-    import astrotf.models.registry  # noqa: F401  (registers the custom objects)
+    import astrotf.models.registered  # noqa: F401  (registers the custom objects)
 
     if path.suffix != ".keras":
         raise AstroTFError(f"{path}: not a model (expected a .keras file or a SavedModel folder)")

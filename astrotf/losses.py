@@ -11,10 +11,11 @@ float32 so mixed-precision predictions are scored in full precision.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from keras import ops
+
+from astrotf.config.training import LossConfig
 
 REC709 = (0.2126, 0.7152, 0.0722)
 
@@ -110,53 +111,6 @@ def star_total_variation(y_true, y_pred, star_mask):
     dx = ops.abs(err[:, :, 1:, :] - err[:, :, :-1, :]) * star_mask[:, :, 1:, :]
     dy = ops.abs(err[:, 1:, :, :] - err[:, :-1, :, :]) * star_mask[:, 1:, :, :]
     return ops.mean(dx, axis=(1, 2, 3)) + ops.mean(dy, axis=(1, 2, 3))
-
-
-@dataclasses.dataclass(frozen=True)
-class LossConfig:
-    """Weights of the composite loss (§2.5).
-
-    Parameters
-    ----------
-    beta : float
-        Share of the SSIM term, in [0, 1]; L1 gets ``1 - beta``.
-    gamma : float
-        Weight of brightness consistency outside stars, >= 0.
-    delta : float
-        Weight of total variation inside stars, >= 0.
-    star_weight : float
-        L1 weight at the centre of a star, in [0, 1] (1 = no reduction).
-    ssim_data_range : float
-        Data range for SSIM's constants (1 for [0, 1] data; for normalised linear
-        data a few background sigmas).
-    brightness_block : int
-        Cell size in px of the brightness term.
-    """
-
-    beta: float = 0.2
-    gamma: float = 0.5
-    delta: float = 0.1
-    star_weight: float = 0.5
-    ssim_data_range: float = 1.0
-    brightness_block: int = 8
-
-    def __post_init__(self):
-        if not 0.0 <= self.beta <= 1.0:
-            msg = f"`beta` must be in [0, 1]. Received: beta={self.beta}"
-            raise ValueError(msg)
-        for name in ("gamma", "delta"):
-            if getattr(self, name) < 0:
-                msg = f"`{name}` must be >= 0. Received: {name}={getattr(self, name)}"
-                raise ValueError(msg)
-        if not 0.0 <= self.star_weight <= 1.0:
-            msg = f"`star_weight` must be in [0, 1]. Received: star_weight={self.star_weight}"
-            raise ValueError(msg)
-        if self.ssim_data_range <= 0:
-            msg = f"`ssim_data_range` must be > 0. Received: ssim_data_range={self.ssim_data_range}"
-            raise ValueError(msg)
-        if self.brightness_block < 1:
-            msg = f"`brightness_block` must be >= 1. Received: brightness_block={self.brightness_block}"
-            raise ValueError(msg)
 
 
 class AstroPicsLoss:

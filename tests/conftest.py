@@ -42,7 +42,7 @@ def rgb_folder(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _float32_policy():
-    """Training sets a global dtype policy; put it back after every test."""
+    """Inference may set a global dtype policy; put it back after every test."""
     yield
     import sys
 

@@ -192,7 +192,7 @@ def test_bfloat16_inference_keeps_the_data_path_in_float32(tmp_path):
 
 def test_auto_precision_keeps_linear_models_and_other_backends_in_float32(tmp_path):
     from astrotf.infer import resolve_inference_precision
-    from astrotf.recipes import resolve_precision
+    from astrotf.config import resolve_precision
 
     import tensorflow as tf
 

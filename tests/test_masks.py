@@ -107,21 +107,6 @@ def test_star_mask_runs_in_dataset_map_with_unknown_shapes():
         assert mask.shape == image.shape[:2] + (1,)
 
 
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [
-        ({"threshold": float("nan")}, "threshold"),
-        ({"threshold_sigma": 0.0}, "threshold_sigma"),
-        ({"dilation": -1}, "dilation"),
-        ({"dilation": 1.5}, "dilation"),
-        ({"blur_sigma": -1.0}, "blur_sigma"),
-    ],
-)
-def test_star_mask_config_validation(kwargs, field):
-    with pytest.raises(ValueError, match=field):
-        masks.StarMaskConfig(**kwargs)
-
-
 # --------------------------------------------------------------------------- Bernoulli
 
 

@@ -1,5 +1,7 @@
 """Model contract: build, shapes, config round trip, .keras save/load, any H x W, identity path."""
 
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -53,23 +55,60 @@ def test_background_normalisation_is_exactly_inverted_and_scale_equivariant():
 
 
 def test_mixed_precision_keeps_float32_output():
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = ResUNet(channels=3, depth=2, base_filters=4, head_initializer="glorot_uniform")
+    model = ResUNet(channels=3, depth=2, base_filters=4, head_initializer="glorot_uniform", dtype="mixed_bfloat16")
     out = model(np.random.default_rng(0).random((1, 16, 16, 3)).astype(np.float32))
     assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert model.get_layer("stem").compute_dtype == "bfloat16" and model.get_layer("head").compute_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is left alone
 
 
 def test_mixed_precision_keeps_the_linear_data_path_in_float32():
     """bfloat16 has 8 significant bits: 20000 e- would be rounded to a multiple of 128."""
     keras.utils.set_random_seed(0)
     weights = ResUNet(channels=1, depth=2, base_filters=4, normalization="background").get_weights()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    model = ResUNet(channels=1, depth=2, base_filters=4, normalization="background")
+    model = ResUNet(channels=1, depth=2, base_filters=4, normalization="background", dtype="mixed_bfloat16")
     model.set_weights([0 * w for w in weights])  # zero correction: the output must be the input exactly
     x = np.random.default_rng(1).normal(20000.0, 30.0, (2, 24, 24, 1)).astype(np.float32)
     out = np.asarray(model(x))
     assert out.dtype == np.float32
     np.testing.assert_allclose(out, x, rtol=0, atol=0.01)  # float32 rounding of (x - a) / s * s + a
+
+
+@pytest.mark.parametrize("name,kwargs", [("resunet", dict(channels=3, depth=2, base_filters=4,
+                                                          head_initializer="glorot_uniform")),
+                                         ("self2self", dict(channels=1, depth=2, base_filters=4))])
+def test_dtype_argument_builds_the_same_network_as_the_global_policy(name, kwargs):
+    """Training used to set the global policy; the dtype argument gives the same weights and outputs."""
+    x = np.random.default_rng(0).random((2, 24, 20, kwargs["channels"])).astype(np.float32)
+    inputs = x if name == "resunet" else [x, np.ones_like(x)]
+    keras.utils.set_random_seed(0)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    old = build_model(name, **kwargs)
+    keras.mixed_precision.set_global_policy("float32")
+    keras.utils.set_random_seed(0)
+    new = build_model(name, dtype="mixed_bfloat16", **kwargs)
+    for a, b in zip(old.get_weights(), new.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for layer in old.layers:
+        if not isinstance(layer, keras.layers.InputLayer):
+            assert new.get_layer(layer.name).dtype_policy.name == layer.dtype_policy.name
+    if name == "resunet":
+        np.testing.assert_array_equal(old(inputs), new(inputs))
+    assert "dtype" not in new.get_config()  # the precision is chosen where the model is loaded
+
+
+@pytest.mark.parametrize("folder", ["resunet-rgb", "resunet-mono", "self2self-hmi"])
+def test_shipped_keras_files_load_in_float32_and_bfloat16(folder):
+    from astrotf.models.registry import load_model
+
+    path = Path(__file__).resolve().parents[1] / "saved_models" / folder / "model.keras"
+    full = load_model(path, dtype="float32")
+    half = load_model(path, dtype="mixed_bfloat16")
+    assert all(layer.dtype_policy.name == "float32" for layer in full.layers)
+    assert half.get_layer("dec0b" if folder == "self2self-hmi" else "stem").compute_dtype == "bfloat16"
+    for a, b in zip(full.get_weights(), half.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert keras.config.dtype_policy().name == "float32"
 
 
 @pytest.mark.parametrize("kwargs,match", [(dict(channels=0), "channels"), (dict(depth=9), "depth"),

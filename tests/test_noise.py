@@ -224,37 +224,3 @@ def test_physical_noise_keeps_negative_pixels_unbiased_and_passes_nan_through():
 def test_physical_noise_rejects_ratio_below_one():
     with pytest.raises(ValueError, match="ratio=0.5"):
         noise.add_physical_noise(flat(), noise.PhysicalNoiseConfig(), SEED, ratio=0.5)
-
-
-# --------------------------------------------------------------------------- config validation
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [
-        ({"gaussian_sigma": (0.1, 0.01)}, "gaussian_sigma"),
-        ({"chroma_sigma": (-0.01, 0.01)}, "chroma_sigma"),
-        ({"chroma_block": (0, 8)}, "chroma_block"),
-        ({"chroma_block": (4.5, 8)}, "chroma_block"),
-        ({"banding_prob": 1.5}, "banding_prob"),
-        ({"identity_prob": 0.6, "low_noise_prob": 0.6}, "identity_prob"),
-    ],
-)
-def test_astropics_config_validation(kwargs, field):
-    with pytest.raises(ValueError, match=field):
-        noise.AstroPicsNoiseConfig(**kwargs)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "field"),
-    [
-        ({"exposure_ratio": (0.5, 2.0)}, "exposure_ratio"),
-        ({"exposure_time": 0.0}, "exposure_time"),
-        ({"dark_current": -1.0}, "dark_current"),
-        ({"read_noise": -3.0}, "read_noise"),
-        ({"gain": 0.0}, "gain"),
-    ],
-)
-def test_physical_config_validation(kwargs, field):
-    with pytest.raises(ValueError, match=field):
-        noise.PhysicalNoiseConfig(**kwargs)

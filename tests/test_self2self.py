@@ -18,7 +18,7 @@ from astrotf.metrics import noise_level
 from astrotf.models.registry import build_model
 from astrotf.models.self2self import Self2Self
 from astrotf.restore import restore, restore_threshold, soft_restore
-from astrotf.train_self2self import sample_patches
+from astrotf.train.self2self import sample_patches
 
 TINY = dict(channels=1, depth=2, base_filters=4)
 

@@ -119,11 +119,11 @@ def main() -> None:
     if args.fine_tune:
         import tempfile
 
-        from astrotf.train_self2self import load_self2self_recipe, override_self2self, train_self2self
+        from astrotf.config import load_self2self_recipe, override, resolve_recipe_path
+        from astrotf.train import train_self2self
 
-        recipe = override_self2self(load_self2self_recipe(Path(__file__).resolve().parents[1] / "pipelines" /
-                                                          "self2self-hmi.toml"),
-                                    train__steps=args.fine_tune, train__lr=args.fine_tune_lr)
+        recipe = override(load_self2self_recipe(resolve_recipe_path("self2self-hmi")),
+                          train__steps=args.fine_tune, train__lr=args.fine_tune_lr)
         run_dir = Path(tempfile.mkdtemp(prefix="bench-tdr-")) / "fine-tuned"
         start = time.perf_counter()
         train_self2self(recipe, args.image, run_dir, init=resolve_model_path(args.model), verbose=0)

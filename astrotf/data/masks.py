@@ -12,61 +12,15 @@ References
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 
 import tensorflow as tf
 
+from astrotf.config.data import StarMaskConfig
+
 REC709 = (0.2126, 0.7152, 0.0722)
 MAD_TO_SIGMA = 1.4826  # sigma of a Gaussian = 1.4826 * median absolute deviation
-
-
-@dataclasses.dataclass(frozen=True)
-class StarMaskConfig:
-    """How star cores are found and feathered (AstroPics Lab §2.3).
-
-    Attributes
-    ----------
-    threshold : float
-        Absolute luminance threshold for star cores, for stretched data in [0, 1].
-    threshold_sigma : float or None
-        If set, the absolute ``threshold`` is ignored and each image uses
-        ``median(L) + threshold_sigma * 1.4826 * MAD(L)`` over its finite pixels: a
-        robust k-sigma rule for linear data of any scale.
-    dilation : int
-        Radius in px of the square dilation (max-pool kernel ``2 * dilation + 1``).
-    blur_sigma : float
-        Standard deviation in px of the Gaussian blur (kernel radius ``ceil(3 * blur_sigma)``);
-        0 disables the blur.
-
-    Raises
-    ------
-    ValueError
-        If ``threshold`` is not a finite number, ``threshold_sigma`` is not None or > 0,
-        ``dilation`` is not an int >= 0, or ``blur_sigma`` < 0.
-    """
-
-    threshold: float = 0.6
-    threshold_sigma: float | None = None
-    dilation: int = 2
-    blur_sigma: float = 1.5
-
-    def __post_init__(self):
-        if not (isinstance(self.threshold, numbers.Real) and math.isfinite(self.threshold)):
-            msg = f"`threshold` must be a finite number. Received: threshold={self.threshold}"
-            raise ValueError(msg)
-        if self.threshold_sigma is not None and not (
-            isinstance(self.threshold_sigma, numbers.Real) and self.threshold_sigma > 0
-        ):
-            msg = f"`threshold_sigma` must be None or > 0. Received: threshold_sigma={self.threshold_sigma}"
-            raise ValueError(msg)
-        if not (isinstance(self.dilation, numbers.Integral) and self.dilation >= 0):
-            msg = f"`dilation` must be an int >= 0. Received: dilation={self.dilation}"
-            raise ValueError(msg)
-        if not (isinstance(self.blur_sigma, numbers.Real) and self.blur_sigma >= 0):
-            msg = f"`blur_sigma` must be >= 0. Received: blur_sigma={self.blur_sigma}"
-            raise ValueError(msg)
 
 
 def luminance(image) -> tf.Tensor:

@@ -23,152 +23,14 @@ References
 
 from __future__ import annotations
 
-import dataclasses
-import numbers
-
 import tensorflow as tf
 
-# --------------------------------------------------------------------------- validation
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_nonnegative(name: str, value) -> None:
-    """Raise for a negative Python number; tensors are not inspected (graph mode)."""
-    if _is_number(value) and not value >= 0:
-        msg = f"`{name}` must be >= 0. Received: {name}={value}"
-        raise ValueError(msg)
-
-
-def _check_range(name: str, value, minimum: float = 0.0) -> None:
-    if len(value) != 2 or not all(_is_number(v) for v in value):
-        msg = f"`{name}` must be a pair of numbers (low, high). Received: {name}={value}"
-        raise ValueError(msg)
-    if not minimum <= value[0] <= value[1]:
-        msg = f"`{name}` must satisfy {minimum} <= low <= high. Received: {name}={value}"
-        raise ValueError(msg)
-
-
-def _check_probability(name: str, value) -> None:
-    if not (_is_number(value) and 0.0 <= value <= 1.0):
-        msg = f"`{name}` must be a probability in [0, 1]. Received: {name}={value}"
-        raise ValueError(msg)
-
-
-def _check_positive(name: str, value) -> None:
-    if not (_is_number(value) and value > 0):
-        msg = f"`{name}` must be > 0. Received: {name}={value}"
-        raise ValueError(msg)
-
-
-# --------------------------------------------------------------------------- configs
-
-
-@dataclasses.dataclass(frozen=True)
-class AstroPicsNoiseConfig:
-    """Synthetic degradations of stretched tiles in [0, 1] (AstroPics Lab §2.2).
-
-    Attributes
-    ----------
-    gaussian_sigma : (float, float)
-        Range of the per-tile Gaussian sigma, drawn uniformly ("random-variance Gaussian").
-    chroma_prob : float
-        Probability that a noisy tile also gets chroma blotches.
-    chroma_sigma : (float, float)
-        Range of the standard deviation of the low-resolution chroma cells.
-    chroma_block : (int, int)
-        Range (inclusive) of the cell size in px, drawn per tile.
-    banding_prob : float
-        Probability of banding; orientation (rows or columns) is drawn 50/50.
-    banding_sigma : (float, float)
-        Range of the standard deviation of the per-row / per-column offsets.
-    identity_prob : float
-        Probability that the tile is returned unchanged, so the model learns to leave
-        clean data alone.
-    low_noise_prob : float
-        Probability that the tile only gets a faint Gaussian noise.
-    low_noise_sigma : (float, float)
-        Range of that faint Gaussian sigma.
-    clip : bool
-        Clip noisy tiles to [0, 1] (identity tiles are never touched).
-
-    Raises
-    ------
-    ValueError
-        If a range is not ordered or negative, a probability is outside [0, 1], or
-        ``identity_prob + low_noise_prob > 1``.
-    """
-
-    gaussian_sigma: tuple[float, float] = (0.01, 0.08)
-    chroma_prob: float = 0.5
-    chroma_sigma: tuple[float, float] = (0.005, 0.04)
-    chroma_block: tuple[int, int] = (8, 48)
-    banding_prob: float = 0.3
-    banding_sigma: tuple[float, float] = (0.002, 0.02)
-    identity_prob: float = 0.1
-    low_noise_prob: float = 0.1
-    low_noise_sigma: tuple[float, float] = (0.0, 0.005)
-    clip: bool = True
-
-    def __post_init__(self):
-        for name in ("gaussian_sigma", "chroma_sigma", "banding_sigma", "low_noise_sigma"):
-            _check_range(name, getattr(self, name))
-        _check_range("chroma_block", self.chroma_block, minimum=1)
-        if not all(isinstance(v, numbers.Integral) for v in self.chroma_block):
-            msg = f"`chroma_block` must be a pair of ints. Received: chroma_block={self.chroma_block}"
-            raise ValueError(msg)
-        for name in ("chroma_prob", "banding_prob", "identity_prob", "low_noise_prob"):
-            _check_probability(name, getattr(self, name))
-        if self.identity_prob + self.low_noise_prob > 1.0:
-            msg = (
-                "`identity_prob + low_noise_prob` must be <= 1. Received: "
-                f"identity_prob={self.identity_prob}, low_noise_prob={self.low_noise_prob}"
-            )
-            raise ValueError(msg)
-
-
-@dataclasses.dataclass(frozen=True)
-class PhysicalNoiseConfig:
-    """CCD noise of a shorter exposure, for linear data (Astro U-net §2.1, eqs. 1-4).
-
-    Attributes
-    ----------
-    exposure_ratio : (float, float)
-        Range of ``r = t_long / t_short``, drawn uniformly per tile; ``1 <= low <= high``.
-    exposure_time : float
-        Exposure time of the long (clean) image, seconds.
-    dark_current : float
-        Dark current, e-/s/px.
-    read_noise : float
-        Read-out noise, e- rms.
-    gain : float
-        e-/ADU; image values are ADU, converted to electrons and back.
-
-    Raises
-    ------
-    ValueError
-        If a field is out of range (see above; ``exposure_time`` and ``gain`` > 0,
-        ``dark_current`` and ``read_noise`` >= 0).
-    """
-
-    exposure_ratio: tuple[float, float] = (2.0, 5.0)
-    exposure_time: float = 1.0
-    dark_current: float = 0.0
-    read_noise: float = 3.0
-    gain: float = 1.0
-
-    def __post_init__(self):
-        _check_range("exposure_ratio", self.exposure_ratio, minimum=1.0)
-        _check_positive("exposure_time", self.exposure_time)
-        _check_positive("gain", self.gain)
-        for name in ("dark_current", "read_noise"):
-            if not _is_number(getattr(self, name)):
-                msg = f"`{name}` must be a number. Received: {name}={getattr(self, name)}"
-                raise ValueError(msg)
-            _check_nonnegative(name, getattr(self, name))
-
+from astrotf.config.data import (  # noqa: F401  (the configs are re-exported here)
+    AstroPicsNoiseConfig,
+    PhysicalNoiseConfig,
+    check_nonnegative,
+    is_number,
+)
 
 # --------------------------------------------------------------------------- helpers
 
@@ -219,7 +81,7 @@ def gaussian_noise(image, sigma, seed) -> tf.Tensor:
     ValueError
         If ``sigma`` is a negative Python number.
     """
-    _check_nonnegative("sigma", sigma)
+    check_nonnegative("sigma", sigma)
     x, dtype = _to_float32(image)
     noise = tf.random.stateless_normal(tf.shape(x), seed, stddev=tf.cast(sigma, tf.float32))
     return tf.cast(x + noise, dtype)
@@ -255,8 +117,8 @@ def chroma_noise(image, sigma, block, seed) -> tf.Tensor:
     ValueError
         If ``sigma`` is a negative Python number or ``block`` a Python int < 1.
     """
-    _check_nonnegative("sigma", sigma)
-    if _is_number(block) and not block >= 1:
+    check_nonnegative("sigma", sigma)
+    if is_number(block) and not block >= 1:
         msg = f"`block` must be >= 1. Received: block={block}"
         raise ValueError(msg)
     x, dtype = _to_float32(image)
@@ -293,7 +155,7 @@ def banding_noise(image, sigma, vertical, seed) -> tf.Tensor:
     ValueError
         If ``sigma`` is a negative Python number.
     """
-    _check_nonnegative("sigma", sigma)
+    check_nonnegative("sigma", sigma)
     x, dtype = _to_float32(image)
     height, width, _ = tf.unstack(tf.shape(x))
     vertical = tf.convert_to_tensor(vertical, tf.bool)
@@ -380,7 +242,7 @@ def add_astropics_noise(image, config: AstroPicsNoiseConfig, seed) -> tf.Tensor:
 
 
 def _check_ratio(ratio) -> None:
-    if _is_number(ratio) and not ratio >= 1:
+    if is_number(ratio) and not ratio >= 1:
         msg = f"`ratio` must be >= 1 (the short exposure is r times shorter). Received: ratio={ratio}"
         raise ValueError(msg)
 

@@ -23,77 +23,12 @@ import numpy as np
 import tensorflow as tf
 
 from astrotf import io
-from astrotf.data.masks import StarMaskConfig, star_mask
-from astrotf.data.noise import (
-    AstroPicsNoiseConfig,
-    PhysicalNoiseConfig,
-    add_astropics_noise,
-    add_physical_noise,
-)
-from astrotf.errors import AstroTFError, check_fields
+from astrotf.config.data import DataConfig
+from astrotf.data.masks import star_mask
+from astrotf.data.noise import add_astropics_noise, add_physical_noise
+from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
-
-MODES = ("paired", "clean-only")
-NOISES = ("astropics", "physical", "none")
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """How training tiles are made.
-
-    Parameters
-    ----------
-    mode : {"paired", "clean-only"}
-        ``paired``: ``DIR/noisy`` and ``DIR/clean`` matched by file stem.
-        ``clean-only``: clean images in ``DIR/clean`` (or ``DIR``) with synthetic noise.
-    tile : int
-        Square tile size in px (256 in the paper).
-    batch_size : int
-        Tiles per batch (8 in the paper).
-    channels : int
-        Expected channels of every image (1 or 3).
-    noise : {"astropics", "physical", "none"}
-        Synthetic noise added to the input: AstroPics §2.2 (stretched data in
-        [0, 1]), Astro U-net eq. 4 (linear data), or none (paired data as given).
-    crops_per_image : int
-        Random tiles cut from an image each time it is read.
-    shuffle_buffer : int
-        Tiles in the shuffle buffer.
-    val_fraction : float
-        Share of *files* held out for validation (deterministic per seed).
-    seed : int
-        Seed of the file split, crops, augmentation and noise.
-    """
-
-    mode: str = "clean-only"
-    tile: int = 256
-    batch_size: int = 8
-    channels: int = 3
-    noise: str = "astropics"
-    crops_per_image: int = 8
-    shuffle_buffer: int = 64
-    val_fraction: float = 0.2
-    seed: int = 0
-    astropics: AstroPicsNoiseConfig = AstroPicsNoiseConfig()
-    physical: PhysicalNoiseConfig = PhysicalNoiseConfig()
-    star_mask: StarMaskConfig = StarMaskConfig()
-
-    def __post_init__(self):
-        checks = [
-            ("mode", self.mode in MODES, f"one of {MODES}"),
-            ("noise", self.noise in NOISES, f"one of {NOISES}"),
-            ("tile", isinstance(self.tile, int) and self.tile >= 8, "an integer >= 8"),
-            ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
-            ("channels", self.channels in (1, 3), "1 or 3"),
-            ("crops_per_image", isinstance(self.crops_per_image, int) and self.crops_per_image >= 1,
-             "an integer >= 1"),
-            ("shuffle_buffer", isinstance(self.shuffle_buffer, int) and self.shuffle_buffer >= 1,
-             "an integer >= 1"),
-            ("val_fraction", 0.0 <= self.val_fraction < 1.0, "in [0, 1)"),
-        ]
-        check_fields(self, checks)
-
 
 @dataclasses.dataclass(frozen=True)
 class Sample:
@@ -247,6 +182,15 @@ def _read_raw(path, height, width, channels):
     return tf.reshape(raw, tf.stack([height, width, channels]))
 
 
+def _synthetic_noisy(clean: tf.Tensor, config: DataConfig, seed) -> tf.Tensor:
+    """The input made from a clean tile: ``config.noise`` added with ``seed`` (unchanged for "none")."""
+    if config.noise == "astropics":
+        return add_astropics_noise(clean, config.astropics, seed)
+    if config.noise == "physical":
+        return add_physical_noise(clean, config.physical, seed)
+    return clean
+
+
 def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, epoch: int = 0):
     """Batched ``(noisy, clean, star_mask)`` tiles; infinite when ``training``.
 
@@ -295,15 +239,7 @@ def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, e
     def to_example(counter, stack):
         seed = tf.random.experimental.stateless_fold_in(base_seed + 7919, counter)
         clean = stack[..., :c]
-        if paired:
-            noisy = stack[..., c:]
-        elif config.noise == "astropics":
-            noisy = add_astropics_noise(clean, config.astropics, seed)
-        elif config.noise == "physical":
-            noisy = add_physical_noise(clean, config.physical, seed)
-        else:
-            noisy = clean
-        return noisy, clean
+        return (stack[..., c:] if paired else _synthetic_noisy(clean, config, seed)), clean
 
     files = tf.data.Dataset.from_tensor_slices(table)
     if training:

@@ -66,6 +66,10 @@ class ResUNet(keras.Model):
     head_initializer : str
         Initializer of the last convolution's kernel: ``"zeros"`` (the network starts
         as the identity, see the module docstring) or any Keras initializer name.
+    dtype : str or keras.DTypePolicy, optional
+        Dtype policy of the network's layers, e.g. ``"mixed_bfloat16"``; None: Keras'
+        global policy. Not part of :meth:`get_config`: a saved model is built in the
+        policy asked for where it is loaded (:func:`astrotf.models.registry.load_model`).
 
     Notes
     -----
@@ -82,6 +86,7 @@ class ResUNet(keras.Model):
         normalization: str = "none",
         space_to_depth: int = 1,
         head_initializer: str = "zeros",
+        dtype=None,
         **kwargs,
     ):
         if channels < 1:
@@ -107,21 +112,21 @@ class ResUNet(keras.Model):
         if normalization == "background":
             # float32 whatever the policy: a bfloat16 autocast would round counts of 20000 to +-64
             x, offset, scale = BackgroundNormalization(dtype="float32", name="normalize")(x)
-        padded = PadToMultiple(space_to_depth * 2**depth, name="pad")(x)
+        padded = PadToMultiple(space_to_depth * 2**depth, dtype=dtype, name="pad")(x)
         h = padded
         if space_to_depth > 1:
-            h = SpaceToDepth(space_to_depth, name="unshuffle")(h)
-        h = layers.Conv2D(base_filters, 3, padding="same", name="stem")(h)
+            h = SpaceToDepth(space_to_depth, dtype=dtype, name="unshuffle")(h)
+        h = layers.Conv2D(base_filters, 3, padding="same", dtype=dtype, name="stem")(h)
         skips = []
         for level in range(depth):
-            h = ResidualBlock(base_filters * 2**level, activation, name=f"enc{level}")(h)
+            h = ResidualBlock(base_filters * 2**level, activation, dtype=dtype, name=f"enc{level}")(h)
             skips.append(h)
-            h = layers.MaxPooling2D(2, name=f"down{level}")(h)
-        h = ResidualBlock(base_filters * 2**depth, activation, name="bottleneck")(h)
+            h = layers.MaxPooling2D(2, dtype=dtype, name=f"down{level}")(h)
+        h = ResidualBlock(base_filters * 2**depth, activation, dtype=dtype, name="bottleneck")(h)
         for level in reversed(range(depth)):
-            h = BilinearUpsample2x(name=f"up{level}")(h)
-            h = layers.Concatenate(name=f"skip{level}")([h, skips[level]])
-            h = ResidualBlock(base_filters * 2**level, activation, name=f"dec{level}")(h)
+            h = BilinearUpsample2x(dtype=dtype, name=f"up{level}")(h)
+            h = layers.Concatenate(dtype=dtype, name=f"skip{level}")([h, skips[level]])
+            h = ResidualBlock(base_filters * 2**level, activation, dtype=dtype, name=f"dec{level}")(h)
         correction = layers.Conv2D(channels * space_to_depth**2, 1, kernel_initializer=head_initializer,
                                    dtype="float32", name="head")(h)
         if space_to_depth > 1:

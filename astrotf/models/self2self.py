@@ -26,6 +26,28 @@ from astrotf.layers.mc_dropout import MCDropout
 from astrotf.layers.partial_conv import PartialConv2D
 
 
+def _check_arguments(channels, depth, base_filters, dropout, space_to_depth, offset, scale) -> None:
+    """Raise ValueError naming the first bad constructor argument of :class:`Self2Self`."""
+    if not (isinstance(channels, int) and channels >= 1):
+        msg = f"`channels` must be a positive integer. Received: channels={channels!r}"
+        raise ValueError(msg)
+    if not (isinstance(depth, int) and 1 <= depth <= 6):
+        msg = f"`depth` must be an integer between 1 and 6. Received: depth={depth!r}"
+        raise ValueError(msg)
+    if not (isinstance(base_filters, int) and base_filters >= 1):
+        msg = f"`base_filters` must be a positive integer. Received: base_filters={base_filters!r}"
+        raise ValueError(msg)
+    if not 0.0 <= dropout < 1.0:
+        msg = f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
+        raise ValueError(msg)
+    if space_to_depth not in (1, 2, 4):
+        msg = f"`space_to_depth` must be 1, 2 or 4. Received: space_to_depth={space_to_depth!r}"
+        raise ValueError(msg)
+    if not (scale > 0 and abs(float(offset)) < float("inf")):
+        msg = f"`scale` must be > 0 and `offset` finite. Received: scale={scale!r}, offset={offset!r}"
+        raise ValueError(msg)
+
+
 @keras.saving.register_keras_serializable(package="astrotf")
 class Self2Self(keras.Model):
     """Self2Self denoiser: partial-convolution encoder, MC-dropout decoder.
@@ -47,6 +69,9 @@ class Self2Self(keras.Model):
         Linear normalisation of the data, ``(x - offset) / scale``, in data units.
     negative_slope : float
         Slope of the leaky ReLU activations.
+    dtype : str or keras.DTypePolicy, optional
+        Dtype policy of the network's layers; None: Keras' global policy. The last
+        convolution and the denormalisation stay float32. Not part of :meth:`get_config`.
 
     Call arguments
     --------------
@@ -70,60 +95,44 @@ class Self2Self(keras.Model):
         offset: float = 0.0,
         scale: float = 1.0,
         negative_slope: float = 0.1,
+        dtype=None,
         **kwargs,
     ):
-        if not (isinstance(channels, int) and channels >= 1):
-            msg = f"`channels` must be a positive integer. Received: channels={channels!r}"
-            raise ValueError(msg)
-        if not (isinstance(depth, int) and 1 <= depth <= 6):
-            msg = f"`depth` must be an integer between 1 and 6. Received: depth={depth!r}"
-            raise ValueError(msg)
-        if not (isinstance(base_filters, int) and base_filters >= 1):
-            msg = f"`base_filters` must be a positive integer. Received: base_filters={base_filters!r}"
-            raise ValueError(msg)
-        if not 0.0 <= dropout < 1.0:
-            msg = f"`dropout` must be in [0, 1). Received: dropout={dropout!r}"
-            raise ValueError(msg)
-        if space_to_depth not in (1, 2, 4):
-            msg = f"`space_to_depth` must be 1, 2 or 4. Received: space_to_depth={space_to_depth!r}"
-            raise ValueError(msg)
-        if not (scale > 0 and abs(float(offset)) < float("inf")):
-            msg = f"`scale` must be > 0 and `offset` finite. Received: scale={scale!r}, offset={offset!r}"
-            raise ValueError(msg)
+        _check_arguments(channels, depth, base_filters, dropout, space_to_depth, offset, scale)
 
         # === Layers and functional model ===
         image = keras.Input(shape=(None, None, channels), dtype="float32", name="image")
         mask = keras.Input(shape=(None, None, channels), dtype="float32", name="mask")
-        x = layers.Rescaling(1.0 / scale, offset=-offset / scale, name="normalize")(image)
+        x = layers.Rescaling(1.0 / scale, offset=-offset / scale, dtype=dtype, name="normalize")(image)
         multiple = space_to_depth * 2**depth
-        h = PadToMultiple(multiple, name="pad")(x)
-        m = PadToMultiple(multiple, name="pad_mask")(mask)
+        h = PadToMultiple(multiple, dtype=dtype, name="pad")(x)
+        m = PadToMultiple(multiple, dtype=dtype, name="pad_mask")(mask)
         if space_to_depth > 1:
-            h = SpaceToDepth(space_to_depth, name="unshuffle")(h)
-            m = SpaceToDepth(space_to_depth, name="unshuffle_mask")(m)
-        act = dict(negative_slope=negative_slope)
-        h, m = PartialConv2D(base_filters, 3, name="enc0a")([h, m])
+            h = SpaceToDepth(space_to_depth, dtype=dtype, name="unshuffle")(h)
+            m = SpaceToDepth(space_to_depth, dtype=dtype, name="unshuffle_mask")(m)
+        act = dict(negative_slope=negative_slope, dtype=dtype)
+        h, m = PartialConv2D(base_filters, 3, dtype=dtype, name="enc0a")([h, m])
         h = layers.LeakyReLU(**act, name="enc0a_act")(h)
-        h, m = PartialConv2D(base_filters, 3, name="enc0b")([h, m])
+        h, m = PartialConv2D(base_filters, 3, dtype=dtype, name="enc0b")([h, m])
         h = layers.LeakyReLU(**act, name="enc0b_act")(h)
         skips = [h]
         for level in range(1, depth + 1):
-            h, m = PartialConv2D(base_filters, 3, strides=2, name=f"enc{level}a")([h, m])
+            h, m = PartialConv2D(base_filters, 3, strides=2, dtype=dtype, name=f"enc{level}a")([h, m])
             h = layers.LeakyReLU(**act, name=f"enc{level}a_act")(h)
-            h, m = PartialConv2D(base_filters, 3, name=f"enc{level}b")([h, m])
+            h, m = PartialConv2D(base_filters, 3, dtype=dtype, name=f"enc{level}b")([h, m])
             h = layers.LeakyReLU(**act, name=f"enc{level}b_act")(h)
             if level < depth:
                 skips.append(h)
         for level in reversed(range(depth)):
-            h = layers.UpSampling2D(2, name=f"up{level}")(h)
-            h = layers.Concatenate(name=f"skip{level}")([h, skips[level]])
-            h = MCDropout(dropout, name=f"dec{level}a_drop")(h)
-            h = layers.Conv2D(2 * base_filters, 3, padding="same", name=f"dec{level}a")(h)
+            h = layers.UpSampling2D(2, dtype=dtype, name=f"up{level}")(h)
+            h = layers.Concatenate(dtype=dtype, name=f"skip{level}")([h, skips[level]])
+            h = MCDropout(dropout, dtype=dtype, name=f"dec{level}a_drop")(h)
+            h = layers.Conv2D(2 * base_filters, 3, padding="same", dtype=dtype, name=f"dec{level}a")(h)
             h = layers.LeakyReLU(**act, name=f"dec{level}a_act")(h)
-            h = MCDropout(dropout, name=f"dec{level}b_drop")(h)
-            h = layers.Conv2D(base_filters, 3, padding="same", name=f"dec{level}b")(h)
+            h = MCDropout(dropout, dtype=dtype, name=f"dec{level}b_drop")(h)
+            h = layers.Conv2D(base_filters, 3, padding="same", dtype=dtype, name=f"dec{level}b")(h)
             h = layers.LeakyReLU(**act, name=f"dec{level}b_act")(h)
-        h = MCDropout(dropout, name="head_drop")(h)
+        h = MCDropout(dropout, dtype=dtype, name="head_drop")(h)
         h = layers.Conv2D(channels * space_to_depth**2, 3, padding="same", dtype="float32", name="head")(h)
         if space_to_depth > 1:
             h = DepthToSpace(space_to_depth, dtype="float32", name="shuffle")(h)

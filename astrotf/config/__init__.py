@@ -1,0 +1,183 @@
+"""Settings of every stage as frozen dataclasses, and recipes (``pipelines/*.toml``) mapped onto them.
+
+Importing this package never imports TensorFlow or Keras, so the CLI validates a
+recipe in a fraction of a second before the slow imports.
+
+A ResUNet recipe (:class:`Recipe`) has four tables, one per stage: ``[model]``
+(:class:`ModelConfig`), ``[data]`` (:class:`DataConfig`, with ``[data.astropics]``,
+``[data.physical]``, ``[data.star_mask]``), ``[loss]`` (:class:`LossConfig`) and
+``[train]`` (:class:`TrainConfig`). A Self2Self recipe (:class:`Self2SelfRecipe`) has
+``[model]`` and ``[train]``. Each table is validated by its dataclass; unknown keys
+are errors, so a typo never silently falls back to a default.
+
+The modules: :mod:`astrotf.config.data`, :mod:`astrotf.config.model`,
+:mod:`astrotf.config.training`; everything public is importable from here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import typing
+from pathlib import Path
+
+from astrotf.config.data import AstroPicsNoiseConfig, DataConfig, PhysicalNoiseConfig, StarMaskConfig
+from astrotf.config.model import ModelConfig, Self2SelfModelConfig
+from astrotf.config.training import PRECISIONS, LossConfig, Self2SelfTrainConfig, TrainConfig, resolve_precision
+from astrotf.errors import AstroTFError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "PIPELINES", "PRECISIONS", "AstroPicsNoiseConfig", "DataConfig", "LossConfig", "ModelConfig",
+    "PhysicalNoiseConfig", "Recipe", "Self2SelfModelConfig", "Self2SelfRecipe", "Self2SelfTrainConfig",
+    "StarMaskConfig", "TrainConfig", "load_recipe", "load_self2self_recipe", "override", "read_toml",
+    "recipe_from_dict", "resolve_precision", "resolve_recipe_path", "self2self_recipe_from_dict",
+]
+
+#: The recipes shipped with astrotf.
+PIPELINES = Path(__file__).resolve().parent.parent.parent / "pipelines"
+
+#: The recipe of ``astrotf train resunet`` without ``--config``.
+DEFAULT_RESUNET_RECIPE = "resunet-rgb"
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Everything a ResUNet-style training run needs besides its data folder."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict:
+        """Nested dicts, as in a recipe file (the ``[model]`` table flat)."""
+        return {f.name: _table(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Self2SelfRecipe:
+    """``pipelines/self2self-*.toml``: a ``[model]`` and a ``[train]`` table."""
+
+    model: Self2SelfModelConfig = Self2SelfModelConfig()
+    train: Self2SelfTrainConfig = Self2SelfTrainConfig()
+
+    def to_dict(self) -> dict:
+        """Nested dicts, as in a recipe file (the ``[model]`` table flat)."""
+        return {f.name: _table(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _table(config) -> dict:
+    return config.to_dict() if isinstance(config, ModelConfig) else dataclasses.asdict(config)
+
+
+def _build(cls, values: dict, where: str):
+    """``cls`` from a table, sub-tables built recursively; errors become one-line AstroTFErrors naming ``where``."""
+    if not isinstance(values, dict):
+        raise AstroTFError(f"{where}: expected a table, got {values!r}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        if issubclass(cls, ModelConfig):
+            return cls.from_table(values)
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise AstroTFError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        kwargs = {k: _build(hints[k], v, f"{where}.{k}") if dataclasses.is_dataclass(hints[k]) else v
+                  for k, v in values.items()}
+        return cls(**kwargs)
+    except AstroTFError as err:
+        if str(err).startswith(f"{where}."):
+            raise
+        raise AstroTFError(f"{where}: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise AstroTFError(f"{where}: {err}") from None
+
+
+def recipe_from_dict(values: dict, source: str = "recipe") -> Recipe:
+    """Build a validated :class:`Recipe` from nested dicts (TOML or a run's ``run.json``)."""
+    return _build(Recipe, values, source)
+
+
+def self2self_recipe_from_dict(values: dict, source: str = "recipe") -> Self2SelfRecipe:
+    """Build a validated :class:`Self2SelfRecipe`; unknown keys are errors naming ``source``."""
+    return _build(Self2SelfRecipe, values, source)
+
+
+def read_toml(path: str | os.PathLike) -> dict:
+    """The tables of a recipe file.
+
+    Raises
+    ------
+    AstroTFError
+        Missing file or invalid TOML, naming the file.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise AstroTFError(f"{path}: recipe not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise AstroTFError(f"{path}: invalid TOML ({err})") from None
+
+
+def load_recipe(path: str | os.PathLike) -> Recipe:
+    """Read a ``pipelines/*.toml`` ResUNet recipe.
+
+    Raises
+    ------
+    AstroTFError
+        Missing file, invalid TOML, unknown keys or invalid values, naming the file.
+    """
+    return recipe_from_dict(read_toml(path), str(path))
+
+
+def load_self2self_recipe(path: str | os.PathLike) -> Self2SelfRecipe:
+    """Read a Self2Self recipe (TOML). Raises AstroTFError naming the file."""
+    return self2self_recipe_from_dict(read_toml(path), str(path))
+
+
+def resolve_recipe_path(config: str | None) -> Path | None:
+    """The file of ``--config``: a path, or the name of a shipped recipe (``resunet-rgb``)."""
+    if config is None:
+        return None
+    path = Path(config)
+    if not path.exists() and not path.suffix and (PIPELINES / f"{config}.toml").exists():
+        path = PIPELINES / f"{config}.toml"
+    return path
+
+
+def override(recipe, **changes):
+    """Apply CLI overrides given as ``section__field=value`` (``None`` values are ignored).
+
+    Works on :class:`Recipe` and :class:`Self2SelfRecipe`; ``model__x`` changes the
+    model's constructor argument ``x``.
+
+    Raises
+    ------
+    AstroTFError
+        A value its config rejects.
+    """
+    sections: dict[str, dict] = {}
+    for key, value in changes.items():
+        if value is not None:
+            section, field = key.split("__", 1)
+            sections.setdefault(section, {})[field] = value
+    updated = {}
+    for section, fields in sections.items():
+        config = getattr(recipe, section)
+        try:
+            if isinstance(config, ModelConfig):
+                updated[section] = config.replace(**fields)
+            else:
+                updated[section] = dataclasses.replace(config, **fields)
+        except ValueError as err:
+            raise AstroTFError(f"bad option value: {err}") from None
+    return dataclasses.replace(recipe, **updated)

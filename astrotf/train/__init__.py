@@ -1,0 +1,16 @@
+"""Trainers, one module each, every one a small loop on top of :mod:`astrotf.runs`.
+
+* :func:`train` (:mod:`astrotf.train.resunet`): image-to-image denoisers on a data folder
+  (AstroPics §2.6).
+* :func:`train_self2self` (:mod:`astrotf.train.self2self`): Self2Self on one noisy image (TDR).
+
+:func:`load_run` and :class:`TrainingInterrupted` are :mod:`astrotf.runs`'s, named here too.
+"""
+
+from __future__ import annotations
+
+from astrotf.runs import TrainingInterrupted, load_run
+from astrotf.train.resunet import train
+from astrotf.train.self2self import train_self2self
+
+__all__ = ["TrainingInterrupted", "load_run", "train", "train_self2self"]
