@@ -47,7 +47,7 @@ def test_default_recipe_is_resunet_rgb():
     "text,message",
     [
         ("[model]\nbase_filter = 3\n", "unknown argument(s) base_filter of model 'resunet'"),
-        ("[model]\nname = 'resnet'\n", "must be one of ['resunet', 'self2self']. Received: name='resnet'"),
+        ("[model]\nname = 'resnet'\n", "must be one of ['nafnet', 'resunet', 'self2self']. Received: name='resnet'"),
         ("[model]\ndepth = '3'\n", "`depth` must be an integer"),
         ("[model]\ndepth = 9\n", "`depth` must be an integer in [1, 6]"),
         ("[model]\nhead_initializer = 3\n", "`head_initializer` must be of the type of its default"),
