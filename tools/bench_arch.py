@@ -64,9 +64,8 @@ def train_candidate(arch: str, kwargs: dict, recipe, train_samples, steps: int, 
     from astrotf.losses import AstroPicsLoss
     from astrotf.models.registry import build_model
 
-    keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(seed)
-    model = build_model(arch, **kwargs)
+    model = build_model(arch, dtype=precision, **kwargs)
     warmup = max(steps // 10, 1)
     schedule = keras.optimizers.schedules.CosineDecay(lr / 10, max(steps - warmup, 1), alpha=0.05,
                                                       warmup_target=lr, warmup_steps=warmup)
@@ -88,7 +87,6 @@ def train_candidate(arch: str, kwargs: dict, recipe, train_samples, steps: int, 
         if i % 50 == 0 or i == steps:
             print(f"    step {i}/{steps}  loss {np.mean(losses[-50:]):.5f}  {time.perf_counter() - start:.0f} s",
                   flush=True)
-    keras.mixed_precision.set_global_policy("float32")
     return model, time.perf_counter() - start
 
 
@@ -107,17 +105,12 @@ def validate(model, val_ds) -> dict:
 
 
 def throughput(arch: str, kwargs: dict, weights, tile: int, precision: str, size: int = 1024) -> float:
-    import keras
     import tensorflow as tf
 
     from astrotf.infer import TileOptions, denoise_tiled
     from astrotf.models.registry import build_model
 
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        model = build_model(arch, **kwargs)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
+    model = build_model(arch, dtype=precision, **kwargs)
     model.set_weights(weights)
     call = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
 
@@ -155,7 +148,7 @@ def main() -> None:
 
     from astrotf.data import pipeline
     from astrotf.models.registry import build_model
-    from astrotf.recipes import load_recipe, resolve_precision
+    from astrotf.config import load_recipe, resolve_precision
 
     recipe = load_recipe(args.recipe)
     recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, tile=args.tile,
