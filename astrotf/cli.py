@@ -83,6 +83,9 @@ def _resolve_recipe(config: str | None) -> Path | None:
 @click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
               help="Peak learning rate of Adam. [recipe: 1e-4]")
 @click.option("--seed", type=int, help="Seed of data split, crops, noise and weights. [recipe: 0]")
+@click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True),
+              help="Decay of a moving average of the weights, validated and saved instead of them "
+                   "(0.999: about the last thousand steps; 0: none). [recipe: 0]")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
               help="Keras dtype policy; auto = mixed_bfloat16 where the hardware has native bfloat16 "
                    "(GPU, AVX512-BF16/AMX CPU), else float32. [recipe: auto]")
@@ -97,8 +100,8 @@ def _resolve_recipe(config: str | None) -> Path | None:
 @click.option("-q", "--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
 @friendly_errors
 def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size, tile, space_to_depth, lr, seed,
-                  precision, resume, init, strategy, quiet):
-    """Train the AstroPics ResUNet (star-aware composite loss, synthetic noise).
+                  ema, precision, resume, init, strategy, quiet):
+    """Train an image-to-image denoiser: the AstroPics ResUNet, or the recipe's [model] (nafnet).
 
     Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume.
     """
@@ -119,7 +122,7 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
         data__mode=mode, data__batch_size=batch_size, data__tile=tile, data__seed=seed,
         data__noise="none" if paired else None,
         train__epochs=epochs, train__steps_per_epoch=steps_per_epoch, train__lr=lr, train__seed=seed,
-        train__precision=precision,
+        train__ema=ema, train__precision=precision,
     )
     if not resume and data is None:
         raise AstroTFError("--data is required to start a training run (or pass --resume)")

@@ -92,6 +92,34 @@ def test_checkpoint_holds_the_trained_weights(rgb_folder, tmp_path):
     assert np.abs(untrained - np.asarray(model(x))).max() > 1e-6
 
 
+def test_ema_saves_the_averaged_weights_and_checkpoints_both(rgb_folder, tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from astrotf.models.resunet import ResUNet
+    from astrotf.train.ema import WeightAverage
+
+    out = tmp_path / "run"
+    recipe = tiny_recipe(tmp_path)
+    assert run(["train", "resunet", "--data", str(rgb_folder), "--out", str(out), "--config", recipe,
+                "--epochs", "1", "--ema", "0.9", *TINY]).exit_code == 0
+    assert json.loads((out / "run.json").read_text())["recipe"]["train"]["ema"] == 0.9
+    model = ResUNet(channels=3, depth=2, base_filters=4)
+    ema = WeightAverage(model, 0.9)
+    tf.train.Checkpoint(model=model, ema=ema).restore(tf.train.latest_checkpoint(out / "checkpoints")).expect_partial()
+    assert int(ema.updates) == 2
+    saved = keras.saving.load_model(out / "model_last.keras")
+    averaged = [np.asarray(a) for a in ema.averages]
+    for got, want in zip(saved.trainable_weights, averaged):
+        np.testing.assert_allclose(np.asarray(got), want, atol=1e-7)
+    trained = [np.asarray(v) for v in model.trainable_variables]
+    assert max(np.abs(t - a).max() for t, a in zip(trained, averaged)) > 1e-6  # the checkpoint keeps the trained ones
+    resumed = run(["train", "resunet", "--out", str(out), "--resume", "--epochs", "2", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    tf.train.Checkpoint(ema=ema).restore(tf.train.latest_checkpoint(out / "checkpoints")).expect_partial()
+    assert int(ema.updates) == 4
+
+
 @pytest.mark.parametrize(
     "setup,args,message",
     [

@@ -42,3 +42,28 @@ def test_history_row_averages_the_epoch_steps_and_keeps_validation():
     assert row == {"epoch": 3, "step": 12, "train_loss": 0.5, "train_ssim": 0.25, "val_loss": 0.4, "lr": 1e-4}
     assert list(row) == ["epoch", "step", "train_loss", "train_ssim", "val_loss", "lr"]  # the csv header order
     assert resunet.history_row(1, 0, {}, 0, {"loss": 1.0}, 1e-4)["val_loss"] == 1.0  # a resumed, finished epoch
+
+
+def test_weight_average_follows_the_ramped_decay_and_swaps_weights_in_and_out():
+    import keras
+
+    from astrotf.train.ema import WeightAverage
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    start = [w.copy() for w in model.get_weights()]
+    ema = WeightAverage(model, decay=0.9)
+    expected = [w.astype(np.float64) for w in start]
+    rng = np.random.default_rng(0)
+    for t in range(30):
+        model.set_weights([rng.normal(size=w.shape).astype(np.float32) for w in start])
+        ema.update(model.trainable_variables)
+        d = min(0.9, (1 + t) / (10 + t))
+        expected = [d * e + (1 - d) * w for e, w in zip(expected, model.get_weights())]
+    trained = [w.copy() for w in model.get_weights()]
+    with ema.applied(model):
+        for got, want in zip(model.get_weights(), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    for got, want in zip(model.get_weights(), trained):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="decay"):
+        WeightAverage(model, decay=1.0)

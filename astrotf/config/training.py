@@ -87,6 +87,10 @@ class TrainConfig:
         Steps between "last" checkpoints (also written at every epoch end and on Ctrl-C).
     seed : int
         Seed of the weights' initialisation.
+    ema : float
+        Decay of an exponential moving average of the weights (0: none; 0.999 averages over
+        about the last thousand steps). With it, validation, ``model_best.keras`` and
+        ``model_last.keras`` use the averaged weights: they are what is exported.
     """
 
     epochs: int = 50
@@ -98,6 +102,7 @@ class TrainConfig:
     clip_norm: float | None = None
     checkpoint_every: int = 100
     seed: int = 0
+    ema: float = 0.0
 
     def __post_init__(self):
         checks = [
@@ -112,6 +117,7 @@ class TrainConfig:
              "None or > 0"),
             ("checkpoint_every", isinstance(self.checkpoint_every, int) and self.checkpoint_every >= 1,
              "an integer >= 1"),
+            ("ema", isinstance(self.ema, (int, float)) and 0 <= self.ema < 1, "in [0, 1)"),
         ]
         check_fields(self, checks)
 

@@ -21,6 +21,7 @@ checkpoints, Ctrl-C and history are :mod:`astrotf.runs`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -134,6 +135,7 @@ class Session:
     writers: dict
     verbose: int
     linear: bool
+    ema: object = None
 
     def step(self) -> int:
         """Optimisation steps done (the optimizer's counter, restored on resume)."""
@@ -148,12 +150,13 @@ class Session:
         self.record.save(status, self.step(), **self.counters())
 
 
-def make_steps(model, optimizer, loss_fn, distribution, linear: bool):
+def make_steps(model, optimizer, loss_fn, distribution, linear: bool, ema=None):
     """The compiled ``train_step(x, y, mask) -> terms`` and ``eval_step(x, y, mask) -> (terms, pred)``.
 
     Linear models (``normalization="background"``) are scored in their normalised
     units. Under a strategy each replica's mean loss is divided by the replicas: the
-    optimizer all-reduces (sums) the gradients.
+    optimizer all-reduces (sums) the gradients. With ``ema`` (a
+    :class:`~astrotf.train.ema.WeightAverage`) the averages follow every step.
     """
     import tensorflow as tf
 
@@ -175,6 +178,8 @@ def make_steps(model, optimizer, loss_fn, distribution, linear: bool):
             scaled = optimizer.scale_loss(terms["loss"] / replicas)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        if ema is not None:
+            ema.update(model.trainable_variables)
         return terms
 
     @tf.function
@@ -268,7 +273,7 @@ def history_row(epoch: int, step: int, sums: dict, n_train: int, val: dict, lr: 
 
 
 def end_epoch(session: Session, epoch: int, step: int, sums: dict, n_train: int, val: dict, first: list) -> None:
-    """Validation scalars, preview, history row, best / last models and the checkpoint of an epoch (0-based)."""
+    """Validation scalars, preview, history row and best / last models of an epoch (0-based)."""
     import tensorflow as tf
 
     out = session.out_dir
@@ -286,7 +291,12 @@ def end_epoch(session: Session, epoch: int, step: int, sums: dict, n_train: int,
         session.best_var.assign(val["loss"])
         session.model.save(out / "model_best.keras")
     session.model.save(out / "model_last.keras")
-    session.save("running")
+
+
+def evaluated_weights(session: Session):
+    """Context in which the model holds the weights that are validated and saved: the moving
+    average with ``train.ema``, else the trained weights themselves."""
+    return session.ema.applied(session.model) if session.ema is not None else contextlib.nullcontext()
 
 
 def run_epochs(session: Session) -> None:
@@ -297,8 +307,10 @@ def run_epochs(session: Session) -> None:
             step = session.step()
             for epoch in range(int(runs.scalar(session.epoch_var)), session.recipe.train.epochs):
                 sums, n_train, step = train_epoch(session, epoch, step, stop_requested)
-                val, first = validate(session, stop_requested)
-                end_epoch(session, epoch, step, sums, n_train, val, first)
+                with evaluated_weights(session):
+                    val, first = validate(session, stop_requested)
+                    end_epoch(session, epoch, step, sums, n_train, val, first)
+                session.save("running")  # the trained weights (and the averages) go to the checkpoint
         except KeyboardInterrupt:
             raise session.record.interrupted(session.step(), f"astrotf train {session.recipe.model.name}",
                                              **session.counters()) from None
@@ -348,15 +360,21 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
         linear = recipe.model.kwargs().get("normalization") == "background"
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         best_var = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
-    record.attach(model=model, optimizer=optimizer, epoch=epoch_var, best_val_loss=best_var)
-    train_step, eval_step = make_steps(model, optimizer, loss_fn, distribution, linear)
+        ema = None
+        if tcfg.ema > 0:
+            from astrotf.train.ema import WeightAverage
+
+            ema = WeightAverage(model, tcfg.ema)  # from the initial (or --init) weights
+    trackables = {"ema": ema} if ema is not None else {}
+    record.attach(model=model, optimizer=optimizer, epoch=epoch_var, best_val_loss=best_var, **trackables)
+    train_step, eval_step = make_steps(model, optimizer, loss_fn, distribution, linear, ema)
     val_ds = pipeline.make_dataset(samples[1], recipe.data, training=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     for sub in ("previews", "logs"):
         (out_dir / sub).mkdir(exist_ok=True)
     writers = {k: tf.summary.create_file_writer(str(out_dir / "logs" / k)) for k in ("train", "validation")}
     session = Session(recipe, record, out_dir, distribution, strategy, model, optimizer, epoch_var, best_var,
-                      train_step, eval_step, samples[0], val_ds, writers, verbose, linear)
+                      train_step, eval_step, samples[0], val_ds, writers, verbose, linear, ema)
     return session, precision, init_record
 
 
