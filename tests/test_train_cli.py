@@ -120,6 +120,23 @@ def test_ema_saves_the_averaged_weights_and_checkpoints_both(rgb_folder, tmp_pat
     assert int(ema.updates) == 4
 
 
+def test_a_nafnet_recipe_trains_and_seeds_a_new_run(rgb_folder, tmp_path):
+    """The recipe's [model] picks the architecture; --init takes a run of the same one."""
+    recipe = tmp_path / "naf.toml"
+    recipe.write_text("[model]\nname = 'nafnet'\nchannels = 3\nwidth = 4\nenc_blocks = [1, 1]\n"
+                      "dec_blocks = [1, 1]\n[data]\ncrops_per_image = 2\nshuffle_buffer = 4\n"
+                      "[train]\nwarmup_steps = 0\n")
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run(["train", "resunet", "--data", str(rgb_folder), "--out", str(first), "--config", str(recipe),
+                "--epochs", "1", *TINY]).exit_code == 0
+    state = json.loads((first / "run.json").read_text())
+    assert state["recipe"]["model"]["name"] == "nafnet" and state["recipe"]["model"]["enc_blocks"] == [1, 1]
+    seeded = run(["train", "resunet", "--data", str(rgb_folder), "--out", str(second), "--config", str(recipe),
+                  "--init", str(first), "--epochs", "1", *TINY])
+    assert seeded.exit_code == 0, seeded.output
+    assert json.loads((second / "run.json").read_text())["init"]["model"].endswith("model_best.keras")
+
+
 @pytest.mark.parametrize(
     "setup,args,message",
     [

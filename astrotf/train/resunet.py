@@ -77,8 +77,11 @@ def initialise_from(model, init: str | os.PathLike, recipe: Recipe) -> dict:
         base = keras.saving.load_model(source, compile=False)
     except Exception as err:  # keras raises many types for a bad archive
         raise AstroTFError(f"{source}: cannot be loaded as a Keras model ({str(err).splitlines()[0]})") from None
-    wanted = recipe.model.kwargs()
-    have = {k: base.get_config().get(k) for k in wanted}
+    def plain(value):  # a recipe's TOML list and a Keras config's list or tuple compare alike
+        return tuple(value) if isinstance(value, (list, tuple)) else value
+
+    wanted = {k: plain(v) for k, v in recipe.model.kwargs().items()}
+    have = {k: plain(base.get_config().get(k)) for k in wanted}
     if type(base).__name__.lower() != recipe.model.name or have != wanted:
         raise AstroTFError(f"{source}: its architecture {type(base).__name__} {have} differs from the recipe's "
                            f"{recipe.model.name} {wanted} (--init needs the same model)")
