@@ -128,6 +128,23 @@ def throughput(arch: str, kwargs: dict, weights, tile: int, precision: str, size
     return size * size / best / 1e6
 
 
+def speeds_of(arch: str, kwargs: dict, weights, tile: int, fast: str) -> dict:
+    speeds = {"float32": throughput(arch, kwargs, weights, tile, "float32")}
+    if fast == "bfloat16":
+        speeds["bfloat16"] = throughput(arch, kwargs, weights, tile, "mixed_bfloat16")
+    return speeds
+
+
+def remeasure(row: dict, folder: Path, tile: int, fast: str) -> dict:
+    """``row`` with its throughput measured again from the saved weights."""
+    from astrotf.models.registry import load_model
+
+    weights = load_model(folder / "model.keras", dtype="float32").get_weights()
+    speeds = speeds_of(row["architecture"], row["arguments"], weights, tile, fast)
+    print(f"{row['name']}: {speeds} Mpix/s", flush=True)
+    return {**row, "mpix_s": speeds, "gain_db_x_mpix_s": row["gain_db"] * speeds.get(fast, speeds["float32"])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT / "datasets" / "stellarium-rgb")
@@ -140,6 +157,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-arch")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-arch")
+    parser.add_argument("--remeasure-speed", action="store_true",
+                        help="Measure the throughput of every finished candidate again, side by side in this "
+                             "run (on a quiet machine), and rewrite the table.")
     args = parser.parse_args()
 
     import dataclasses
@@ -170,6 +190,9 @@ def main() -> None:
             saved = json.loads(result_file.read_text())
             if saved.get("steps") == args.steps and saved.get("seed") == args.seed:
                 print(f"{name}: done earlier ({result_file})")
+                if args.remeasure_speed:
+                    saved = remeasure(saved, folder, args.tile, fast)
+                    result_file.write_text(json.dumps(saved, indent=2))
                 rows.append(saved)
                 continue
         print(f"{name}: {arch} {kwargs}", flush=True)
@@ -178,10 +201,7 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         model.save(folder / "model.keras")
         scores = validate(model, val_ds)
-        weights = model.get_weights()
-        speeds = {"float32": throughput(arch, kwargs, weights, args.tile, "float32")}
-        if fast == "bfloat16":
-            speeds["bfloat16"] = throughput(arch, kwargs, weights, args.tile, "mixed_bfloat16")
+        speeds = speeds_of(arch, kwargs, model.get_weights(), args.tile, fast)
         gain = scores["psnr_out"] - scores["psnr_in"]
         row = {"name": name, "architecture": arch, "arguments": kwargs,
                "parameters": int(build_model(arch, **kwargs).count_params()),
