@@ -130,7 +130,7 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
         raise AstroTFError(f"{data}: data folder does not exist (--data)")
 
     if init is not None and not Path(init).exists():
-        from astrotf.infer import resolve_model_path
+        from astrotf.backends import resolve_model_path
 
         init = resolve_model_path(init)  # a shipped model's name
 
@@ -506,7 +506,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
     import time
 
     from astrotf import io
-    from astrotf.infer import DEFAULT_MODELS, denoise_image, guess_domain, load_model, resolve_step
+    from astrotf.backends import DEFAULT_MODELS, load_model
+    from astrotf.infer import denoise_image, guess_domain, resolve_step
 
     if manifest is None and out_dir is not None:
         manifest = out_dir / "astrotf-manifest.jsonl"
@@ -533,7 +534,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             name = model_name or DEFAULT_MODELS[domain]
             if name not in models:
                 if server:
-                    from astrotf.serving import connect
+                    from astrotf.backends.serving import connect
 
                     models[name] = connect(server, name, protocol)
                     models[name].metadata.setdefault("data_domain", domain)  # no local metadata.json
@@ -542,7 +543,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             model = models[name]
             soft = soft_restore if soft_restore is not None else getattr(model, "sample", None) is not None
             if samples is not None or getattr(model, "sample", None) is not None:
-                from astrotf.infer import with_ensemble
+                from astrotf.ensemble import with_ensemble
 
                 # a fresh, seeded ensemble per image: the result does not depend on the file order
                 default_samples = model.metadata.get("ensemble", {}).get("samples", SELF2SELF_SAMPLES)
@@ -634,7 +635,7 @@ def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precisi
     import json
 
     from astrotf.export import export_model_folder, export_run
-    from astrotf.tensorrt_engine import EngineProfile
+    from astrotf.backends.tensorrt import EngineProfile
 
     credits = json.loads(credits_file.read_text()) if credits_file else None
     profile = None

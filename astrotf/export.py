@@ -10,7 +10,7 @@ Layout (TF Serving's model base path)::
       model.onnx          with ``formats`` including "onnx": the same graph for ONNX Runtime
                           (input "image", output "denoised", dynamic N, H, W; needs tf2onnx)
       model.fp16.plan     with "tensorrt": a TensorRT engine built from model.onnx for the GPU of
-                          this machine (see :mod:`astrotf.tensorrt_engine`)
+                          this machine (see :mod:`astrotf.backends.tensorrt`)
       metadata.json       channels, data domain, normalisation, tile, recipe, provenance, version
 
 The export is always float32, whatever precision the run trained in.
@@ -170,7 +170,7 @@ def engine_file_name(fp16: bool) -> str:
 
 def add_tensorrt_engine(folder: Path, metadata: dict, profile=None, fp16: bool = True) -> None:
     """Build ``folder/model.{fp16,fp32}.plan`` from ``folder/model.onnx``; record it in ``metadata``."""
-    from astrotf.tensorrt_engine import EngineProfile, build_engine
+    from astrotf.backends.tensorrt import EngineProfile, build_engine
 
     if not (folder / "model.onnx").is_file():
         raise AstroTFError(f"{folder}: no model.onnx to build a TensorRT engine from (export with --format onnx)")
@@ -252,7 +252,7 @@ def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
         raise AstroTFError(f"unknown export format(s) {unknown}; expected some of {list(FORMATS)}")
     metadata = json.loads((source / "metadata.json").read_text())
     if "tensorrt" in formats:
-        from astrotf.tensorrt_engine import require_gpu
+        from astrotf.backends.tensorrt import require_gpu
 
         require_gpu()
     tmp = _staging_folder(out)
@@ -292,12 +292,12 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
 
     The SavedModel, ``model.keras`` and ``metadata.json`` are always written;
     ``formats`` containing ``"onnx"`` adds ``model.onnx``, ``"tensorrt"`` also a
-    TensorRT engine (``trt_profile``: :class:`astrotf.tensorrt_engine.EngineProfile`;
+    TensorRT engine (``trt_profile``: :class:`astrotf.backends.tensorrt.EngineProfile`;
     ``trt_fp16``: FP16 network body). Written into a temporary folder beside ``out``
     and moved into place, so a failed export never leaves half a model behind.
     """
     if "tensorrt" in formats:
-        from astrotf.tensorrt_engine import require_gpu
+        from astrotf.backends.tensorrt import require_gpu
 
         require_gpu()  # before the slow part
         formats = tuple(dict.fromkeys((*formats, "onnx")))

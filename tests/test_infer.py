@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from astrotf.errors import AstroTFError
-from astrotf.infer import (LoadedModel, TileOptions, adapt_channels, denoise_tiled, feather_profile,
-                           gaussian_weight, tile_starts)
+from astrotf.backends import LoadedModel
+from astrotf.infer import TileOptions, adapt_channels, denoise_tiled, feather_profile, gaussian_weight, tile_starts
 
 
 def identity(batch):
@@ -173,7 +173,7 @@ def test_tile_options_validate(kwargs, match):
 def test_bfloat16_inference_keeps_the_data_path_in_float32(tmp_path):
     import keras
 
-    from astrotf.infer import load_model
+    from astrotf.backends import load_model
     from astrotf.models.resunet import ResUNet
 
     keras.utils.set_random_seed(0)
@@ -191,7 +191,7 @@ def test_bfloat16_inference_keeps_the_data_path_in_float32(tmp_path):
 
 
 def test_auto_precision_keeps_linear_models_and_other_backends_in_float32(tmp_path):
-    from astrotf.infer import resolve_inference_precision
+    from astrotf.backends import resolve_inference_precision
     from astrotf.recipes import resolve_precision
 
     import tensorflow as tf

@@ -55,7 +55,8 @@ def test_fits_keeps_header_adds_history_and_nan(tmp_path, models):
     assert "precision=float32" in list(map(str, out_header["HISTORY"]))[-2]  # linear data: float32, one card
     assert np.isnan(out[:5, :5]).all() and np.isfinite(out[5:, 5:]).all()
     # linear data stay in their units: the file holds the model's output, unscaled
-    from astrotf.infer import TileOptions, denoise_image, load_model
+    from astrotf.backends import load_model
+    from astrotf.infer import TileOptions, denoise_image
 
     expected = denoise_image(data[..., None], load_model(models["mono"]), TileOptions(32, 0.25))[..., 0]
     np.testing.assert_allclose(out[5:, 5:], expected[5:, 5:], rtol=1e-5)

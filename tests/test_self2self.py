@@ -154,7 +154,9 @@ def test_pixels_beside_no_data_do_not_depend_on_a_fill_value():
     """
     from scipy.ndimage import uniform_filter
 
-    from astrotf.infer import LoadedModel, TileOptions, denoise_image, with_ensemble
+    from astrotf.backends import LoadedModel
+    from astrotf.ensemble import with_ensemble
+    from astrotf.infer import TileOptions, denoise_image
 
     def sample(x, keep):
         total, count = (uniform_filter(v, size=(1, 3, 3, 1)) for v in (x * keep, keep))
@@ -351,7 +353,9 @@ def test_train_then_denoise_another_field_lowers_the_noise_level(trained_run):
 
 @pytest.mark.slow
 def test_seeded_ensemble_is_reproducible(trained_run):
-    from astrotf.infer import TileOptions, denoise_tiled, load_model, with_ensemble
+    from astrotf.backends import load_model
+    from astrotf.ensemble import with_ensemble
+    from astrotf.infer import TileOptions, denoise_tiled
 
     _, out = trained_run
     _, noisy = synthetic_field(80, seed=7)
@@ -383,7 +387,9 @@ def test_resume_export_and_saved_model_ensemble(trained_run, tmp_path):
     for shape in [(1, 32, 32, 1), (3, 37, 21, 1)]:
         x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
         assert served(image=x, mask=np.ones_like(x))["denoised"].shape == shape
-    from astrotf.infer import TileOptions, denoise_tiled, load_model, with_ensemble
+    from astrotf.backends import load_model
+    from astrotf.ensemble import with_ensemble
+    from astrotf.infer import TileOptions, denoise_tiled
 
     image = synthetic_field(48, seed=3)[1][..., None]
     options = TileOptions(tile=32, overlap=0.25, batch_size=4)
@@ -429,7 +435,7 @@ def test_init_fine_tunes_from_a_base_model_and_keeps_its_normalisation(trained_r
 
 
 def test_shipped_self2self_hmi_metadata():
-    from astrotf.infer import shipped_model_dirs
+    from astrotf.backends import shipped_model_dirs
 
     folder = next((d / "self2self-hmi" for d in shipped_model_dirs() if (d / "self2self-hmi").is_dir()), None)
     if folder is None:
@@ -452,7 +458,8 @@ def test_block_masks_drop_whole_blocks_with_keep_probability():
 
 
 def test_magnetograms_are_recognised_from_the_fits_header():
-    from astrotf.infer import DEFAULT_MODELS, guess_domain
+    from astrotf.backends import DEFAULT_MODELS
+    from astrotf.infer import guess_domain
     from astrotf.io import ImageInfo
 
     def domain(**cards):
@@ -502,7 +509,8 @@ def test_restore_works_with_any_model_from_the_cli(tmp_path):
 def test_clip_restore_into_an_integer_fits_stays_on_the_inputs_side_of_r(tmp_path):
     """int16 BSCALE 0.25 output, R = 0.45: input ± R is off the grid; rounding would reach 0.5 > R and
     set the pixel back to its input. It goes to the grid value on the input's side (|change| 0.25)."""
-    from astrotf.infer import denoise_image, load_model
+    from astrotf.backends import load_model
+    from astrotf.infer import denoise_image
 
     keras.utils.set_random_seed(0)
     model = build_model("resunet", channels=1, depth=1, base_filters=2, normalization="background",
