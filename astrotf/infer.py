@@ -233,88 +233,146 @@ def denoise_tiled(
         msg = f"expected a non-empty (H, W, C) image. Received: shape={image.shape}"
         raise AstroTFError(msg)
     height, width, channels = image.shape
-    t, b = options.tile, options.border
+    t = options.tile
     filled, bad = fill_nonfinite(image.astype(np.float32, copy=False), "nan" if keep_nonfinite else "median")
-    pads = (b, max(b, t - height - b), b, max(b, t - width - b))
-    padded = _pad(filled, *pads) if any(pads) else filled
-    has_finite = None if bad is None else ~_pad(bad.all(axis=-1)[..., None], *pads)[..., 0]
+    padded, has_finite = _pad_frame(filled, bad, t, options.border)
     rows = tile_starts(padded.shape[0], t, options.step)
     cols = tile_starts(padded.shape[1], t, options.step)
     out = np.empty((height, width, channels), np.float32)
-
-    def profile(index: int, count: int) -> np.ndarray:
-        return feather_profile(t, options.overlap, options.edge, first=index == 0, last=index == count - 1)
-
-    col_profiles = [profile(j, len(cols)) for j in range(len(cols))]
-    tile_weights: dict = {}  # (row kind, col kind) -> (t, t, 1) float64 holding float32 values
-
-    def kind(index: int, count: int) -> int:
-        """0: first, 1: inner, 2: last (or only) tile along an axis: all a weight depends on."""
-        return 2 if index == count - 1 else min(index, 1)
-
-    def tile_weight(i: int, j: int) -> np.ndarray:
-        key = (kind(i, len(rows)), kind(j, len(cols)))
-        if key not in tile_weights:
-            w = np.outer(profile(i, len(rows)), col_profiles[j]).astype(np.float32)
-            tile_weights[key] = w[..., None].astype(np.float64)
-        return tile_weights[key]
-
-    # Rolling band of t padded rows starting at `top`: rows above the next tile row are final
-    # and go to `out`. float64 sums make final = sum(w * x) / sum(w) exact for an identity
-    # model (w is float32-valued, and products of two float32 are exact in float64).
-    acc = np.zeros((t, padded.shape[1], channels), np.float64)
-    weight = np.zeros((t, padded.shape[1], 1), np.float64)
-    top = 0
-
-    def finalize(n_rows: int) -> None:
-        """Write padded rows [top, top + n_rows) that lie in the frame to `out`."""
-        lo, hi = max(top, b), min(top + n_rows, b + height)
-        if hi > lo:
-            with np.errstate(invalid="ignore", divide="ignore"):  # divided in float64, stored as float32
-                np.divide(acc[lo - top:hi - top, b:b + width], weight[lo - top:hi - top, b:b + width],
-                          out=out[lo - b:hi - b], casting="same_kind")
-
-    row_weights: dict = {}  # the weights of a full row of tiles, by row kind: summed once each
-    product = np.empty((t, t, channels), np.float64)
-
+    weights = _TileWeights(options, len(rows), len(cols))
+    band = _Band(out, t, padded.shape[1], options.border)
     total, done = len(rows) * len(cols), 0
     for i, r in enumerate(rows):
-        shift = r - top
-        if shift:
-            finalize(shift)
-            for buf in (acc, weight):
-                buf[:t - shift] = buf[shift:]
-                buf[t - shift:] = 0.0
-            top = r
-        batch, where, used = [], [], []
-        for j, c in enumerate(cols):
-            if has_finite is None or has_finite[r:r + t, c:c + t].any():  # skip masked-only tiles
-                batch.append(padded[r:r + t, c:c + t])
-                where.append(j)
-            if batch and (len(batch) == options.batch_size or j == len(cols) - 1):
-                result = np.asarray(predict(np.stack(batch)), np.float32)
-                for j0, tile_out in zip(where, result):
-                    np.multiply(tile_out, tile_weight(i, j0), out=product)
-                    acc[:, cols[j0]:cols[j0] + t] += product
-                used += where
-                batch, where = [], []
-        if len(used) == len(cols):
-            key = kind(i, len(rows))
-            if key not in row_weights:
-                row_weights[key] = np.zeros_like(weight)
-                for j, c in enumerate(cols):
-                    row_weights[key][:, c:c + t] += tile_weight(i, j)
-            weight += row_weights[key]
-        else:
-            for j0 in used:
-                weight[:, cols[j0]:cols[j0] + t] += tile_weight(i, j0)
+        band.move_to(r)
+        used = _accumulate_row(band, weights, padded, has_finite, predict, options.batch_size, i, r, cols)
+        band.add_weights(weights, i, cols, used)
         done += len(cols)
         if progress:
             progress(done, total)
-    finalize(t)
+    band.finalize(t)
     if bad is not None:
         out[bad] = np.nan
     return out
+
+
+def _pad_frame(filled: np.ndarray, bad: np.ndarray | None, tile: int,
+               border: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The frame reflected by ``border`` px (and out to one tile where it is smaller than a tile),
+    and where the padded frame has a pixel with data in some channel (None: everywhere)."""
+    height, width = filled.shape[:2]
+    pads = (border, max(border, tile - height - border), border, max(border, tile - width - border))
+    padded = _pad(filled, *pads) if any(pads) else filled
+    has_finite = None if bad is None else ~_pad(bad.all(axis=-1)[..., None], *pads)[..., 0]
+    return padded, has_finite
+
+
+def _kind(index: int, count: int) -> int:
+    """0: first, 1: inner, 2: last (or only) tile along an axis: all a tile's weight depends on."""
+    return 2 if index == count - 1 else min(index, 1)
+
+
+class _TileWeights:
+    """Feathering weights of a frame's tiles, made once per kind of tile (first, inner or last
+    along each axis) and once per kind of full row of tiles."""
+
+    def __init__(self, options: TileOptions, n_rows: int, n_cols: int):
+        self.options, self.n_rows, self.n_cols = options, n_rows, n_cols
+        self.col_profiles = [self._profile(j, n_cols) for j in range(n_cols)]
+        self.tiles: dict = {}  # (row kind, col kind) -> (t, t, 1) float64 holding float32 values
+        self.rows: dict = {}  # row kind -> the summed weights of a full row of tiles
+
+    def _profile(self, index: int, count: int) -> np.ndarray:
+        o = self.options
+        return feather_profile(o.tile, o.overlap, o.edge, first=index == 0, last=index == count - 1)
+
+    def tile(self, i: int, j: int) -> np.ndarray:
+        """Weight of the tile in row ``i`` and column ``j`` of tiles, (t, t, 1) float64."""
+        key = (_kind(i, self.n_rows), _kind(j, self.n_cols))
+        if key not in self.tiles:
+            w = np.outer(self._profile(i, self.n_rows), self.col_profiles[j]).astype(np.float32)
+            self.tiles[key] = w[..., None].astype(np.float64)
+        return self.tiles[key]
+
+    def row(self, i: int, cols: list[int], like: np.ndarray) -> np.ndarray:
+        """Summed weights of every tile of row ``i``, shaped like the band's weight map ``like``."""
+        key = _kind(i, self.n_rows)
+        if key not in self.rows:
+            self.rows[key] = np.zeros_like(like)
+            t = self.options.tile
+            for j, c in enumerate(cols):
+                self.rows[key][:, c:c + t] += self.tile(i, j)
+        return self.rows[key]
+
+
+class _Band:
+    """Rolling band of ``tile`` padded rows starting at ``top``: the weighted sum of the tiles
+    (``acc``) and of their weights. Rows above the next row of tiles are final and go to ``out``.
+
+    float64 sums make ``final = sum(w * x) / sum(w)`` exact for an identity model (w is
+    float32-valued, and products of two float32 are exact in float64).
+    """
+
+    def __init__(self, out: np.ndarray, tile: int, padded_width: int, border: int):
+        self.out, self.tile, self.border = out, tile, border
+        channels = out.shape[-1]
+        self.acc = np.zeros((tile, padded_width, channels), np.float64)
+        self.weight = np.zeros((tile, padded_width, 1), np.float64)
+        self.product = np.empty((tile, tile, channels), np.float64)
+        self.top = 0
+
+    def finalize(self, n_rows: int) -> None:
+        """Write padded rows [top, top + n_rows) that lie in the frame to ``out``."""
+        b, (height, width) = self.border, self.out.shape[:2]
+        lo, hi = max(self.top, b), min(self.top + n_rows, b + height)
+        if hi > lo:
+            with np.errstate(invalid="ignore", divide="ignore"):  # divided in float64, stored as float32
+                np.divide(self.acc[lo - self.top:hi - self.top, b:b + width],
+                          self.weight[lo - self.top:hi - self.top, b:b + width],
+                          out=self.out[lo - b:hi - b], casting="same_kind")
+
+    def move_to(self, row: int) -> None:
+        """Finish the rows above padded row ``row`` and start the band there."""
+        shift = row - self.top
+        if shift:
+            self.finalize(shift)
+            t = self.tile
+            for buf in (self.acc, self.weight):
+                buf[:t - shift] = buf[shift:]
+                buf[t - shift:] = 0.0
+            self.top = row
+
+    def add_tile(self, tile_out: np.ndarray, weight: np.ndarray, col: int) -> None:
+        """Add a denoised tile, times its weight, at padded column ``col``."""
+        np.multiply(tile_out, weight, out=self.product)
+        self.acc[:, col:col + self.tile] += self.product
+
+    def add_weights(self, weights: _TileWeights, i: int, cols: list[int], used: list[int]) -> None:
+        """Add the weights of the tiles ``used`` (column indices) of row ``i`` of tiles."""
+        if len(used) == len(cols):
+            self.weight += weights.row(i, cols, self.weight)
+        else:
+            for j0 in used:
+                self.weight[:, cols[j0]:cols[j0] + self.tile] += weights.tile(i, j0)
+
+
+def _accumulate_row(band: _Band, weights: _TileWeights, padded: np.ndarray, has_finite: np.ndarray | None,
+                    predict: Callable[[np.ndarray], np.ndarray], batch_size: int, i: int, r: int,
+                    cols: list[int]) -> list[int]:
+    """Denoise the tiles of row ``i`` (padded row ``r``) in batches into ``band``; returns the
+    indices of the tiles that held data (tiles with no finite pixel are skipped)."""
+    t = band.tile
+    batch, where, used = [], [], []
+    for j, c in enumerate(cols):
+        if has_finite is None or has_finite[r:r + t, c:c + t].any():  # skip masked-only tiles
+            batch.append(padded[r:r + t, c:c + t])
+            where.append(j)
+        if batch and (len(batch) == batch_size or j == len(cols) - 1):
+            result = np.asarray(predict(np.stack(batch)), np.float32)
+            for j0, tile_out in zip(where, result):
+                band.add_tile(tile_out, weights.tile(i, j0), cols[j0])
+            used += where
+            batch, where = [], []
+    return used
 
 
 # ----------------------------------------------------------------------------- domain
