@@ -706,42 +706,15 @@ def evaluate(output, noisy, reference, stars, threshold, radius, aperture, noise
     tied to the input's noise (TPR, false positives, precision, F1, flux error) and at each
     image's own RMS, with the SNR gain (Astro U-net eq. 28).
     """
-    import json
+    from astrotf.evaluate import evaluate_files, format_table, write_json, write_plots
 
-    from astrotf import io
-    from astrotf.evaluate import EvaluationOptions, format_table, load_catalogue, write_plots
-    from astrotf.evaluate import evaluate as run_evaluation
-    from astrotf.metrics import moffat_enclosed_fraction
-
-    catalogue, psf = load_catalogue(stars) if stars is not None else (None, {})
-    data = {"output": io.read_image(output)[0], "input": io.read_image(noisy)[0]}
-    if reference is not None:
-        data["reference"] = io.read_image(reference)[0]
-    if aperture is None:
-        aperture = 2.5 * psf["fwhm"] if "fwhm" in psf else 5.0
-    correction = 1.0
-    if "fwhm" in psf and "beta" in psf and psf["beta"] > 1:
-        correction = moffat_enclosed_fraction(aperture, psf["fwhm"], psf["beta"])
-    try:
-        options = EvaluationOptions(threshold_sigma=threshold, radius=radius, aperture=aperture,
-                                    aperture_correction=correction, noise_range=noise_range,
-                                    data_range=data_range, strong=strong)
-    except ValueError as err:
-        raise AstroTFError(str(err)) from err
-    result = run_evaluation(data["output"], data["input"], data.get("reference"), catalogue, options)
-    if stars or reference:
-        notes = [f"stars: {stars}" if stars else "stars: detections on the reference",
-                 f"threshold {threshold:g} x input sigma, match radius {radius:g} px, aperture {aperture:.3g} px"
-                 + (f" (Moffat aperture correction {correction:.3f})" if correction != 1.0 else "")]
-    else:
-        notes = ["no star recovery: give --stars or --reference"]
+    result, notes = evaluate_files(output, noisy, reference, stars, threshold=threshold, radius=radius,
+                                   aperture=aperture, noise_range=noise_range, data_range=data_range,
+                                   strong=strong)
     click.echo(format_table(result))
-    click.echo("; ".join(notes))
+    click.echo(notes)
     if json_path is not None:
-        record = {"output": str(output), "input": str(noisy), "reference": str(reference) if reference else None,
-                  "stars": str(stars) if stars else None, **result.to_dict()}
-        json_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        click.echo(f"wrote {json_path}", err=True)
+        click.echo(f"wrote {write_json(result, json_path, output, noisy, reference, stars)}", err=True)
     if plots_dir is not None:
         for path in write_plots(result, plots_dir):
             click.echo(f"wrote {path}", err=True)
