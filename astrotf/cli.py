@@ -340,35 +340,13 @@ def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precisi
     """
     import json
 
-    from astrotf.export import export_model_folder, export_run
-    from astrotf.backends.tensorrt import EngineProfile
+    from astrotf.export import export_model
 
     credits = json.loads(credits_file.read_text()) if credits_file else None
-    profile = None
-    if "tensorrt" in formats:
-        profile = {"min_tile": 16, "opt_tile": trt_tile, "max_tile": 2 * trt_tile,
-                   "opt_batch": min(8, trt_max_batch), "max_batch": trt_max_batch}
-    if not (run_dir / "run.json").is_file() and (run_dir / "metadata.json").is_file():
-        if not formats:
-            raise AstroTFError(f"{run_dir}: an exported model folder, not a training run; name what to rebuild "
-                               "from its model.keras with --format (savedmodel, onnx, tensorrt)")
-        channels = int(json.loads((run_dir / "metadata.json").read_text()).get("channels", 3))
-        path = export_model_folder(run_dir, out, formats=tuple(dict.fromkeys(formats)), force=force,
-                                   trt_profile=EngineProfile(channels, **profile) if profile else None,
-                                   trt_fp16=trt_precision == "fp16")
-        click.echo(f"{run_dir} -> {path} ({', '.join(dict.fromkeys(formats))} rebuilt)")
-        return
-    formats = tuple(dict.fromkeys(("savedmodel",) + formats))
-    if profile is not None:
-        from astrotf.train import load_run
-
-        channels = int(load_run(run_dir)["recipe"].get("model", {}).get("channels", 1))
-        profile = EngineProfile(channels, **profile)
-    path = export_run(run_dir, out, version=version, checkpoint=checkpoint, credits=credits, force=force,
-                      formats=formats, trt_profile=profile, trt_fp16=trt_precision == "fp16")
-    extra = "".join(f" + {name}" for fmt, name in (("onnx", "model.onnx"), ("tensorrt", "TensorRT engine"))
-                    if fmt in formats)
-    click.echo(f"exported {run_dir} -> {path} (serving_default: image -> denoised){extra}")
+    _, summary = export_model(run_dir, out, formats=formats, version=version, checkpoint=checkpoint, credits=credits,
+                              force=force, trt_fp16=trt_precision == "fp16", trt_tile=trt_tile,
+                              trt_max_batch=trt_max_batch)
+    click.echo(summary)
 
 
 @main.command()
