@@ -8,6 +8,7 @@ fraction of a second with a one-line error naming the option or file, and every
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import click
 
-from astrotf.constants import MAGNETOGRAM_NOISE_RANGE_G, SELF2SELF_SAMPLES
 from astrotf import __version__
 from astrotf.errors import AstroTFError
 
@@ -130,7 +130,7 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
         raise AstroTFError(f"{data}: data folder does not exist (--data)")
 
     if init is not None and not Path(init).exists():
-        from astrotf.infer import resolve_model_path
+        from astrotf.backends import resolve_model_path
 
         init = resolve_model_path(init)  # a shipped model's name
 
@@ -205,213 +205,6 @@ def train_self2self_command(image, out, config, steps, keep_prob, mask_block, pa
                f"(denoise with: astrotf infer IMAGE --model {out}; export with: astrotf export {out} --out ...)")
 
 
-def _output_path(image: Path, output: Path | None, out_dir: Path | None) -> Path:
-    from astrotf import io
-
-    suffix = next((s for s in io.SUPPORTED_SUFFIXES if image.name.lower().endswith(s)), image.suffix)
-    stem = image.name[: len(image.name) - len(suffix)]
-    if output is not None:
-        return output
-    return (out_dir or image.parent) / f"{stem}_denoised{image.name[len(stem):]}"
-
-
-def _parse_shard(value: str | None) -> tuple[int, int] | None:
-    if value is None:
-        return None
-    try:
-        index, count = (int(v) for v in value.split("/"))
-    except ValueError:
-        raise AstroTFError(f"--shard must be I/N, e.g. 0/4. Received: --shard={value}") from None
-    if not (count >= 1 and 0 <= index < count):
-        raise AstroTFError(f"--shard I/N needs 0 <= I < N. Received: --shard={value}")
-    return index, count
-
-
-def _collect_inputs(images: tuple[Path, ...], from_list: Path | None, shard: tuple[int, int] | None) -> list[Path]:
-    """Inputs from the command line and a list file (one path per line, # comments), then this shard's share."""
-    paths = list(images)
-    if from_list is not None:
-        for line in from_list.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#"):
-                paths.append(Path(line))
-    paths = list(dict.fromkeys(paths))
-    if not paths:
-        raise AstroTFError("no input images: give IMAGE arguments or --from-list FILE")
-    if shard is not None:
-        index, count = shard
-        paths = sorted(paths)[index::count]  # sorted: every shard sees the same order
-    return paths
-
-
-class _Manifest:
-    """JSON lines, one per input, appended and flushed at once (a crash loses at most one line)."""
-
-    def __init__(self, path: Path | None):
-        self.fh = None
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
-
-    def write(self, **record) -> None:
-        if self.fh is not None:
-            import json
-            import time
-
-            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
-            self.fh.write(json.dumps(record, default=str) + "\n")
-            self.fh.flush()
-
-    def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-
-
-def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range, info=None, domain=None,
-                        soft_width=None, restore_mode="input", soft_default=False):
-    """Soft restore and TDR restore (both optional) and the noise-level report; returns the result
-    and the lines to print. ``soft_width`` (px) turns the soft restore on; ``restore_mode`` is
-    :func:`astrotf.restore.restore`'s ``mode``. A soft restore that is on by default
-    (``soft_default``, not asked for) is skipped with a line saying why when the input's noise
-    level cannot be measured; one that was asked for fails the image.
-
-    Without ``noise_range``: [-20, 20] for magnetograms (the TDR paper's range, in G), else the
-    input's sigma-clipped background ± 5 sigma, the same range for input and output.
-    """
-    import dataclasses
-
-    import numpy as np
-
-    from astrotf.metrics import background_noise, noise_level
-    from astrotf.restore import restore, restore_threshold, soft_restore
-
-    lines = []
-    needs_sigma = report or restore_sigma is not None or soft_width is not None
-
-    def sigma(image, what):
-        try:
-            return noise_level(image, tuple(noise_range)).sigma
-        except ValueError as err:
-            raise AstroTFError(f"noise level of the {what}: {err} (see --noise-range)") from None
-
-    sigma_in, sky = None, None
-    if needs_sigma:
-        try:
-            if noise_range is None:
-                if domain == "magnetogram":
-                    noise_range = MAGNETOGRAM_NOISE_RANGE_G
-                else:
-                    try:
-                        sky = background_noise(data)
-                    except ValueError as err:
-                        raise AstroTFError(f"noise level of the input: {err} (see --noise-range)") from None
-                    noise_range = (sky.median - 5 * sky.sigma, sky.median + 5 * sky.sigma)
-            sigma_in = sigma(data, "input")
-            if soft_width is not None and not sigma_in > 0:
-                raise AstroTFError(f"the input's noise level is {sigma_in:g} (see --noise-range)")
-        except AstroTFError as err:
-            if not (soft_default and not report and restore_sigma is None):
-                raise
-            # only the default soft restore needed the noise level: skip it rather than fail the image
-            soft_width = None
-            lines.append(f"soft restore skipped: {err}; --no-soft-restore turns it off")
-    denoised_sigma = sigma(result, "denoised output") if report else None
-    if soft_width is not None:
-        soft = soft_restore(result, data, sigma_in, soft_width)
-        finite = np.isfinite(data) & np.isfinite(soft.image)
-        mostly_input = float((soft.gain[finite] > 0.5).mean()) if finite.any() else 0.0
-        result = soft.image
-        lines.append(f"soft restore (noise level {sigma_in:.4g}, window {soft_width:g} px): mean weight of the "
-                     f"input {soft.mean_gain:.3f}; {100 * mostly_input:.2f} % of the pixels nearer the input")
-    if report:
-        line = (f"noise level (Gaussian fit in [{noise_range[0]:g}, {noise_range[1]:g}]): input {sigma_in:.4g}, "
-                f"denoised {denoised_sigma:.4g}, ratio {denoised_sigma / sigma_in:.3f}")
-        if soft_width is not None:
-            sigma_soft = sigma(result, "soft-restored output")
-            line += f"; after soft restore {sigma_soft:.4g}, ratio {sigma_soft / sigma_in:.3f}"
-        lines.append(line)
-    if restore_r is not None or restore_sigma is not None:
-        threshold = (restore_threshold(data, threshold=restore_r) if restore_r is not None
-                     else restore_sigma * sigma_in)
-        restored = restore(result, data, threshold, restore_mode)
-        step = info.step if info is not None else None
-        if step:
-            # integer output (FITS BSCALE/BZERO, 8/16-bit TIFF/PNG) is quantised when written: quantise
-            # first, so that rounding cannot push a pixel past R. A pixel that rounding would push past R
-            # goes to the grid value next to it on the input's side (the input is on the grid)
-            fits_out = info.format == "fits"
-            step = info.extra["bscale"] if fits_out else step
-            zero = info.extra["bzero"] if fits_out else 0.0
-            image = restored.image.astype(np.float64)
-            grid = np.rint((image - zero) / step) * step + zero
-            if not fits_out:
-                grid = np.clip(grid, 0.0, 1.0)  # as the writer does; towards the input, which is in [0, 1]
-            with np.errstate(invalid="ignore"):
-                past = np.abs(grid - data) > threshold
-            grid = np.where(past, data + np.trunc((image - data) / step) * step, grid)
-            again = restore(grid.astype(result.dtype), data, threshold)
-            restored = dataclasses.replace(again, restored=again.restored | restored.restored, mode=restore_mode,
-                                           fraction=float((again.restored | restored.restored).sum())
-                                           / max(int(np.isfinite(data).sum()), 1))
-        result = restored.image
-        how = f"R={threshold:.4g}" + (f" ({restore_sigma:g} x noise level {sigma_in:.4g})"
-                                      if restore_sigma is not None else "")
-        what = "set back to their input value" if restore_mode == "input" else "moved to within R of their input value"
-        lines.append(f"restore {how}, mode {restore_mode}: {100 * restored.fraction:.2f} % of the pixels {what}")
-        if report:
-            sigma_out = sigma(result, "restored output")
-            diff = np.abs(result.astype(np.float64) - data.astype(np.float64))
-            max_dev = float(np.nanmax(diff)) if np.isfinite(diff).any() else 0.0
-            lines.append(f"noise level after restore: {sigma_out:.4g}, ratio {sigma_out / sigma_in:.3f}; "
-                         f"max |out - in| = {max_dev:.4g} <= R")
-    if report:
-        lines += _kept_lines(data, result, domain, with_max=restore_r is None and restore_sigma is None, sky=sky)
-    return result, lines
-
-
-def _check_restore_target(target: Path, info) -> None:
-    """--restore promises max |out - in| <= R in the file written: a lossy or re-quantised output breaks it."""
-    from astrotf import io
-
-    fmt = io.format_of(target) or info.format
-    if fmt == "jpeg":
-        raise AstroTFError(f"{target}: JPEG is lossy, so --restore's max |out - in| <= R cannot hold in it; "
-                           f"write PNG or TIFF (-o NAME.png)")
-    if fmt != info.format:
-        raise AstroTFError(f"{target}: --restore keeps max |out - in| <= R in the input's format "
-                           f"({info.format}); write the output as {info.format} too")
-
-
-def _kept_lines(data, result, domain, with_max: bool = True, sky=None) -> list[str]:
-    """--report: what the output kept of the input: strong-pixel slope, residual structure, largest change.
-    ``sky``: the input's ``background_noise`` if it was measured already (it is slow on big frames)."""
-    import numpy as np
-
-    from astrotf.metrics import background_noise, residual_structure, strong_slope
-
-    if domain == "magnetogram":
-        origin, threshold, what = 0.0, 50.0, "|in| > 50"
-    else:
-        if sky is None:
-            try:
-                sky = background_noise(data)
-            except ValueError:
-                return []
-        origin, threshold = sky.median, 10 * sky.sigma
-        what = f"|in - background| > 10 x its noise ({threshold:.4g})"
-    strong = strong_slope(data, result, threshold, origin)
-    diff = np.abs(result.astype(np.float64) - data.astype(np.float64))
-    max_change = float(np.nanmax(diff)) if np.isfinite(diff).any() else 0.0
-    slope = (f"slope {strong.slope:.4f} over {strong.n_pixels} strong pixels ({what})" if strong.n_pixels >= 10
-             else f"too few strong pixels for a slope ({what})")
-    line = f"output vs input: {slope}" + (f"; max |out - in| = {max_change:.4g}" if with_max else "")
-    try:
-        line += f"; residual structure above 10 px {residual_structure(data - result):.2f} (1 = none)"
-    except ValueError:
-        pass
-    return [line]
-
-
 @main.command()
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -484,118 +277,31 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
     HISTORY card). Over many files, a bad one is reported and the rest go on; the
     exit status is then 1.
     """
-    images = _collect_inputs(images, from_list, _parse_shard(shard))
-    if output is not None and len(images) > 1:
-        raise AstroTFError("-o/--output takes one input image; use --out-dir for several")
-    if output is not None and out_dir is not None:
-        raise AstroTFError("use either -o/--output or --out-dir, not both")
-    if skip_existing and force:
-        raise AstroTFError("use either --skip-existing or --force, not both")
-    if restore_r is not None and restore_sigma is not None:
-        raise AstroTFError("use either --restore or --restore-sigma, not both")
-    if restore_mode != "input" and restore_r is None and restore_sigma is None:
-        raise AstroTFError(f"--restore-mode {restore_mode} needs --restore R or --restore-sigma K")
-    if noise_range is not None and not noise_range[0] < noise_range[1]:
-        raise AstroTFError(f"--noise-range: LOW must be below HIGH. Received: {noise_range[0]} {noise_range[1]}")
-    import time
+    from astrotf import batch
+    from astrotf.restore import RestoreOptions
 
-    from astrotf import io
-    from astrotf.infer import DEFAULT_MODELS, denoise_image, guess_domain, load_model
-    from astrotf.quantise import resolve_step
+    images = batch.collect_inputs(images, from_list, batch.parse_shard(shard))
+    batch.check_outputs(len(images), output, out_dir, skip_existing, force)
+    restore = RestoreOptions(threshold=restore_r, sigmas=restore_sigma, mode=restore_mode, soft=soft_restore,
+                             soft_width=soft_width, report=report, noise_range=noise_range)
+    options = batch.InferOptions(model=model_name, overlap=overlap, tile=tile, batch_size=batch_size, backend=backend,
+                                 precision=precision, server=server, protocol=protocol, samples=samples, seed=seed,
+                                 average=average, restore=restore)
+    result = batch.run(images, options, output=output, out_dir=out_dir, force=force, skip_existing=skip_existing,
+                       manifest=manifest, echo=click.echo, progress=None if quiet else _progress_bar)
+    if result.exit_status:
+        sys.exit(result.exit_status)
 
-    if manifest is None and out_dir is not None:
-        manifest = out_dir / "astrotf-manifest.jsonl"
-    log_file = _Manifest(manifest)
-    models: dict = {}
-    failures, skipped = [], 0
-    for number, image in enumerate(images, 1):
-        started = time.perf_counter()
-        target = None
-        try:
-            target = _output_path(image, output, out_dir)
-            if target.resolve() == image.resolve():
-                raise AstroTFError(f"{target}: output would overwrite the input")
-            if target.exists() and skip_existing:
-                skipped += 1
-                log_file.write(input=image, output=target, status="skipped")
-                continue
-            if target.exists() and not force:
-                raise AstroTFError(f"{target}: output exists; pass --force to overwrite it")
-            data, info = io.read_image(image)
-            if restore_r is not None or restore_sigma is not None:
-                _check_restore_target(target, info)
-            domain = guess_domain(data, info)
-            name = model_name or DEFAULT_MODELS[domain]
-            if name not in models:
-                if server:
-                    from astrotf.serving import connect
 
-                    models[name] = connect(server, name, protocol)
-                    models[name].metadata.setdefault("data_domain", domain)  # no local metadata.json
-                else:
-                    models[name] = load_model(name, backend=backend, precision=precision)
-            model = models[name]
-            soft = soft_restore if soft_restore is not None else getattr(model, "sample", None) is not None
-            if samples is not None or getattr(model, "sample", None) is not None:
-                from astrotf.infer import with_ensemble
+@contextlib.contextmanager
+def _progress_bar(label: str):
+    """A click progress bar on stderr, as ``update(done, total)`` for :func:`astrotf.batch.run`."""
+    with click.progressbar(length=1, label=label, file=sys.stderr) as bar:
+        def update(done: int, total: int) -> None:
+            bar.length = total
+            bar.update(done - bar.pos)
 
-                # a fresh, seeded ensemble per image: the result does not depend on the file order
-                default_samples = model.metadata.get("ensemble", {}).get("samples", SELF2SELF_SAMPLES)
-                model = with_ensemble(model, samples or int(default_samples), seed, average)
-            if model_name is None:
-                click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name} "
-                           f"({model.precision})", err=True)
-            options = model.tile_options(data.shape, overlap, tile, batch_size)
-            # integer samples, or float ones on a grid: dithered for a model that scales tiles by their MAD
-            step = resolve_step(data, info.step if info.step is not None else "auto") if model.normalises_tiles \
-                else None
-            if quiet:
-                result = denoise_image(data, model, options, step=step)
-            else:
-                with click.progressbar(length=1, label=str(image.name), file=sys.stderr) as bar:
-                    def progress(done, total, bar=bar):
-                        bar.length = total
-                        bar.update(done - bar.pos)
-
-                    result = denoise_image(data, model, options, progress, step=step)
-            history = [f"astrotf {__version__} infer: model={model.name} v{model.metadata.get('version', '?')}",
-                       f"astrotf tile={options.tile} overlap={options.overlap} precision={model.precision}",
-                       f"astrotf input: {image.name}"]
-            if step is not None:
-                history.append(f"astrotf quantised input: dithered by one step ({step:g}, seeded) for the "
-                               f"network's tile normalisation")
-            if getattr(model, "sample", None) is not None:
-                history.append(f"astrotf Self2Self ensemble: samples={samples or model.metadata['ensemble']['samples']}"
-                               f" seed={seed} average={average}")
-            if restore_r is not None or restore_sigma is not None or report or soft:
-                result, lines = _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range,
-                                                    info, domain, soft_width if soft else None, restore_mode,
-                                                    soft_default=soft_restore is None)
-                history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore"))]
-                for line in lines:
-                    click.echo(f"{image.name}: {line}")
-            if out_dir is not None:
-                out_dir.mkdir(parents=True, exist_ok=True)
-            io.write_image(target, result, info, history=history, overwrite=force)
-            seconds = time.perf_counter() - started
-            log_file.write(input=image, output=target, status="ok", seconds=round(seconds, 3),
-                           model=model.name, shape=list(data.shape))
-            counter = f"[{number}/{len(images)}] " if len(images) > 1 else ""
-            click.echo(f"{counter}{image} -> {target} ({seconds:.1f} s)", err=True)
-        except AstroTFError as err:
-            failures.append(str(err))
-            log_file.write(input=image, output=target, status="error", error=str(err),
-                           seconds=round(time.perf_counter() - started, 3))
-            click.echo(f"Error: {err}", err=True)
-    log_file.close()
-    if skipped:
-        click.echo(f"{skipped} of {len(images)} image(s) skipped: output already there", err=True)
-    if failures:
-        if len(images) > 1:
-            click.echo(f"{len(failures)} of {len(images)} image(s) failed:", err=True)
-            for line in failures:
-                click.echo(f"  {line}", err=True)
-        sys.exit(1 if len(failures) < len(images) or len(images) > 1 else 2)
+        yield update
 
 
 @main.command()
@@ -628,35 +334,13 @@ def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precisi
     """
     import json
 
-    from astrotf.export import export_model_folder, export_run
-    from astrotf.tensorrt_engine import EngineProfile
+    from astrotf.export import export_model
 
     credits = json.loads(credits_file.read_text()) if credits_file else None
-    profile = None
-    if "tensorrt" in formats:
-        profile = {"min_tile": 16, "opt_tile": trt_tile, "max_tile": 2 * trt_tile,
-                   "opt_batch": min(8, trt_max_batch), "max_batch": trt_max_batch}
-    if not (run_dir / "run.json").is_file() and (run_dir / "metadata.json").is_file():
-        if not formats:
-            raise AstroTFError(f"{run_dir}: an exported model folder, not a training run; name what to rebuild "
-                               "from its model.keras with --format (savedmodel, onnx, tensorrt)")
-        channels = int(json.loads((run_dir / "metadata.json").read_text()).get("channels", 3))
-        path = export_model_folder(run_dir, out, formats=tuple(dict.fromkeys(formats)), force=force,
-                                   trt_profile=EngineProfile(channels, **profile) if profile else None,
-                                   trt_fp16=trt_precision == "fp16")
-        click.echo(f"{run_dir} -> {path} ({', '.join(dict.fromkeys(formats))} rebuilt)")
-        return
-    formats = tuple(dict.fromkeys(("savedmodel",) + formats))
-    if profile is not None:
-        from astrotf.train import load_run
-
-        channels = int(load_run(run_dir)["recipe"].get("model", {}).get("channels", 1))
-        profile = EngineProfile(channels, **profile)
-    path = export_run(run_dir, out, version=version, checkpoint=checkpoint, credits=credits, force=force,
-                      formats=formats, trt_profile=profile, trt_fp16=trt_precision == "fp16")
-    extra = "".join(f" + {name}" for fmt, name in (("onnx", "model.onnx"), ("tensorrt", "TensorRT engine"))
-                    if fmt in formats)
-    click.echo(f"exported {run_dir} -> {path} (serving_default: image -> denoised){extra}")
+    _, summary = export_model(run_dir, out, formats=formats, version=version, checkpoint=checkpoint, credits=credits,
+                              force=force, trt_fp16=trt_precision == "fp16", trt_tile=trt_tile,
+                              trt_max_batch=trt_max_batch)
+    click.echo(summary)
 
 
 @main.command()
@@ -700,42 +384,15 @@ def evaluate(output, noisy, reference, stars, threshold, radius, aperture, noise
     tied to the input's noise (TPR, false positives, precision, F1, flux error) and at each
     image's own RMS, with the SNR gain (Astro U-net eq. 28).
     """
-    import json
+    from astrotf.evaluate import evaluate_files, format_table, write_json, write_plots
 
-    from astrotf import io
-    from astrotf.evaluate import EvaluationOptions, format_table, load_catalogue, write_plots
-    from astrotf.evaluate import evaluate as run_evaluation
-    from astrotf.metrics import moffat_enclosed_fraction
-
-    catalogue, psf = load_catalogue(stars) if stars is not None else (None, {})
-    data = {"output": io.read_image(output)[0], "input": io.read_image(noisy)[0]}
-    if reference is not None:
-        data["reference"] = io.read_image(reference)[0]
-    if aperture is None:
-        aperture = 2.5 * psf["fwhm"] if "fwhm" in psf else 5.0
-    correction = 1.0
-    if "fwhm" in psf and "beta" in psf and psf["beta"] > 1:
-        correction = moffat_enclosed_fraction(aperture, psf["fwhm"], psf["beta"])
-    try:
-        options = EvaluationOptions(threshold_sigma=threshold, radius=radius, aperture=aperture,
-                                    aperture_correction=correction, noise_range=noise_range,
-                                    data_range=data_range, strong=strong)
-    except ValueError as err:
-        raise AstroTFError(str(err)) from err
-    result = run_evaluation(data["output"], data["input"], data.get("reference"), catalogue, options)
-    if stars or reference:
-        notes = [f"stars: {stars}" if stars else "stars: detections on the reference",
-                 f"threshold {threshold:g} x input sigma, match radius {radius:g} px, aperture {aperture:.3g} px"
-                 + (f" (Moffat aperture correction {correction:.3f})" if correction != 1.0 else "")]
-    else:
-        notes = ["no star recovery: give --stars or --reference"]
+    result, notes = evaluate_files(output, noisy, reference, stars, threshold=threshold, radius=radius,
+                                   aperture=aperture, noise_range=noise_range, data_range=data_range,
+                                   strong=strong)
     click.echo(format_table(result))
-    click.echo("; ".join(notes))
+    click.echo(notes)
     if json_path is not None:
-        record = {"output": str(output), "input": str(noisy), "reference": str(reference) if reference else None,
-                  "stars": str(stars) if stars else None, **result.to_dict()}
-        json_path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        click.echo(f"wrote {json_path}", err=True)
+        click.echo(f"wrote {write_json(result, json_path, output, noisy, reference, stars)}", err=True)
     if plots_dir is not None:
         for path in write_plots(result, plots_dir):
             click.echo(f"wrote {path}", err=True)

@@ -12,14 +12,22 @@ on ``B_i · y`` with a fresh Bernoulli mask ``B_i``. Two averages are offered:
 
 Masks are drawn from a NumPy generator seeded by ``seed``; with the model's dropout
 seeded too (:func:`keras.utils.set_random_seed` before loading), a run is
-reproducible.
+reproducible. :func:`with_ensemble` puts the ensemble into a loaded Self2Self model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from astrotf.constants import SELF2SELF_KEEP_PROB
+from astrotf.errors import AstroTFError
+
+if TYPE_CHECKING:
+    from astrotf.backends import LoadedModel
 
 AVERAGES = ("dropped", "all")
 
@@ -94,3 +102,23 @@ def ensemble_predictor(call: Callable[[np.ndarray, np.ndarray], np.ndarray], *, 
             return np.where(dropped_n > 0, dropped_sum / dropped_n, mean).astype(np.float32)
 
     return predict
+
+
+def with_ensemble(model: LoadedModel, samples: int, seed: int = 0, average: str = "dropped") -> LoadedModel:
+    """A Self2Self model whose ``predict`` is the mean of ``samples`` dropout passes on
+    re-masked inputs (TDR eq. 4, :func:`astrotf.ensemble.ensemble_predictor`), seeded.
+
+    Raises
+    ------
+    AstroTFError
+        If ``model`` is not a Self2Self model.
+    """
+    if model.sample is None:
+        raise AstroTFError(f"{model.name}: --samples needs a Self2Self model (this one is deterministic)")
+    if model.reseed is not None:
+        model.reseed(seed)
+    ensemble = model.metadata.get("ensemble", {})
+    keep_prob = float(ensemble.get("keep_prob", SELF2SELF_KEEP_PROB))
+    predict = ensemble_predictor(model.sample, samples=samples, keep_prob=keep_prob,
+                                 seed=seed, average=average, mask_block=int(ensemble.get("mask_block", 1)))
+    return dataclasses.replace(model, predict=predict, masks_nonfinite=True)

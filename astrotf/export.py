@@ -10,7 +10,7 @@ Layout (TF Serving's model base path)::
       model.onnx          with ``formats`` including "onnx": the same graph for ONNX Runtime
                           (input "image", output "denoised", dynamic N, H, W; needs tf2onnx)
       model.fp16.plan     with "tensorrt": a TensorRT engine built from model.onnx for the GPU of
-                          this machine (see :mod:`astrotf.tensorrt_engine`)
+                          this machine (see :mod:`astrotf.backends.tensorrt`)
       metadata.json       channels, data domain, normalisation, tile, recipe, provenance, version
 
 The export is always float32, whatever precision the run trained in.
@@ -170,7 +170,7 @@ def engine_file_name(fp16: bool) -> str:
 
 def add_tensorrt_engine(folder: Path, metadata: dict, profile=None, fp16: bool = True) -> None:
     """Build ``folder/model.{fp16,fp32}.plan`` from ``folder/model.onnx``; record it in ``metadata``."""
-    from astrotf.tensorrt_engine import EngineProfile, build_engine
+    from astrotf.backends.tensorrt import EngineProfile, build_engine
 
     if not (folder / "model.onnx").is_file():
         raise AstroTFError(f"{folder}: no model.onnx to build a TensorRT engine from (export with --format onnx)")
@@ -252,7 +252,7 @@ def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
         raise AstroTFError(f"unknown export format(s) {unknown}; expected some of {list(FORMATS)}")
     metadata = json.loads((source / "metadata.json").read_text())
     if "tensorrt" in formats:
-        from astrotf.tensorrt_engine import require_gpu
+        from astrotf.backends.tensorrt import require_gpu
 
         require_gpu()
     tmp = _staging_folder(out)
@@ -289,12 +289,12 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
 
     The SavedModel, ``model.keras`` and ``metadata.json`` are always written;
     ``formats`` containing ``"onnx"`` adds ``model.onnx``, ``"tensorrt"`` also a
-    TensorRT engine (``trt_profile``: :class:`astrotf.tensorrt_engine.EngineProfile`;
+    TensorRT engine (``trt_profile``: :class:`astrotf.backends.tensorrt.EngineProfile`;
     ``trt_fp16``: FP16 network body). Written into a temporary folder beside ``out``
     and moved into place, so a failed export never leaves half a model behind.
     """
     if "tensorrt" in formats:
-        from astrotf.tensorrt_engine import require_gpu
+        from astrotf.backends.tensorrt import require_gpu
 
         require_gpu()  # before the slow part
         formats = tuple(dict.fromkeys((*formats, "onnx")))
@@ -334,3 +334,57 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s to %s", source, out)
     return out
+
+
+def trt_profile(channels: int, tile: int = 256, max_batch: int = 16):
+    """The TensorRT optimisation profile of ``astrotf export``: tiles of 16 px up to twice ``tile``,
+    tuned for ``tile``; batches up to ``max_batch``, tuned for 8 (or ``max_batch`` if smaller)."""
+    from astrotf.backends.tensorrt import EngineProfile
+
+    return EngineProfile(channels, min_tile=16, opt_tile=tile, max_tile=2 * tile, opt_batch=min(8, max_batch),
+                         max_batch=max_batch)
+
+
+def export_model(source: str | os.PathLike, out: str | os.PathLike, *, formats: tuple[str, ...] = (),
+                 version: int = 1, checkpoint: str = "best", credits: dict | None = None, force: bool = False,
+                 trt_fp16: bool = True, trt_tile: int = 256, trt_max_batch: int = 16) -> tuple[Path, str]:
+    """``astrotf export``: a training run (:func:`export_run`) or an exported model folder
+    (:func:`export_model_folder`, which needs ``formats``) to ``out``.
+
+    The SavedModel is always written for a run; ``formats`` adds ``"onnx"`` and ``"tensorrt"``
+    (an engine for this GPU, profile :func:`trt_profile` of ``trt_tile`` and ``trt_max_batch``).
+
+    Returns
+    -------
+    path : Path
+        The model folder written.
+    summary : str
+        One line saying what was exported.
+
+    Raises
+    ------
+    AstroTFError
+        A model folder without ``formats``, and whatever the export itself refuses.
+    """
+    source = Path(source)
+    formats = tuple(dict.fromkeys(formats))
+    if not (source / "run.json").is_file() and (source / "metadata.json").is_file():
+        if not formats:
+            raise AstroTFError(f"{source}: an exported model folder, not a training run; name what to rebuild "
+                               "from its model.keras with --format (savedmodel, onnx, tensorrt)")
+        channels = int(json.loads((source / "metadata.json").read_text()).get("channels", 3))
+        profile = trt_profile(channels, trt_tile, trt_max_batch) if "tensorrt" in formats else None
+        path = export_model_folder(source, out, formats=formats, force=force, trt_profile=profile, trt_fp16=trt_fp16)
+        return path, f"{source} -> {path} ({', '.join(formats)} rebuilt)"
+    profile = None
+    if "tensorrt" in formats:
+        from astrotf.train import load_run
+
+        channels = int(load_run(source)["recipe"].get("model", {}).get("channels", 1))
+        profile = trt_profile(channels, trt_tile, trt_max_batch)
+    formats = tuple(dict.fromkeys(("savedmodel",) + formats))
+    path = export_run(source, out, version=version, checkpoint=checkpoint, credits=credits, force=force,
+                      formats=formats, trt_profile=profile, trt_fp16=trt_fp16)
+    extra = "".join(f" + {name}" for fmt, name in (("onnx", "model.onnx"), ("tensorrt", "TensorRT engine"))
+                    if fmt in formats)
+    return path, f"exported {source} -> {path} (serving_default: image -> denoised){extra}"

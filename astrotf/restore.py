@@ -16,16 +16,21 @@ with the noisy pixel in Laine et al. 2019). Where the denoiser removed only nois
 the output stays denoised; where it cut a real structure (a sunspot's peak, a star
 core) the residual carries far more power than noise and the input comes back.
 
+:func:`restore_and_report` is what ``astrotf infer`` does after the network (settings:
+:class:`RestoreOptions`), with :func:`restore_on_grid` keeping the guarantee in integer files.
+
 No TensorFlow import.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from astrotf.constants import MAGNETOGRAM_NOISE_RANGE_G
+from astrotf.errors import AstroTFError
 from astrotf.metrics import noise_level
 
 
@@ -260,3 +265,202 @@ def restore_threshold(original: np.ndarray, *, threshold: float | None = None, s
         msg = f"`sigmas` must be >= 0. Received: sigmas={sigmas}"
         raise ValueError(msg)
     return float(sigmas) * noise_level(original, value_range).sigma
+
+
+# ----------------------------------------------------------------------------- after inference
+@dataclasses.dataclass(frozen=True)
+class RestoreOptions:
+    """What ``astrotf infer`` does to a denoised frame before it is written.
+
+    Parameters
+    ----------
+    threshold : float, optional
+        ``R`` of :func:`restore` in data units (``--restore``).
+    sigmas : float, optional
+        ``R`` as this many times the input's noise level (``--restore-sigma``).
+    mode : {"input", "clip"}
+        :func:`restore`'s ``mode``.
+    soft : bool, optional
+        :func:`soft_restore` on or off; None: on for Self2Self models (then skipped with a
+        line saying why when the input's noise level cannot be measured).
+    soft_width : float
+        :func:`soft_restore`'s window, px.
+    report : bool
+        Report noise levels and what the output kept of the input.
+    noise_range : (float, float), optional
+        Value range of the noise-level fit; default: [-20, 20] for magnetograms (the TDR
+        paper's range, in G), else the input's sigma-clipped background ± 5 sigma.
+
+    Raises
+    ------
+    AstroTFError
+        Both ``threshold`` and ``sigmas``, a ``mode`` other than "input" without either, or
+        a ``noise_range`` whose low end is not below its high end (named as the CLI options).
+    """
+
+    threshold: float | None = None
+    sigmas: float | None = None
+    mode: str = "input"
+    soft: bool | None = None
+    soft_width: float = 1.0
+    report: bool = False
+    noise_range: tuple[float, float] | None = None
+
+    def __post_init__(self):
+        if self.threshold is not None and self.sigmas is not None:
+            raise AstroTFError("use either --restore or --restore-sigma, not both")
+        if self.mode != "input" and not self.restores:
+            raise AstroTFError(f"--restore-mode {self.mode} needs --restore R or --restore-sigma K")
+        if self.noise_range is not None and not self.noise_range[0] < self.noise_range[1]:
+            raise AstroTFError(f"--noise-range: LOW must be below HIGH. "
+                               f"Received: {self.noise_range[0]} {self.noise_range[1]}")
+
+    @property
+    def restores(self) -> bool:
+        """Whether a hard restore (:func:`restore`) is asked for."""
+        return self.threshold is not None or self.sigmas is not None
+
+
+def check_restore_target(target: Path, info) -> None:
+    """--restore promises max |out - in| <= R in the file written: a lossy or re-quantised output breaks it."""
+    from astrotf import io
+
+    fmt = io.format_of(target) or info.format
+    if fmt == "jpeg":
+        raise AstroTFError(f"{target}: JPEG is lossy, so --restore's max |out - in| <= R cannot hold in it; "
+                           f"write PNG or TIFF (-o NAME.png)")
+    if fmt != info.format:
+        raise AstroTFError(f"{target}: --restore keeps max |out - in| <= R in the input's format "
+                           f"({info.format}); write the output as {info.format} too")
+
+
+def restore_on_grid(denoised: np.ndarray, original: np.ndarray, threshold: float, mode: str = "input",
+                    info=None) -> Restored:
+    """:func:`restore`, with the guarantee kept in a file written on the input's integer grid.
+
+    Integer output (FITS BSCALE/BZERO, 8/16-bit TIFF/PNG; ``info``: the input's
+    :class:`astrotf.io.ImageInfo`) is quantised when written: the result is quantised first,
+    so that rounding cannot push a pixel past R. A pixel that rounding would push past R goes
+    to the grid value next to it on the input's side (the input is on the grid).
+    """
+    restored = restore(denoised, original, threshold, mode)
+    step = info.step if info is not None else None
+    if not step:
+        return restored
+    fits_out = info.format == "fits"
+    step = info.extra["bscale"] if fits_out else step
+    zero = info.extra["bzero"] if fits_out else 0.0
+    image = restored.image.astype(np.float64)
+    grid = np.rint((image - zero) / step) * step + zero
+    if not fits_out:
+        grid = np.clip(grid, 0.0, 1.0)  # as the writer does; towards the input, which is in [0, 1]
+    with np.errstate(invalid="ignore"):
+        past = np.abs(grid - original) > threshold
+    grid = np.where(past, original + np.trunc((image - original) / step) * step, grid)
+    again = restore(grid.astype(denoised.dtype), original, threshold)
+    return dataclasses.replace(again, restored=again.restored | restored.restored, mode=mode,
+                               fraction=float((again.restored | restored.restored).sum())
+                               / max(int(np.isfinite(original).sum()), 1))
+
+
+def _noise_sigma(image: np.ndarray, noise_range: tuple[float, float], what: str) -> float:
+    try:
+        return noise_level(image, tuple(noise_range)).sigma
+    except ValueError as err:
+        raise AstroTFError(f"noise level of the {what}: {err} (see --noise-range)") from None
+
+
+def _input_noise(data: np.ndarray, noise_range, domain: str | None, soft: bool):
+    """The noise range, the input's noise level in it and the input's background (None unless measured)."""
+    from astrotf.metrics import background_noise
+
+    sky = None
+    if noise_range is None:
+        if domain == "magnetogram":
+            noise_range = MAGNETOGRAM_NOISE_RANGE_G
+        else:
+            try:
+                sky = background_noise(data)
+            except ValueError as err:
+                raise AstroTFError(f"noise level of the input: {err} (see --noise-range)") from None
+            noise_range = (sky.median - 5 * sky.sigma, sky.median + 5 * sky.sigma)
+    sigma_in = _noise_sigma(data, noise_range, "input")
+    if soft and not sigma_in > 0:
+        raise AstroTFError(f"the input's noise level is {sigma_in:g} (see --noise-range)")
+    return noise_range, sigma_in, sky
+
+
+def restore_and_report(data: np.ndarray, result: np.ndarray, options: RestoreOptions, *, soft: bool = False,
+                       info=None, domain: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """Soft restore, then restore (both optional), and the ``--report`` lines.
+
+    Parameters
+    ----------
+    data, result : ndarray
+        The input frame and the network's output, same shape.
+    options : RestoreOptions
+    soft : bool
+        Apply :func:`soft_restore` (``options.soft``, or the model's default when that is None).
+        A soft restore that is on by default is skipped, with a line saying why, when the input's
+        noise level cannot be measured; one that was asked for fails the image.
+    info : astrotf.io.ImageInfo, optional
+        The input's; an integer grid keeps the restore's guarantee in the file (:func:`restore_on_grid`).
+    domain : str, optional
+        The data domain (``"magnetogram"`` selects the TDR noise range and strong-pixel level).
+
+    Returns
+    -------
+    result : ndarray
+    lines : list of str
+        What was done and measured, one line each.
+    """
+    from astrotf.evaluate.infer_report import kept_lines, noise_line
+
+    lines = []
+    soft_width = options.soft_width if soft else None
+    noise_range, sigma_in, sky = options.noise_range, None, None
+    if options.report or options.sigmas is not None or soft_width is not None:
+        try:
+            noise_range, sigma_in, sky = _input_noise(data, noise_range, domain, soft_width is not None)
+        except AstroTFError as err:
+            if not (options.soft is None and not options.report and options.sigmas is None):
+                raise
+            # only the default soft restore needed the noise level: skip it rather than fail the image
+            soft_width = None
+            lines.append(f"soft restore skipped: {err}; --no-soft-restore turns it off")
+    denoised_sigma = _noise_sigma(result, noise_range, "denoised output") if options.report else None
+    if soft_width is not None:
+        softened = soft_restore(result, data, sigma_in, soft_width)
+        finite = np.isfinite(data) & np.isfinite(softened.image)
+        mostly_input = float((softened.gain[finite] > 0.5).mean()) if finite.any() else 0.0
+        result = softened.image
+        lines.append(f"soft restore (noise level {sigma_in:.4g}, window {soft_width:g} px): mean weight of the "
+                     f"input {softened.mean_gain:.3f}; {100 * mostly_input:.2f} % of the pixels nearer the input")
+    if options.report:
+        sigma_soft = _noise_sigma(result, noise_range, "soft-restored output") if soft_width is not None else None
+        lines.append(noise_line(noise_range, sigma_in, denoised_sigma, sigma_soft))
+    if options.restores:
+        result, restore_lines = _restore_with_lines(data, result, options, sigma_in, noise_range, info)
+        lines += restore_lines
+    if options.report:
+        lines += kept_lines(data, result, domain, with_max=not options.restores, sky=sky)
+    return result, lines
+
+
+def _restore_with_lines(data: np.ndarray, result: np.ndarray, options: RestoreOptions, sigma_in: float | None,
+                        noise_range, info) -> tuple[np.ndarray, list[str]]:
+    """The restore on the output's grid, the line saying what it did and (``--report``) the noise after it."""
+    from astrotf.evaluate.infer_report import restored_noise_line
+
+    threshold = (restore_threshold(data, threshold=options.threshold) if options.threshold is not None
+                 else options.sigmas * sigma_in)
+    restored = restore_on_grid(result, data, threshold, options.mode, info)
+    result = restored.image
+    how = f"R={threshold:.4g}" + (f" ({options.sigmas:g} x noise level {sigma_in:.4g})"
+                                  if options.sigmas is not None else "")
+    what = "set back to their input value" if options.mode == "input" else "moved to within R of their input value"
+    lines = [f"restore {how}, mode {options.mode}: {100 * restored.fraction:.2f} % of the pixels {what}"]
+    if options.report:
+        sigma_out = _noise_sigma(result, noise_range, "restored output")
+        lines.append(restored_noise_line(data, result, sigma_in, sigma_out))
+    return result, lines

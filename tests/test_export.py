@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from astrotf.errors import AstroTFError
 from astrotf.export import export_run
-from astrotf.infer import load_model
+from astrotf.backends import load_model
 from astrotf.models.resunet import ResUNet
 
 

@@ -39,7 +39,7 @@ def server(request, exported):
 
 
 def test_client_reads_the_signature_and_predicts_like_keras(server, exported):
-    from astrotf.serving import ServingClient
+    from astrotf.backends.serving import ServingClient
 
     protocol, address = server
     _, model = exported
@@ -67,7 +67,7 @@ def test_served_infer_equals_local_infer(server, exported, tmp_path):
 
 
 def test_unknown_model_and_dead_server_are_one_line_errors(server):
-    from astrotf.serving import ServingClient
+    from astrotf.backends.serving import ServingClient
 
     protocol, address = server
     with pytest.raises(AstroTFError, match="tiny2|NOT_FOUND|404"):
@@ -77,7 +77,7 @@ def test_unknown_model_and_dead_server_are_one_line_errors(server):
 
 
 def test_bad_server_address_is_named():
-    from astrotf.serving import ServingClient
+    from astrotf.backends.serving import ServingClient
 
     with pytest.raises(AstroTFError, match="HOST:PORT"):
         ServingClient("localhost", "tiny")

@@ -8,7 +8,8 @@ from click.testing import CliRunner
 
 from astrotf import io
 from astrotf.cli import main
-from astrotf.infer import TileOptions, denoise_image, load_model, shipped_model_dirs
+from astrotf.backends import load_model, shipped_model_dirs
+from astrotf.infer import TileOptions, denoise_image
 
 SHIPPED = ["resunet-rgb", "resunet-mono"]
 SAMPLES = io.pathlib.Path(__file__).resolve().parent.parent / "astrotf" / "samples"

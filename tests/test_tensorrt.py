@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from astrotf.cli import main
-from astrotf.infer import shipped_model_dirs
-from astrotf.tensorrt_engine import BODY_SCOPE, EngineProfile, cuda_available, mixed_fp16_onnx
+from astrotf.backends import shipped_model_dirs
+from astrotf.backends.tensorrt import BODY_SCOPE, EngineProfile, cuda_available, mixed_fp16_onnx
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -128,7 +128,7 @@ def test_engine_matches_onnx_runtime_at_two_tile_sizes(name, tolerance, tmp_path
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["tensorrt"]["profile"]["max_tile"] == 256 and (out / meta["tensorrt"]["file"]).is_file()
-    from astrotf.infer import load_model
+    from astrotf.backends import load_model
 
     engine = load_model(out, backend="tensorrt")
     reference = load_model(out, backend="onnxruntime")

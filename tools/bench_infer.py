@@ -56,7 +56,8 @@ def seconds(fn, repeat: int = 2) -> float:
 
 def bench_model(name: str, size: int, batch: int | None, backend: str = "tensorflow", reference=None,
                 precision: str = "float32") -> dict:
-    from astrotf.infer import TileOptions, denoise_tiled, load_model, resolve_model_path
+    from astrotf.backends import load_model, resolve_model_path
+    from astrotf.infer import TileOptions, denoise_tiled
 
     if backend == "tensorrt":  # engines are built for this GPU, from the model's model.onnx
         import tempfile
@@ -95,7 +96,8 @@ def peak_rss_child(name: str, size: int) -> float:
     """
     code = (
         "import numpy as np\n"
-        "from astrotf.infer import adapt_channels, denoise_tiled, load_model\n"
+        "from astrotf.backends import load_model\n"
+        "from astrotf.infer import adapt_channels, denoise_tiled\n"
         f"m = load_model({name!r})\n"
         f"x = np.random.default_rng(0).standard_normal(({size}, {size}, 1), dtype=np.float32)\n"
         "x *= 10.0\n"
@@ -130,7 +132,7 @@ def main() -> None:
           f"frame {args.size}x{args.size}, batch {args.batch_size or 'as astrotf infer'}")
     rows = []
     if "tensorrt" in args.backends:
-        from astrotf.tensorrt_engine import cuda_available
+        from astrotf.backends.tensorrt import cuda_available
 
         if not cuda_available():
             print("tensorrt: skipped (no CUDA GPU with tensorrt and cuda-python here)")

@@ -139,7 +139,8 @@ def model_denoiser(model):
 
     A Self2Self model predicts the mean of ``ENSEMBLE`` seeded dropout passes (TDR eq. 4).
     """
-    from astrotf.infer import denoise_image, with_ensemble
+    from astrotf.ensemble import with_ensemble
+    from astrotf.infer import denoise_image
 
     if getattr(model, "sample", None) is not None:
         model = with_ensemble(model, samples=ENSEMBLE, seed=0)
@@ -221,7 +222,7 @@ def run_methods(noisy: np.ndarray, methods: dict, label: str) -> dict:
 # ----------------------------------------------------------------------------- models
 def load_models(names: dict, precision: str = "float32") -> tuple[dict, dict]:
     """``{role: LoadedModel}`` for the models that load, and ``{role: info}`` (version, exported, steps)."""
-    from astrotf.infer import load_model, resolve_model_path
+    from astrotf.backends import load_model, resolve_model_path
 
     models, info = {}, {}
     for role, name in names.items():

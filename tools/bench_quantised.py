@@ -18,7 +18,8 @@ import argparse
 import numpy as np
 
 from astrotf.data.simulate import StarFieldConfig, simulate_star_field
-from astrotf.infer import denoise_image, load_model
+from astrotf.backends import load_model
+from astrotf.infer import denoise_image
 from astrotf.metrics import background_noise
 
 

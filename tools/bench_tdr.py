@@ -40,7 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from astrotf import io
-from astrotf.infer import denoise_image, load_model, resolve_model_path, with_ensemble
+from astrotf.backends import load_model, resolve_model_path
+from astrotf.ensemble import with_ensemble
+from astrotf.infer import denoise_image
 from astrotf.metrics import noise_level, residual_structure, strong_slope
 from astrotf.restore import restore, soft_restore
 

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from astrotf import io
-from astrotf.infer import TileOptions, denoise_image, load_model
+from astrotf.backends import load_model
+from astrotf.infer import TileOptions, denoise_image
 
 SAMPLES = Path(__file__).resolve().parent.parent / "astrotf" / "samples"
 

@@ -19,7 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from astrotf import io
-from astrotf.infer import denoise_image, load_model, with_ensemble
+from astrotf.backends import load_model
+from astrotf.ensemble import with_ensemble
+from astrotf.infer import denoise_image
 from astrotf.metrics import noise_level, residual_structure
 from astrotf.restore import restore, soft_restore
 

@@ -20,7 +20,8 @@ that runs them (``astrotf export MODEL --out DIR --format tensorrt``); a mismatc
 reported when the engine is loaded.
 
 Needs ``pip install "astrotf[tensorrt]"`` (tensorrt, cuda-python, onnxconverter-common)
-and a CUDA GPU; :func:`mixed_fp16_onnx` alone runs anywhere.
+and a CUDA GPU; :func:`mixed_fp16_onnx` alone runs anywhere. :func:`load_tensorrt` is the
+inference backend (``astrotf infer --backend tensorrt``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotf.backends import LoadedModel
 from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
@@ -335,3 +337,25 @@ class EngineRunner:
             self.close()
         except Exception:  # interpreter shutdown: CUDA may be gone already
             pass
+
+
+def load_tensorrt(path: Path, metadata: dict) -> LoadedModel:
+    """A TensorRT engine: a ``.plan`` file, or the one a model folder's metadata.json names."""
+    if path.suffix == ".plan":
+        engine = path
+    else:
+        entry = metadata.get("tensorrt")
+        if not entry:
+            raise AstroTFError(f"{path}: no TensorRT engine; build one for this GPU with "
+                               f"`astrotf export {path} --out DIR --format tensorrt`")
+        engine = path / entry["file"]
+    if not engine.is_file():
+        raise AstroTFError(f"{engine}: TensorRT engine missing")
+    require_gpu()
+    runner = EngineRunner(engine)
+    metadata.setdefault("channels", runner.channels)
+    name = metadata.get("name", engine.parent.name)
+    entry = metadata.get("tensorrt", {})
+    return LoadedModel(name, runner, metadata, precision=entry.get("precision", "tensorrt"),
+                       largest_tile=entry.get("profile", {}).get("max_tile"))
+

@@ -1,16 +1,5 @@
-"""Scoring of a denoised image against its noisy input, a clean reference and a star catalogue.
-
-`evaluate` gathers the measures of `astrotf.metrics` into one `Evaluation` — noise in physical
-units, what changed and at which spatial frequencies, fidelity to a reference, and star recovery
-the way the Astro U-net paper reports it (TPR, false positives, precision, F1, flux error, SNR
-gain) — `format_table` prints it and `write_plots` draws what a person should look at: the
-residual map, histograms with their Gaussian fits, power spectra and flux error against flux.
-No TensorFlow import (``astrotf evaluate`` scores outputs of any denoiser).
-
-References
-----------
-Vojtekova et al. 2020, MNRAS 503, 3204, §4 (Astro U-net); TDR (Self2Self train-denoise-restore),
-Figs. 2-4; ../shared/BENCHMARKS.md of the project workspace.
+"""The scores of `astrotf evaluate`: one `Evaluation` of a denoised image against its noisy input,
+a clean reference and a star catalogue, and `format_table` to print it. No TensorFlow import.
 """
 
 from __future__ import annotations
@@ -18,9 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -258,109 +245,140 @@ def evaluate(
     if len(set(shapes.values())) != 1:
         raise AstroTFError("images differ in shape: " + ", ".join(f"{k} {v}" for k, v in shapes.items()))
     planes = {k: _plane(v) for k, v in images.items()}
-    scores: dict = {}
-
-    def put(key, column, value):
-        if value is not None:
-            scores.setdefault(key, {})[column] = value
-
+    scores = _Scores()
     background = {k: _safe(metrics.background_noise, p) for k, p in planes.items()}
     if background["input"] is None:
         raise AstroTFError("input: too few finite pixels to measure the background noise")
+    noise_fits, spectra = _noise_scores(scores, planes, background, options)
+    _change_scores(scores, planes, background["input"], options)
+    if reference is not None:
+        _reference_scores(scores, images, planes, options)
+    recoveries = _star_scores(scores, planes, background, stars, options)
+    ordered = {key: scores[key] for key, _, _ in QUANTITIES if key in scores}
+    return Evaluation(scores=ordered, options=options, planes=planes, noise_fits=noise_fits, spectra=spectra,
+                      stars=recoveries)
+
+
+class _Scores(dict):
+    """``{quantity: {column: value}}``; :meth:`put` leaves out values that are None."""
+
+    def put(self, key: str, column: str, value) -> None:
+        if value is not None:
+            self.setdefault(key, {})[column] = value
+
+
+def _noise_scores(scores: _Scores, planes: dict, background: dict, options: EvaluationOptions) -> tuple[dict, dict]:
+    """Background level and noise, the Gaussian-fit noise level and the power spectrum of each image."""
     sigma_in = background["input"].sigma
     low, high = options.noise_range or (background["input"].median - 5 * sigma_in,
                                         background["input"].median + 5 * sigma_in)
     noise_fits, spectra = {}, {}
     for column, plane in planes.items():
         if background[column] is not None:
-            put("background_median", column, background[column].median)
-            put("background_sigma", column, background[column].sigma)
+            scores.put("background_median", column, background[column].median)
+            scores.put("background_sigma", column, background[column].sigma)
         fit = _safe(metrics.noise_level, plane, (low, high), 100) if high > low else None
         if fit is not None:
             noise_fits[column] = fit
-            put("noise_level", column, fit.sigma)
+            scores.put("noise_level", column, fit.sigma)
         spectrum = _safe(metrics.power_spectrum, plane)
         if spectrum is not None:
             spectra[column] = spectrum
+    return noise_fits, spectra
 
+
+def _change_scores(scores: _Scores, planes: dict, sky, options: EvaluationOptions) -> None:
+    """What the output changed of the input: largest change, correlation, spectra, strong pixels, structure."""
     out, inp = planes["output"], planes["input"]
     both = np.isfinite(out) & np.isfinite(inp)
-    put("max_abs_change", "output", float(np.max(np.abs(out[both] - inp[both]))) if both.any() else None)
+    scores.put("max_abs_change", "output", float(np.max(np.abs(out[both] - inp[both]))) if both.any() else None)
     fit = _safe(metrics.correlation, inp, out)
     if fit is not None:
-        put("pearson_input", "output", fit.pearson)
-        put("slope_input", "output", fit.slope)
+        scores.put("pearson_input", "output", fit.pearson)
+        scores.put("slope_input", "output", fit.slope)
     if min(out.shape) >= 8:
-        put("spectra_differ_input", "output", metrics.divergence_frequency(inp, out, options.tolerance))
-    strong = options.strong if options.strong is not None else 10 * sigma_in
-    kept = metrics.strong_slope(inp, out, strong, background["input"].median)
-    put("n_strong", "output", kept.n_pixels)
+        scores.put("spectra_differ_input", "output", metrics.divergence_frequency(inp, out, options.tolerance))
+    strong = options.strong if options.strong is not None else 10 * sky.sigma
+    kept = metrics.strong_slope(inp, out, strong, sky.median)
+    scores.put("n_strong", "output", kept.n_pixels)
     if kept.n_pixels >= 10:
-        put("slope_strong_input", "output", kept.slope)
-    put("residual_structure", "output", _safe(metrics.residual_structure, inp - out))
+        scores.put("slope_strong_input", "output", kept.slope)
+    scores.put("residual_structure", "output", _safe(metrics.residual_structure, inp - out))
 
-    if reference is not None:
-        ref = planes["reference"]
-        channel_axis = -1 if np.ndim(reference) == 3 and np.shape(reference)[-1] > 1 else None
-        for column in ("input", "output"):
-            arr = np.asarray(images[column], np.float64)
-            ref_arr = np.asarray(reference, np.float64)
-            if channel_axis is None:
-                arr, ref_arr = _plane(arr), _plane(ref_arr)
-            put("psnr", column, _safe(metrics.psnr, ref_arr, arr, options.data_range))
-            if min(ref.shape) >= 7:
-                put("ssim", column, _safe(metrics.ssim, ref_arr, arr, options.data_range, channel_axis))
-            put("kl", column, _safe(metrics.kl_divergence, ref, planes[column]))
-            fit = _safe(metrics.correlation, ref, planes[column])
-            if fit is not None:
-                put("pearson_reference", column, fit.pearson)
-                put("slope_reference", column, fit.slope)
-            if min(ref.shape) >= 8:
-                put("spectra_differ_reference", column,
-                    metrics.divergence_frequency(ref, planes[column], options.tolerance))
 
-    recoveries: dict = {}
+def _reference_scores(scores: _Scores, images: dict, planes: dict, options: EvaluationOptions) -> None:
+    """PSNR, SSIM, KL, correlation and spectra of the input and the output against the reference."""
+    reference, ref = images["reference"], planes["reference"]
+    channel_axis = -1 if np.ndim(reference) == 3 and np.shape(reference)[-1] > 1 else None
+    for column in ("input", "output"):
+        arr = np.asarray(images[column], np.float64)
+        ref_arr = np.asarray(reference, np.float64)
+        if channel_axis is None:
+            arr, ref_arr = _plane(arr), _plane(ref_arr)
+        scores.put("psnr", column, _safe(metrics.psnr, ref_arr, arr, options.data_range))
+        if min(ref.shape) >= 7:
+            scores.put("ssim", column, _safe(metrics.ssim, ref_arr, arr, options.data_range, channel_axis))
+        scores.put("kl", column, _safe(metrics.kl_divergence, ref, planes[column]))
+        fit = _safe(metrics.correlation, ref, planes[column])
+        if fit is not None:
+            scores.put("pearson_reference", column, fit.pearson)
+            scores.put("slope_reference", column, fit.slope)
+        if min(ref.shape) >= 8:
+            scores.put("spectra_differ_reference", column,
+                       metrics.divergence_frequency(ref, planes[column], options.tolerance))
+
+
+def _star_scores(scores: _Scores, planes: dict, background: dict, stars, options: EvaluationOptions) -> dict:
+    """Star recovery at the fixed threshold, at each image's own RMS and at the input's false
+    positives, and the SNR gain; the catalogue is the reference's detections when none is given."""
+    sigma_in = background["input"].sigma
     threshold = options.threshold_sigma * sigma_in
     correction = options.aperture_correction
-    if stars is None and reference is not None:
+    if stars is None and "reference" in planes:
         stars = _safe(metrics.reference_catalogue, planes["reference"], threshold, options.aperture)
         correction = 1.0
-    if stars is not None and sigma_in > 0:
-        recoveries = {"fixed": {}, "own": {}, "matched": {}}
-        kwargs = {"radius": options.radius, "aperture": options.aperture, "aperture_correction": correction,
-                  "min_flux": options.min_flux}
-        for column, plane in planes.items():
-            fixed = metrics.star_recovery(plane, stars, threshold, **kwargs)
-            recoveries["fixed"][column] = fixed
-            for key in ("n_truth", "threshold", "true_positives", "false_positives", "tpr", "precision", "f1",
-                        "flux_error_mean", "flux_error_median"):
-                put(key, column, getattr(fixed, key))
-            put("detected", column, fixed.n_detected)
-            put("n_flux", column, int(fixed.truth_flux.size))
-            own_sigma = background[column].sigma if background[column] is not None else 0.0
-            if own_sigma > 0:
-                own = metrics.star_recovery(plane, stars, options.threshold_sigma * own_sigma, **kwargs)
-                recoveries["own"][column] = own
-                put("detected_own", column, own.n_detected)
-                for key in ("true_positives", "false_positives", "tpr", "precision", "f1"):
-                    put(f"{key}_own", column, getattr(own, key))
-        budget = recoveries["own"].get("input")
-        for column, plane in planes.items():  # every image at the input's false-positive count
-            own_sigma = background[column].sigma if background[column] is not None else 0.0
-            if budget is None or own_sigma <= 0 or column == "reference":
-                continue
-            matched = metrics.recovery_at_false_positives(
-                plane, stars, budget.false_positives, own_sigma, radius=options.radius,
-                aperture=options.aperture, aperture_correction=correction)
-            recoveries["matched"][column] = matched
-            put("threshold_matched", column, matched.threshold / own_sigma)
-            for key in ("true_positives", "false_positives", "tpr"):
-                put(f"{key}_matched", column, getattr(matched, key))
-        found = recoveries["fixed"]["input"].matched
-        put("snr_gain", "output", _safe(metrics.snr_gain, out, inp, stars.x[found], stars.y[found], options.aperture))
-    ordered = {key: scores[key] for key, _, _ in QUANTITIES if key in scores}
-    return Evaluation(scores=ordered, options=options, planes=planes, noise_fits=noise_fits, spectra=spectra,
-                      stars=recoveries)
+    if stars is None or not sigma_in > 0:
+        return {}
+    recoveries: dict = {"fixed": {}, "own": {}, "matched": {}}
+    kwargs = {"radius": options.radius, "aperture": options.aperture, "aperture_correction": correction,
+              "min_flux": options.min_flux}
+    for column, plane in planes.items():
+        fixed = metrics.star_recovery(plane, stars, threshold, **kwargs)
+        recoveries["fixed"][column] = fixed
+        for key in ("n_truth", "threshold", "true_positives", "false_positives", "tpr", "precision", "f1",
+                    "flux_error_mean", "flux_error_median"):
+            scores.put(key, column, getattr(fixed, key))
+        scores.put("detected", column, fixed.n_detected)
+        scores.put("n_flux", column, int(fixed.truth_flux.size))
+        own_sigma = background[column].sigma if background[column] is not None else 0.0
+        if own_sigma > 0:
+            own = metrics.star_recovery(plane, stars, options.threshold_sigma * own_sigma, **kwargs)
+            recoveries["own"][column] = own
+            scores.put("detected_own", column, own.n_detected)
+            for key in ("true_positives", "false_positives", "tpr", "precision", "f1"):
+                scores.put(f"{key}_own", column, getattr(own, key))
+    _matched_scores(scores, planes, background, stars, recoveries, correction, options)
+    found = recoveries["fixed"]["input"].matched
+    scores.put("snr_gain", "output", _safe(metrics.snr_gain, planes["output"], planes["input"], stars.x[found],
+                                           stars.y[found], options.aperture))
+    return recoveries
+
+
+def _matched_scores(scores: _Scores, planes: dict, background: dict, stars, recoveries: dict, correction: float,
+                    options: EvaluationOptions) -> None:
+    """Every image at the lowest threshold that gives no more false positives than the input at its own RMS."""
+    budget = recoveries["own"].get("input")
+    for column, plane in planes.items():
+        own_sigma = background[column].sigma if background[column] is not None else 0.0
+        if budget is None or own_sigma <= 0 or column == "reference":
+            continue
+        matched = metrics.recovery_at_false_positives(
+            plane, stars, budget.false_positives, own_sigma, radius=options.radius,
+            aperture=options.aperture, aperture_correction=correction)
+        recoveries["matched"][column] = matched
+        scores.put("threshold_matched", column, matched.threshold / own_sigma)
+        for key in ("true_positives", "false_positives", "tpr"):
+            scores.put(f"{key}_matched", column, getattr(matched, key))
 
 
 def format_table(evaluation: Evaluation) -> str:
@@ -387,153 +405,3 @@ def format_table(evaluation: Evaluation) -> str:
 
     sep = "|" + "|".join(("-" * (w + 1) + ":") if i else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
     return "\n".join([line(header), sep, *(line(r) for r in rows)])
-
-
-# ----------------------------------------------------------------------------- catalogues
-def load_catalogue(path: str | os.PathLike) -> tuple[metrics.Catalogue, dict]:
-    """Read a star catalogue: CSV with columns x, y, flux (optional kind, fwhm), or a FITS table.
-
-    FITS: the ``TRUTH`` extension if there is one (as in astrotf's simulated fields), else the
-    first table extension. x is the column and y the row, 0-based, pixel centres at integers.
-
-    Returns
-    -------
-    catalogue : metrics.Catalogue
-    psf : dict
-        What the file says of the PSF: ``fwhm`` (median of a ``fwhm`` column, or the FITS header
-        keyword ``FWHM``) and ``beta`` (header ``BETA``, Moffat index), where known.
-
-    Raises
-    ------
-    astrotf.errors.AstroTFError
-        One line naming the file: missing, unreadable, no table, or missing columns.
-    """
-    from astropy.io import ascii as astropy_ascii
-    from astropy.io import fits
-    from astropy.table import Table
-
-    path = Path(path)
-    if not path.is_file():
-        raise AstroTFError(f"{path}: no such catalogue file (--stars)")
-    psf: dict = {}
-    name = path.name.lower()
-    try:
-        if name.endswith((".fits", ".fit", ".fts", ".fits.gz")):
-            with fits.open(path) as hdul:
-                tables = [h for h in hdul if isinstance(h, (fits.BinTableHDU, fits.TableHDU))]
-                truth = next((h for h in tables if h.name == "TRUTH"), tables[0] if tables else None)
-                if truth is None:
-                    raise AstroTFError(f"{path}: no table extension (expected TRUTH) in this FITS file (--stars)")
-                table = Table.read(truth)
-                for header in (hdul[0].header, truth.header):
-                    for key in ("FWHM", "BETA"):
-                        if key in header:
-                            psf[key.lower()] = float(header[key])
-        else:
-            table = astropy_ascii.read(path, format="csv")
-    except AstroTFError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any parser failure is one line for the user
-        text = str(err).strip().splitlines()
-        raise AstroTFError(f"{path}: cannot read the catalogue ({text[0] if text else type(err).__name__})") from err
-    try:
-        catalogue = metrics.Catalogue.from_table(table)
-    except ValueError as err:
-        raise AstroTFError(f"{path}: {err}") from err
-    if "fwhm" in table.colnames:
-        values = np.asarray(table["fwhm"], dtype=np.float64)
-        if np.isfinite(values).any():
-            psf["fwhm"] = float(np.nanmedian(values))
-    return catalogue, psf
-
-
-# ----------------------------------------------------------------------------- plots
-def write_plots(evaluation: Evaluation, directory: str | os.PathLike, dpi: int = 90) -> list[Path]:
-    """Residual map, histograms with Gaussian fits, power spectra and flux error against flux.
-
-    PNG files in ``directory`` (created): ``residual.png``, ``histograms.png``,
-    ``power_spectra.png`` and, with stars, ``flux_error.png``. Matplotlib's Agg backend: no
-    display needed.
-
-    Returns
-    -------
-    list of pathlib.Path
-        The files written.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    planes, scores = evaluation.planes, evaluation.scores
-    sigma = scores["background_sigma"]["input"] or 1.0
-    written = []
-    colours = {"input": "tab:grey", "output": "tab:blue", "reference": "tab:green"}
-
-    # residual maps
-    panels = [("output - input", planes["output"] - planes["input"])]
-    if "reference" in planes:
-        panels.append(("output - reference", planes["output"] - planes["reference"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
-    for ax, (title, residual) in zip(axes[0], panels):
-        im = ax.imshow(residual, origin="lower", cmap="RdBu_r", vmin=-3 * sigma, vmax=3 * sigma,
-                       interpolation="nearest")
-        ax.set_title(f"{title} (±3σ_input)")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    written.append(_save(fig, directory / "residual.png", dpi))
-
-    # histograms with the Gaussian fits
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for column, fit in evaluation.noise_fits.items():
-        ax.step(fit.centers, fit.counts, where="mid", color=colours[column], alpha=0.7, label=f"{column}")
-        ax.plot(fit.centers, fit.model(fit.centers), color=colours[column], ls="--",
-                label=f"Gaussian fit σ = {fit.sigma:.3g}")
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=0.5)
-    ax.set_xlabel("pixel value")
-    ax.set_ylabel("pixels per bin")
-    ax.set_title("pixel-value histograms and Gaussian fits (noise level)")
-    ax.legend(fontsize=8)
-    written.append(_save(fig, directory / "histograms.png", dpi))
-
-    # power spectra
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    for column, (freq, power) in evaluation.spectra.items():
-        ax.loglog(freq, power, color=colours[column], label=column)
-    f_diff = scores.get("spectra_differ_input", {}).get("output")
-    if f_diff is not None:
-        ax.axvline(f_diff, color="k", ls="--", lw=1, label=f"output differs from input above {f_diff:.3f}")
-    ax.set_xlabel("spatial frequency (cycles / pixel)")
-    ax.set_ylabel("power")
-    ax.set_title("azimuthally averaged power spectra")
-    ax.legend(fontsize=8)
-    written.append(_save(fig, directory / "power_spectra.png", dpi))
-
-    # flux error against flux
-    fixed = evaluation.stars.get("fixed", {})
-    if any(r.truth_flux.size for r in fixed.values()):
-        fig, ax = plt.subplots(figsize=(6, 4.2))
-        for column, rec in fixed.items():
-            if rec.truth_flux.size:
-                ax.scatter(rec.truth_flux, rec.measured_flux / rec.truth_flux - 1.0, s=8, alpha=0.6,
-                           color=colours[column], label=f"{column} (median {rec.flux_error_median:+.3f})")
-        ax.axhline(0.0, color="k", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("catalogue flux")
-        ax.set_ylabel("relative flux error (F - F_true) / F_true")
-        ax.set_ylim(-1, 1)
-        ax.set_title("flux error of matched stars (fixed threshold)")
-        ax.legend(fontsize=8)
-        written.append(_save(fig, directory / "flux_error.png", dpi))
-    return written
-
-
-def _save(fig, path: Path, dpi: int) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path

@@ -28,7 +28,7 @@ import numpy as np
 
 from astrotf.errors import AstroTFError
 from astrotf.export import INPUT_NAME, OUTPUT_NAME
-from astrotf.infer import LoadedModel, _find_metadata, resolve_model_path
+from astrotf.backends import LoadedModel, find_metadata, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -157,14 +157,14 @@ class ServingClient:
 
 
 def connect(address: str, model: str, protocol: str = "grpc", version: int | None = None) -> LoadedModel:
-    """A :class:`~astrotf.infer.LoadedModel` whose predictions come from TF Serving.
+    """A :class:`~astrotf.backends.LoadedModel` whose predictions come from TF Serving.
 
     The metadata (data domain, tile) are taken from a local model of the same name
     when there is one (the shipped models), else only the channels are known.
     """
     client = ServingClient(address, model, protocol, version)
     try:
-        metadata = _find_metadata(resolve_model_path(model))
+        metadata = find_metadata(resolve_model_path(model))
     except AstroTFError:
         metadata = {}
     if client.channels is not None:

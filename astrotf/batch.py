@@ -1,0 +1,359 @@
+"""Denoise many files: output paths, shards, lists, a manifest, skip-existing and per-file errors.
+
+:func:`denoise_file` reads one image, denoises it with the model its data call for (or
+the one given), applies the restores of :mod:`astrotf.restore` and writes the result in
+the input's format with a ``HISTORY`` of what was done. :func:`run` does that for many
+inputs: a bad file is reported and the others go on, every result is logged in a JSON-lines
+manifest, and a run started again with ``skip_existing`` resumes where it stopped. Settings
+travel as one :class:`InferOptions`. Messages go to an ``echo(message, err=False)``
+callable (``click.echo`` for the command line; by default the log). No TensorFlow import
+until a model is loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, ContextManager
+
+from astrotf import __version__
+from astrotf.constants import SELF2SELF_SAMPLES
+from astrotf.errors import AstroTFError
+from astrotf.restore import RestoreOptions
+
+if TYPE_CHECKING:
+    from astrotf.backends import LoadedModel
+
+log = logging.getLogger(__name__)
+
+#: ``progress(label)``: a context manager giving ``update(done_tiles, total_tiles)``.
+ProgressFactory = Callable[[str], ContextManager[Callable[[int, int], None]]]
+
+
+def _log_echo(message: str, err: bool = False) -> None:
+    log.info("%s", message)
+
+
+@dataclasses.dataclass(frozen=True)
+class InferOptions:
+    """How ``astrotf infer`` runs the model on a frame.
+
+    Parameters
+    ----------
+    model : str, optional
+        Shipped model name, ``.keras`` file or model folder; None: chosen per file from its
+        data domain (:data:`astrotf.backends.DEFAULT_MODELS`). With ``server``: the served name.
+    overlap : float
+        Least fraction of a tile shared with its neighbours.
+    tile, batch_size : int, optional
+        Tile size and tiles per call; None: picked per frame (:meth:`LoadedModel.tile_options`).
+    backend : {"tensorflow", "onnxruntime", "tensorrt"}
+    precision : {"auto", "float32", "bfloat16"}
+    server : str, optional
+        ``HOST:PORT`` of a TF Serving endpoint that runs the model (tiling stays local).
+    protocol : {"grpc", "rest"}
+    samples : int, optional
+        Self2Self ensemble members; None: the model's metadata.
+    seed : int
+        Seed of the Self2Self masks and dropout.
+    average : {"dropped", "all"}
+        Self2Self ensemble average (:func:`astrotf.ensemble.ensemble_predictor`).
+    restore : RestoreOptions
+        Soft restore, restore and report after the network.
+    """
+
+    model: str | None = None
+    overlap: float = 0.25
+    tile: int | None = None
+    batch_size: int | None = None
+    backend: str = "tensorflow"
+    precision: str = "auto"
+    server: str | None = None
+    protocol: str = "grpc"
+    samples: int | None = None
+    seed: int = 0
+    average: str = "dropped"
+    restore: RestoreOptions = RestoreOptions()
+
+
+@dataclasses.dataclass(frozen=True)
+class Denoised:
+    """What :func:`denoise_file` did: the file written, the model's name and the input's shape."""
+
+    output: Path
+    model: str
+    shape: tuple[int, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchResult:
+    """Outcome of :func:`run`: the inputs, the error of each failed one and how many were skipped."""
+
+    total: int
+    failures: tuple[str, ...] = ()
+    skipped: int = 0
+
+    @property
+    def exit_status(self) -> int:
+        """0: all done; 1: some of several inputs failed; 2: the only input failed."""
+        if not self.failures:
+            return 0
+        return 1 if len(self.failures) < self.total or self.total > 1 else 2
+
+
+# ----------------------------------------------------------------------------- inputs and outputs
+def output_path(image: Path, output: Path | None = None, out_dir: Path | None = None) -> Path:
+    """``output``, else ``<stem>_denoised.<ext>`` in ``out_dir`` or beside the input (``.fits.gz`` kept whole)."""
+    from astrotf import io
+
+    suffix = next((s for s in io.SUPPORTED_SUFFIXES if image.name.lower().endswith(s)), image.suffix)
+    stem = image.name[: len(image.name) - len(suffix)]
+    if output is not None:
+        return output
+    return (out_dir or image.parent) / f"{stem}_denoised{image.name[len(stem):]}"
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` as ``(I, N)`` with ``0 <= I < N``; None stays None."""
+    if value is None:
+        return None
+    try:
+        index, count = (int(v) for v in value.split("/"))
+    except ValueError:
+        raise AstroTFError(f"--shard must be I/N, e.g. 0/4. Received: --shard={value}") from None
+    if not (count >= 1 and 0 <= index < count):
+        raise AstroTFError(f"--shard I/N needs 0 <= I < N. Received: --shard={value}")
+    return index, count
+
+
+def collect_inputs(images: Iterable[Path], from_list: Path | None = None,
+                   shard: tuple[int, int] | None = None) -> list[Path]:
+    """Inputs from the command line and a list file (one path per line, # comments), then this shard's share."""
+    paths = list(images)
+    if from_list is not None:
+        for line in from_list.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#"):
+                paths.append(Path(line))
+    paths = list(dict.fromkeys(paths))
+    if not paths:
+        raise AstroTFError("no input images: give IMAGE arguments or --from-list FILE")
+    if shard is not None:
+        index, count = shard
+        paths = sorted(paths)[index::count]  # sorted: every shard sees the same order
+    return paths
+
+
+def check_outputs(n_inputs: int, output: Path | None, out_dir: Path | None, skip_existing: bool,
+                  force: bool) -> None:
+    """Refuse combinations of output options that cannot work."""
+    if output is not None and n_inputs > 1:
+        raise AstroTFError("-o/--output takes one input image; use --out-dir for several")
+    if output is not None and out_dir is not None:
+        raise AstroTFError("use either -o/--output or --out-dir, not both")
+    if skip_existing and force:
+        raise AstroTFError("use either --skip-existing or --force, not both")
+
+
+class Manifest:
+    """JSON lines, one per input, appended and flushed at once (a crash loses at most one line).
+
+    Without a ``path`` it writes nothing.
+    """
+
+    def __init__(self, path: Path | None):
+        self.fh = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+
+    def write(self, **record) -> None:
+        if self.fh is not None:
+            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
+            self.fh.write(json.dumps(record, default=str) + "\n")
+            self.fh.flush()
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+
+
+# ----------------------------------------------------------------------------- one file
+def _load(name: str, options: InferOptions, domain: str) -> LoadedModel:
+    if options.server:
+        from astrotf.backends.serving import connect
+
+        model = connect(options.server, name, options.protocol)
+        model.metadata.setdefault("data_domain", domain)  # no local metadata.json
+        return model
+    from astrotf.backends import load_model
+
+    return load_model(name, backend=options.backend, precision=options.precision)
+
+
+def _is_self2self(model: LoadedModel) -> bool:
+    return getattr(model, "sample", None) is not None
+
+
+def _with_options_ensemble(model: LoadedModel, options: InferOptions) -> LoadedModel:
+    """A fresh, seeded ensemble per image (the result does not depend on the file order)."""
+    if options.samples is None and not _is_self2self(model):
+        return model
+    from astrotf.ensemble import with_ensemble
+
+    default_samples = model.metadata.get("ensemble", {}).get("samples", SELF2SELF_SAMPLES)
+    return with_ensemble(model, options.samples or int(default_samples), options.seed, options.average)
+
+
+def _history(image: Path, model: LoadedModel, tiles, step: float | None, options: InferOptions) -> list[str]:
+    history = [f"astrotf {__version__} infer: model={model.name} v{model.metadata.get('version', '?')}",
+               f"astrotf tile={tiles.tile} overlap={tiles.overlap} precision={model.precision}",
+               f"astrotf input: {image.name}"]
+    if step is not None:
+        history.append(f"astrotf quantised input: dithered by one step ({step:g}, seeded) for the "
+                       f"network's tile normalisation")
+    if _is_self2self(model):
+        history.append(f"astrotf Self2Self ensemble: samples={options.samples or model.metadata['ensemble']['samples']}"
+                       f" seed={options.seed} average={options.average}")
+    return history
+
+
+def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions(), model: LoadedModel | None = None,
+                 *, models: dict | None = None, force: bool = False, create_folder: bool = False,
+                 echo: Callable[..., None] = _log_echo, progress: ProgressFactory | None = None) -> Denoised:
+    """Denoise the file ``image`` into ``output`` (the input's format, dtype, layout and header).
+
+    Parameters
+    ----------
+    image, output : Path
+    options : InferOptions
+    model : LoadedModel, optional
+        The model to run; None: ``options.model``, or the shipped model for the data's domain.
+    models : dict, optional
+        Models loaded so far, by name (filled here): a batch loads each model once.
+    force : bool
+        Overwrite an existing ``output``.
+    create_folder : bool
+        Create ``output``'s folder (when the image is done) if it is missing.
+    echo : callable
+        ``echo(message, err=False)`` for the model choice (``err=True``) and the restore and
+        report lines.
+    progress : callable, optional
+        ``progress(label)``, a context manager giving ``update(done, total)`` for the tiles.
+
+    Raises
+    ------
+    AstroTFError
+        Unreadable input, unknown model, a restore into a lossy or other format, a failed write.
+    """
+    from astrotf import io
+    from astrotf.infer import denoise_image, guess_domain
+    from astrotf.quantise import resolve_step
+    from astrotf.restore import check_restore_target, restore_and_report
+
+    data, info = io.read_image(image)
+    if options.restore.restores:
+        check_restore_target(output, info)
+    domain = guess_domain(data, info)
+    if model is None:
+        from astrotf.backends import DEFAULT_MODELS
+
+        models = {} if models is None else models
+        name = options.model or DEFAULT_MODELS[domain]
+        if name not in models:
+            models[name] = _load(name, options, domain)
+        model = models[name]
+    soft = options.restore.soft if options.restore.soft is not None else _is_self2self(model)
+    model = _with_options_ensemble(model, options)
+    if options.model is None:
+        echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name} ({model.precision})", err=True)
+    tiles = model.tile_options(data.shape, options.overlap, options.tile, options.batch_size)
+    # integer samples, or float ones on a grid: dithered for a model that scales tiles by their MAD
+    step = resolve_step(data, info.step if info.step is not None else "auto") if model.normalises_tiles else None
+    with progress(image.name) if progress is not None else contextlib.nullcontext() as update:
+        result = denoise_image(data, model, tiles, update, step=step)
+    history = _history(image, model, tiles, step, options)
+    if options.restore.restores or options.restore.report or soft:
+        result, lines = restore_and_report(data, result, options.restore, soft=soft, info=info, domain=domain)
+        history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore"))]
+        for line in lines:
+            echo(f"{image.name}: {line}")
+    if create_folder:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    io.write_image(output, result, info, history=history, overwrite=force)
+    return Denoised(output=output, model=model.name, shape=tuple(data.shape))
+
+
+# ----------------------------------------------------------------------------- many files
+def run(images: list[Path], options: InferOptions = InferOptions(), *, output: Path | None = None,
+        out_dir: Path | None = None, force: bool = False, skip_existing: bool = False,
+        manifest: Path | None = None, echo: Callable[..., None] = _log_echo,
+        progress: ProgressFactory | None = None) -> BatchResult:
+    """Denoise ``images`` one after the other; a failing file is reported and the rest go on.
+
+    Parameters
+    ----------
+    images : list of Path
+        Inputs (see :func:`collect_inputs`).
+    options : InferOptions
+    output, out_dir : Path, optional
+        One output file (one input only), or the folder for the outputs (see :func:`output_path`).
+    force, skip_existing : bool
+        Overwrite existing outputs, or skip their inputs (resuming an interrupted run).
+    manifest : Path, optional
+        JSON-lines log of every input's result; default with ``out_dir``: ``DIR/astrotf-manifest.jsonl``.
+    echo, progress
+        As :func:`denoise_file`; one line per file, the errors and a summary go to ``echo`` too.
+
+    Returns
+    -------
+    BatchResult
+    """
+    if manifest is None and out_dir is not None:
+        manifest = out_dir / "astrotf-manifest.jsonl"
+    log_file = Manifest(manifest)
+    models: dict = {}
+    failures, skipped = [], 0
+    for number, image in enumerate(images, 1):
+        started = time.perf_counter()
+        target = None
+        try:
+            target = output_path(image, output, out_dir)
+            if target.resolve() == image.resolve():
+                raise AstroTFError(f"{target}: output would overwrite the input")
+            if target.exists() and skip_existing:
+                skipped += 1
+                log_file.write(input=image, output=target, status="skipped")
+                continue
+            if target.exists() and not force:
+                raise AstroTFError(f"{target}: output exists; pass --force to overwrite it")
+            done = denoise_file(image, target, options, models=models, force=force,
+                                create_folder=out_dir is not None, echo=echo, progress=progress)
+            seconds = time.perf_counter() - started
+            log_file.write(input=image, output=target, status="ok", seconds=round(seconds, 3),
+                           model=done.model, shape=list(done.shape))
+            counter = f"[{number}/{len(images)}] " if len(images) > 1 else ""
+            echo(f"{counter}{image} -> {target} ({seconds:.1f} s)", err=True)
+        except AstroTFError as err:
+            failures.append(str(err))
+            log_file.write(input=image, output=target, status="error", error=str(err),
+                           seconds=round(time.perf_counter() - started, 3))
+            echo(f"Error: {err}", err=True)
+    log_file.close()
+    result = BatchResult(total=len(images), failures=tuple(failures), skipped=skipped)
+    _summary(result, echo)
+    return result
+
+
+def _summary(result: BatchResult, echo: Callable[..., None]) -> None:
+    if result.skipped:
+        echo(f"{result.skipped} of {result.total} image(s) skipped: output already there", err=True)
+    if result.failures and result.total > 1:
+        echo(f"{len(result.failures)} of {result.total} image(s) failed:", err=True)
+        for line in result.failures:
+            echo(f"  {line}", err=True)
