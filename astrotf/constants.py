@@ -19,3 +19,7 @@ SELF2SELF_KEEP_PROB = 0.7
 
 #: Dropout passes averaged by the Self2Self ensemble at inference (TDR eq. 4).
 SELF2SELF_SAMPLES = 16
+
+#: Names of the serving signature's image input and denoised output (SavedModel, ONNX, TF Serving).
+INPUT_NAME = "image"
+OUTPUT_NAME = "denoised"

@@ -26,14 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from astrotf.constants import SELF2SELF_SAMPLES
 from astrotf import __version__
+from astrotf.constants import INPUT_NAME, OUTPUT_NAME, SELF2SELF_SAMPLES
 from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "denoised"
 
 
 def build_metadata(run: dict, name: str, version: int) -> dict:

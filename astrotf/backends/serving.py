@@ -27,7 +27,7 @@ import urllib.request
 import numpy as np
 
 from astrotf.errors import AstroTFError
-from astrotf.export import INPUT_NAME, OUTPUT_NAME
+from astrotf.constants import INPUT_NAME, OUTPUT_NAME
 from astrotf.backends import LoadedModel, find_metadata, resolve_model_path
 
 log = logging.getLogger(__name__)
