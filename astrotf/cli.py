@@ -322,7 +322,7 @@ def _progress_bar(label: str):
               help="TensorRT: tile size the engine is tuned for (it takes 16 px up to twice this).")
 @click.option("--trt-max-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="TensorRT: largest batch of tiles the engine takes (tuned for 8, or this if smaller).")
-@click.option("--force", is_flag=True, help="Replace an existing export.")
+@click.option("--force", is_flag=True, help="Replace this --version of an existing export (the others are kept).")
 @friendly_errors
 def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precision, trt_tile, trt_max_batch,
            force):

@@ -12,6 +12,15 @@ Layout (TF Serving's model base path)::
       model.fp16.plan     with "tensorrt": a TensorRT engine built from model.onnx for the GPU of
                           this machine (see :mod:`astrotf.backends.tensorrt`)
       metadata.json       channels, data domain, normalisation, tile, recipe, provenance, version
+      2/                  a later ``--version``, beside the earlier ones
+        assets.extra/astrotf/   (in every version but the newest) that version's model.keras,
+                                model.onnx, engines and metadata.json
+
+The top-level files always belong to the newest version, the one TF Serving serves. Exporting
+``--version N`` into an existing model folder adds ``N/`` beside the others; an earlier newest
+version's top-level files move into its own ``assets.extra/astrotf/``, where TF Serving ignores
+them. ``--force`` replaces version N only. Nothing else is ever deleted, and each step is a rename,
+so an export killed at any moment leaves every earlier version whole.
 
 The export is always float32, whatever precision the run trained in.
 """
@@ -227,6 +236,57 @@ def _replace_folder(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
+#: Where a version that is not the newest keeps its own model.keras, model.onnx and metadata.json.
+VERSION_FILES = Path("assets.extra") / "astrotf"
+
+
+def versions_in(out: Path) -> list[int]:
+    """The numbered SavedModel versions in the model folder ``out``, ascending."""
+    if not out.is_dir():
+        return []
+    return sorted(int(p.name) for p in out.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _top_level_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+
+
+def install_version(tmp: Path, out: Path, version: int) -> None:
+    """Move the staged export ``tmp`` (``tmp/version`` and its top-level files) into the model folder ``out``.
+
+    A new folder is renamed into place. Otherwise ``version`` goes beside the other versions (an
+    existing ``out/version``, allowed by ``--force``, is replaced). If it is the newest, the previous
+    newest version's top-level files are first copied into that version's ``assets.extra/astrotf/``,
+    then the new top-level files replace them one rename at a time, metadata.json last.
+    """
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    previous = versions_in(out)
+    target = out / str(version)
+    retired = out / f".{version}.replaced"
+    if target.exists():
+        shutil.rmtree(retired, ignore_errors=True)
+        os.replace(target, retired)
+    os.replace(tmp / str(version), target)
+    shutil.rmtree(retired, ignore_errors=True)
+    if previous and version < max(previous):
+        shutil.copytree(tmp, target / VERSION_FILES, dirs_exist_ok=True)  # the newest keeps the top level
+        return
+    old = [v for v in previous if v != version]
+    if old:
+        keep = out / str(max(old)) / VERSION_FILES
+        keep.mkdir(parents=True, exist_ok=True)
+        for path in _top_level_files(out):
+            shutil.copy2(path, keep / path.name)
+    new = _top_level_files(tmp)
+    for path in sorted(new, key=lambda p: p.name == "metadata.json"):
+        os.replace(path, out / path.name)
+    for path in _top_level_files(out):
+        if path.name not in {p.name for p in new}:
+            path.unlink()  # the earlier version's own file, kept in its assets.extra/astrotf/
+
+
 def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
                         formats: tuple[str, ...] = ("tensorrt",), force: bool = False,
                         trt_profile=None, trt_fp16: bool = True) -> Path:
@@ -309,7 +369,10 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
     if not source.is_file():
         raise AstroTFError(f"{source}: missing; has the run finished an epoch?")
     if (out / str(version)).exists() and not force:
-        raise AstroTFError(f"{out / str(version)}: already exists; pass --force or another --version")
+        raise AstroTFError(f"{out / str(version)}: already exists; pass --force to replace this version "
+                           f"(the others are kept) or another --version")
+    if out.exists() and not out.is_dir():
+        raise AstroTFError(f"{out}: exists and is not a model folder")
 
     from astrotf.models.registry import load_model
 
@@ -325,12 +388,23 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
             add_tensorrt_engine(tmp, metadata, trt_profile, trt_fp16)
         if credits:
             metadata["credits"] = credits
+        metadata["versions"] = _version_history(out, version, metadata)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
-        _replace_folder(tmp, out)
+        install_version(tmp, out, version)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s to %s", source, out)
+    log.info("exported %s to %s (version %d)", source, out, version)
     return out
+
+
+def _version_history(out: Path, version: int, metadata: dict) -> dict:
+    """``{version: {exported, steps}}`` of every version in ``out``, this one included."""
+    history = {}
+    if (out / "metadata.json").is_file():
+        history = json.loads((out / "metadata.json").read_text()).get("versions", {})
+    history = {k: v for k, v in history.items() if int(k) in versions_in(out)}
+    history[str(version)] = {"exported": metadata.get("exported"), "steps": metadata.get("training", {}).get("steps")}
+    return dict(sorted(history.items(), key=lambda kv: int(kv[0])))
 
 
 def trt_profile(channels: int, tile: int = 256, max_batch: int = 16):

@@ -93,6 +93,40 @@ def test_export_refuses_to_overwrite(exported, tmp_path):
         export_run(run, out)
 
 
+def test_a_new_version_goes_beside_the_others_and_force_replaces_only_it(tmp_path):
+    from astrotf.export import VERSION_FILES
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, _ = fake_run(tmp_path / "a")
+    second, model2 = fake_run(tmp_path / "b", base_filters=6)
+    out = tmp_path / "models" / "m"
+    export_run(first, out, formats=("savedmodel", "onnx"))
+    v1 = (out / "1" / "saved_model.pb").read_bytes()
+    export_run(second, out, version=2)  # no ONNX this time
+    assert (out / "1" / "saved_model.pb").read_bytes() == v1  # version 1 untouched
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["version"] == 2 and sorted(meta["versions"]) == ["1", "2"]
+    assert not (out / "model.onnx").exists()  # the top level is version 2's alone ...
+    kept = out / "1" / VERSION_FILES  # ... and version 1's own files moved beside its SavedModel
+    assert json.loads((kept / "metadata.json").read_text())["version"] == 1
+    assert (kept / "model.onnx").is_file() and (kept / "model.keras").is_file()
+    x = np.random.default_rng(0).random((1, 20, 24, 3)).astype(np.float32)
+    np.testing.assert_allclose(load_model(out).predict(x), model2(x), atol=1e-5)  # infer takes the newest
+
+    with pytest.raises(AstroTFError, match="--force to replace this version"):
+        export_run(first, out, version=2)
+    export_run(first, out, version=2, force=True)
+    assert (out / "1" / "saved_model.pb").read_bytes() == v1 and (kept / "model.onnx").is_file()
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "1", "2", "metadata.json", "model.keras"]
+
+    export_run(second, out, version=1, force=True)  # an older version: the top level stays version 2's
+    assert json.loads((out / "metadata.json").read_text())["version"] == 2
+    assert json.loads((kept / "metadata.json").read_text())["version"] == 1
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging folder left
+
+
 @pytest.fixture(scope="module")
 def exported_onnx(tmp_path_factory):
     pytest.importorskip("tf2onnx")
