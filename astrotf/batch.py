@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -161,26 +162,35 @@ def check_outputs(n_inputs: int, output: Path | None, out_dir: Path | None, skip
 
 
 class Manifest:
-    """JSON lines, one per input, appended and flushed at once (a crash loses at most one line).
-
-    Without a ``path`` it writes nothing.
+    """JSON lines, one per input, each appended by a single ``write`` to a file opened with
+    ``O_APPEND``: a crash loses at most one line, and processes sharing the file never interleave
+    their lines. Without a ``path`` it writes nothing.
     """
 
     def __init__(self, path: Path | None):
-        self.fh = None
+        self.fd = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.fh = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     def write(self, **record) -> None:
-        if self.fh is not None:
+        if self.fd is not None:
             record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
-            self.fh.write(json.dumps(record, default=str) + "\n")
-            self.fh.flush()
+            os.write(self.fd, (json.dumps(record, default=str) + "\n").encode("utf-8"))
 
     def close(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def unexpected_error(image: Path, err: Exception) -> str:
+    """One line for an error astrotf did not foresee, naming the file (the traceback goes to the debug log)."""
+    log.debug("%s failed", image, exc_info=err)
+    if isinstance(err, MemoryError):
+        return f"{image}: out of memory; try a smaller --tile or --batch-size"
+    first = (str(err).strip().splitlines() or [""])[0]
+    return f"{image}: unexpected {type(err).__name__}{': ' + first if first else ''} (run with -vv for the traceback)"
 
 
 # ----------------------------------------------------------------------------- one file
@@ -319,32 +329,35 @@ def run(images: list[Path], options: InferOptions = InferOptions(), *, output: P
     log_file = Manifest(manifest)
     models: dict = {}
     failures, skipped = [], 0
-    for number, image in enumerate(images, 1):
-        started = time.perf_counter()
-        target = None
-        try:
-            target = output_path(image, output, out_dir)
-            if target.resolve() == image.resolve():
-                raise AstroTFError(f"{target}: output would overwrite the input")
-            if target.exists() and skip_existing:
-                skipped += 1
-                log_file.write(input=image, output=target, status="skipped")
-                continue
-            if target.exists() and not force:
-                raise AstroTFError(f"{target}: output exists; pass --force to overwrite it")
-            done = denoise_file(image, target, options, models=models, force=force,
-                                create_folder=out_dir is not None, echo=echo, progress=progress)
-            seconds = time.perf_counter() - started
-            log_file.write(input=image, output=target, status="ok", seconds=round(seconds, 3),
-                           model=done.model, shape=list(done.shape))
-            counter = f"[{number}/{len(images)}] " if len(images) > 1 else ""
-            echo(f"{counter}{image} -> {target} ({seconds:.1f} s)", err=True)
-        except AstroTFError as err:
-            failures.append(str(err))
-            log_file.write(input=image, output=target, status="error", error=str(err),
-                           seconds=round(time.perf_counter() - started, 3))
-            echo(f"Error: {err}", err=True)
-    log_file.close()
+    try:
+        for number, image in enumerate(images, 1):
+            started = time.perf_counter()
+            target = None
+            try:
+                target = output_path(image, output, out_dir)
+                if target.resolve() == image.resolve():
+                    raise AstroTFError(f"{target}: output would overwrite the input")
+                if target.exists() and skip_existing:
+                    skipped += 1
+                    log_file.write(input=image, output=target, status="skipped")
+                    continue
+                if target.exists() and not force:
+                    raise AstroTFError(f"{target}: output exists; pass --force to overwrite it")
+                done = denoise_file(image, target, options, models=models, force=force,
+                                    create_folder=out_dir is not None, echo=echo, progress=progress)
+                seconds = time.perf_counter() - started
+                log_file.write(input=image, output=target, status="ok", seconds=round(seconds, 3),
+                               model=done.model, shape=list(done.shape))
+                counter = f"[{number}/{len(images)}] " if len(images) > 1 else ""
+                echo(f"{counter}{image} -> {target} ({seconds:.1f} s)", err=True)
+            except Exception as err:  # one file's failure, foreseen or not, never stops the batch
+                message = str(err) if isinstance(err, AstroTFError) else unexpected_error(image, err)
+                failures.append(message)
+                log_file.write(input=image, output=target, status="error", error=message,
+                               seconds=round(time.perf_counter() - started, 3))
+                echo(f"Error: {message}", err=True)
+    finally:
+        log_file.close()
     result = BatchResult(total=len(images), failures=tuple(failures), skipped=skipped)
     _summary(result, echo)
     return result

@@ -104,6 +104,48 @@ def test_run_goes_on_past_a_bad_file_and_logs_every_input(tmp_path, monkeypatch)
     assert again.skipped == 1 and again.exit_status == 0
 
 
+def test_an_unexpected_exception_or_memory_error_is_one_line_and_the_batch_goes_on(tmp_path, monkeypatch):
+    images = []
+    for name in ("a", "b", "c"):
+        images.append(tmp_path / f"{name}.tif")
+        tifffile.imwrite(images[-1], np.zeros((32, 32, 3), np.uint8), photometric="rgb")
+
+    def flaky(batch_):
+        flaky.calls += 1
+        if flaky.calls == 1:
+            raise RuntimeError("device lost\nsecond line")
+        if flaky.calls == 2:
+            raise MemoryError
+        return batch_
+
+    flaky.calls = 0
+    monkeypatch.setattr(batch, "_load", lambda name, options, domain: LoadedModel(name, flaky, {"channels": 3}))
+    echoed = []
+    result = batch.run(images, batch.InferOptions(model="any", tile=32, batch_size=4), out_dir=tmp_path / "out",
+                       echo=lambda message, err=False: echoed.append(message))
+    assert result.exit_status == 1 and len(result.failures) == 2
+    assert result.failures[0] == f"{images[0]}: unexpected RuntimeError: device lost (run with -vv for the traceback)"
+    assert "--tile or --batch-size" in result.failures[1] and str(images[1]) in result.failures[1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["astrotf-manifest.jsonl", "c_denoised.tif"]
+    records = [json.loads(line) for line in (tmp_path / "out" / "astrotf-manifest.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["error", "error", "ok"]
+
+
+def test_the_manifest_is_closed_when_the_batch_is_interrupted(tmp_path, monkeypatch):
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
+    closed = []
+    monkeypatch.setattr(batch.Manifest, "close", lambda self: closed.append(True))
+
+    def interrupted(batch_):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "_load", lambda name, options, domain: LoadedModel(name, interrupted, {"channels": 3}))
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C still stops the batch, with the manifest closed
+        batch.run([image], batch.InferOptions(model="any", tile=32), out_dir=tmp_path / "out")
+    assert closed == [True]
+
+
 def test_a_restore_into_jpeg_fails_before_the_network_runs(tmp_path):
     import cv2
 
