@@ -251,8 +251,7 @@ def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions
     create_folder : bool
         Create ``output``'s folder (when the image is done) if it is missing.
     echo : callable
-        ``echo(message, err=False)`` for the model choice (``err=True``) and the restore and
-        report lines.
+        ``echo(message, err=False)`` for the restore and report lines (the model choice is logged).
     progress : callable, optional
         ``progress(label)``, a context manager giving ``update(done, total)`` for the tiles.
 
@@ -281,11 +280,13 @@ def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions
     soft = options.restore.soft if options.restore.soft is not None else _is_self2self(model)
     model = _with_options_ensemble(model, options)
     if options.model is None:
-        echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name} ({model.precision})", err=True)
+        log.info("%s: %s %d-channel data -> model %s (%s)", image, domain, info.channels, model.name,
+                 model.precision)
     tiles = model.tile_options(data.shape, options.overlap, options.tile, options.batch_size)
     # integer samples, or float ones on a grid: dithered for a model that scales tiles by their MAD
     step = resolve_step(data, info.step if info.step is not None else "auto") if model.normalises_tiles else None
-    with progress(image.name) if progress is not None else contextlib.nullcontext() as update:
+    label = f"{image.name} ({model.name}, {model.precision})"
+    with progress(label) if progress is not None else contextlib.nullcontext() as update:
         result = denoise_image(data, model, tiles, update, step=step)
     history = _history(image, model, tiles, step, options)
     if options.restore.restores or options.restore.report or soft:
@@ -349,7 +350,7 @@ def run(images: list[Path], options: InferOptions = InferOptions(), *, output: P
                 log_file.write(input=image, output=target, status="ok", seconds=round(seconds, 3),
                                model=done.model, shape=list(done.shape))
                 counter = f"[{number}/{len(images)}] " if len(images) > 1 else ""
-                echo(f"{counter}{image} -> {target} ({seconds:.1f} s)", err=True)
+                echo(f"{counter}{image} -> {target} ({done.model}, {seconds:.1f} s)", err=True)
             except Exception as err:  # one file's failure, foreseen or not, never stops the batch
                 message = str(err) if isinstance(err, AstroTFError) else unexpected_error(image, err)
                 failures.append(message)

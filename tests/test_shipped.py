@@ -55,7 +55,7 @@ def test_cli_picks_the_model_that_fits_the_data(tmp_path):
     io.write_image(tmp_path / "mono.fits", mono[:200, :300], mono_info)
     result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "rgb.tif"), str(tmp_path / "mono.fits")])
     assert result.exit_code == 0, result.output
-    assert "-> model resunet-rgb" in result.output and "-> model resunet-mono" in result.output
+    assert "(resunet-rgb, " in result.output and "(resunet-mono, " in result.output
     assert (tmp_path / "rgb_denoised.tif").exists() and (tmp_path / "mono_denoised.fits").exists()
 
 
@@ -70,7 +70,7 @@ def test_cli_sends_a_magnetogram_to_the_self2self_model_not_the_flux_model(tmp_p
     fits.writeto(tmp_path / "hmi.fits", field, header)
     result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "hmi.fits"), "--restore", "20"])
     assert result.exit_code == 0, result.output
-    assert "magnetogram" in result.output and "-> model self2self-hmi" in result.output
+    assert "(self2self-hmi, " in result.output
     out = fits.getdata(tmp_path / "hmi_denoised.fits")
     assert np.abs(out - field).max() <= 20.0 + 1e-3
 
@@ -111,7 +111,7 @@ def test_integer_fits_is_dithered_for_resunet_mono_and_says_so(tmp_path):
     fits.writeto(tmp_path / "cam.fits", frame)
     result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "cam.fits")])
     assert result.exit_code == 0, result.output
-    assert "-> model resunet-mono" in result.output
+    assert "(resunet-mono, " in result.output
     history = str(fits.getheader(tmp_path / "cam_denoised.fits")["HISTORY"])
     assert "quantised input: dithered by one step (1," in history
     out = fits.getdata(tmp_path / "cam_denoised.fits")

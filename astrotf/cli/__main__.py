@@ -1,0 +1,5 @@
+"""``python -m astrotf.cli``."""
+
+from astrotf.cli import main
+
+main()

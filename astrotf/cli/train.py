@@ -1,0 +1,165 @@
+"""``astrotf train``: a denoiser on a data folder, or Self2Self on one image (TDR)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from astrotf.cli._common import friendly_errors
+from astrotf.errors import AstroTFError
+
+
+@click.group()
+def train() -> None:
+    """Train a model (see pipelines/ for recipes)."""
+
+
+def _resolve_recipe(config: str | None) -> Path | None:
+    """The recipe file of ``--config`` (a path or a shipped recipe's name); TensorFlow-free."""
+    from astrotf.config import resolve_recipe_path
+
+    return resolve_recipe_path(config)
+
+
+@train.command("resunet")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of training images: DIR/clean (+ DIR/noisy with --paired), or images directly.")
+@click.option("--paired/--clean-only", "paired", default=None,
+              help="Aligned DIR/noisy + DIR/clean pairs, or clean images with synthetic noise. [recipe]")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory, e.g. runs/NAME (checkpoints, logs, previews).")
+@click.option("--config", "config", metavar="TOML",
+              help="Recipe: a pipelines/*.toml file or its name (resunet-rgb, resunet-mono-linear). "
+                   "[default: resunet-rgb]")
+@click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs. [recipe: 50]")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Training steps per epoch. [recipe: 200]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per batch. [recipe: 8]")
+@click.option("--tile", type=click.IntRange(min=8), help="Tile size in px. [recipe: 256]")
+@click.option("--space-to-depth", type=click.Choice(["1", "2", "4"]),
+              help="Fold B x B pixel blocks into channels before the U-Net: 2 runs it at half resolution, "
+                   "several times faster. [recipe: 1]")
+@click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="Peak learning rate of Adam. [recipe: 1e-4]")
+@click.option("--seed", type=int, help="Seed of data split, crops, noise and weights. [recipe: 0]")
+@click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True),
+              help="Decay of a moving average of the weights, validated and saved instead of them "
+                   "(0.999: about the last thousand steps; 0: none). [recipe: 0]")
+@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+              help="Keras dtype policy; auto = mixed_bfloat16 where the hardware has native bfloat16 "
+                   "(GPU, AVX512-BF16/AMX CPU), else float32. [recipe: auto]")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--init", "init", metavar="MODEL",
+              help="Start from the weights of a trained model of the same architecture: a shipped model's name "
+                   "(resunet-rgb), a model folder, a .keras file or a run (fine-tuning on your own data).")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+              show_default=True,
+              help="tf.distribute: one device; all GPUs of this machine; or the machines of TF_CONFIG. "
+                   "--batch-size is the global batch. Checkpoints work across strategies.")
+@click.option("-q", "--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
+@friendly_errors
+def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size, tile, space_to_depth, lr, seed,
+                  ema, precision, resume, init, strategy, quiet):
+    """Train an image-to-image denoiser: the AstroPics ResUNet, or the recipe's [model] (nafnet).
+
+    Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume.
+    """
+    from astrotf.config import DEFAULT_RESUNET_RECIPE, load_recipe, override, recipe_from_dict
+
+    # the recipe is validated before TensorFlow is imported: a typo answers at once
+    recipe_path = _resolve_recipe(config)
+    if resume and recipe_path is None:
+        from astrotf.runs import load_run
+
+        # continue with the run's own settings; options given now still override them
+        recipe = recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))
+    else:
+        recipe = load_recipe(recipe_path or _resolve_recipe(DEFAULT_RESUNET_RECIPE))
+    mode = None if paired is None else ("paired" if paired else "clean-only")
+    recipe = override(
+        recipe, model__space_to_depth=None if space_to_depth is None else int(space_to_depth),
+        data__mode=mode, data__batch_size=batch_size, data__tile=tile, data__seed=seed,
+        data__noise="none" if paired else None,
+        train__epochs=epochs, train__steps_per_epoch=steps_per_epoch, train__lr=lr, train__seed=seed,
+        train__ema=ema, train__precision=precision,
+    )
+    if not resume and data is None:
+        raise AstroTFError("--data is required to start a training run (or pass --resume)")
+    if data is not None and not data.is_dir():
+        raise AstroTFError(f"{data}: data folder does not exist (--data)")
+
+    if init is not None and not Path(init).exists():
+        from astrotf.backends import resolve_model_path
+
+        init = resolve_model_path(init)  # a shipped model's name
+
+    from astrotf.runs import TrainingInterrupted
+    from astrotf.train import train as run_training
+
+    try:
+        state = run_training(recipe, data, out, resume=resume, verbose=2 if quiet else 1, strategy=strategy,
+                             init=init)
+    except TrainingInterrupted as stop:
+        click.echo(f"Interrupted: {stop}", err=True)
+        sys.exit(130)
+    click.echo(f"Finished {state['epoch']} epoch(s), {state['step']} steps, best validation loss "
+               f"{state['best_val_loss']:.5f}; model: {Path(out) / 'model_best.keras'}")
+
+
+
+@train.command("self2self")
+@click.argument("image", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run directory, e.g. runs/NAME (checkpoints, history, previews).")
+@click.option("--config", "config", metavar="TOML", help="Recipe: a pipelines/*.toml file or its name (self2self-hmi).")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps. [recipe: 2000]")
+@click.option("--keep-prob", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Bernoulli probability p that a pixel is given to the network. [recipe: 0.7]")
+@click.option("--mask-block", type=click.IntRange(1, 8),
+              help="Drop pixels in B x B blocks (for noise correlated between neighbours). [recipe: 1]")
+@click.option("--patch", type=click.IntRange(min=16), help="Patch size in px. [recipe: 64]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Patches per step. [recipe: 8]")
+@click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+              help="Adam learning rate (cosine decay). [recipe: 1e-3]")
+@click.option("--seed", type=int, help="Seed of weights, patches, flips and masks. [recipe: 0]")
+@click.option("--init", "init", type=click.Path(exists=True, path_type=Path), metavar="RUN",
+              help="Fine-tune from a Self2Self run, exported model folder or .keras file (keeps its normalisation).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("-q", "--quiet", is_flag=True, help="Log lines instead of a progress bar.")
+@friendly_errors
+def train_self2self_command(image, out, config, steps, keep_prob, mask_block, patch, batch_size, lr, seed, init,
+                            resume, quiet):
+    """Train Self2Self on the single noisy IMAGE (TDR: train, then denoise others of its kind).
+
+    Loss on the dropped pixels only (eq. 3), random flips, NaN pixels ignored. Stop
+    with Ctrl-C at any time: the run is checkpointed and continues with --resume.
+    """
+    from astrotf.config import Self2SelfRecipe, load_self2self_recipe, override, self2self_recipe_from_dict
+
+    if not resume and image is None:
+        raise AstroTFError("IMAGE is required to start a Self2Self run (or pass --resume)")
+    if image is not None and not image.is_file():
+        raise AstroTFError(f"{image}: no such file (IMAGE)")
+    if resume and init is not None:
+        raise AstroTFError("--init starts a new run; it cannot be combined with --resume")
+    recipe_path = _resolve_recipe(config)
+    if resume and recipe_path is None:
+        from astrotf.runs import load_run
+
+        recipe = self2self_recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))
+    else:
+        recipe = load_self2self_recipe(recipe_path) if recipe_path else Self2SelfRecipe()
+    recipe = override(recipe, train__steps=steps, train__keep_prob=keep_prob, train__mask_block=mask_block,
+                      train__patch=patch, train__batch_size=batch_size, train__lr=lr, train__seed=seed)
+
+    from astrotf.runs import TrainingInterrupted
+    from astrotf.train import train_self2self
+
+    try:
+        state = train_self2self(recipe, image, out, init=init, resume=resume, verbose=2 if quiet else 1)
+    except TrainingInterrupted as stop:
+        click.echo(f"Interrupted: {stop}", err=True)
+        sys.exit(130)
+    click.echo(f"Finished {state['step']} steps in {state['wall_time_s']:.0f} s; model: {Path(out)} "
+               f"(denoise with: astrotf infer IMAGE --model {out}; export with: astrotf export {out} --out ...)")
