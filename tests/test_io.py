@@ -313,6 +313,22 @@ def test_truncated_fits(tmp_path):
     _check_error(err, path)
 
 
+def test_damaged_tile_compressed_fits(tmp_path):
+    """Issue #20: astropy's CfitsioException from a damaged tile became a traceback."""
+    raw = _rng().integers(0, 4000, (64, 64), dtype=np.int32)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(raw, compression_type="RICE_1")]).writeto(
+        tmp_path / "good.fits")
+    with fits.open(tmp_path / "good.fits") as hdul:
+        start, size = hdul[1]._data_offset, hdul[1]._data_size
+    damaged = bytearray((tmp_path / "good.fits").read_bytes())
+    damaged[start + size // 2:start + size - 200] = b"\xff" * (size - 200 - size // 2)
+    path = tmp_path / "damaged.fits"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ImageIOError, match="cannot be read as FITS") as err:
+        read_image(path)
+    _check_error(err, path)
+
+
 def test_fits_without_image_data(tmp_path):
     path = tmp_path / "header_only.fits"
     fits.PrimaryHDU().writeto(path)

@@ -19,7 +19,8 @@ clipped to [0, 1] before scaling. Writes are atomic: a temporary file in the des
 renamed over the target.
 
 Every failure a user can cause raises :class:`ImageIOError`, whose message is one line
-``"<path>: <problem>"``. This module does not import TensorFlow, so the CLI can use it before loading it.
+``"<path>: <problem>"``: a damaged file never escapes as a decoding library's own exception
+(MemoryError excepted). This module does not import TensorFlow, so the CLI can use it before loading it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import logging
 import os
 import pathlib
 import secrets
+from functools import partial
 
 import numpy as np
 
@@ -46,6 +48,8 @@ _FORMATS = {
 }
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_FORMATS)
 """File name endings :func:`read_image` understands (matched case-insensitively)."""
+_READERS = {"fits": read_fits, "tiff": read_tiff, "png": partial(read_cv2, fmt="png"),
+            "jpeg": partial(read_cv2, fmt="jpeg")}
 
 
 def _suffix_of(path: pathlib.Path) -> str | None:
@@ -82,7 +86,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     ------
     ImageIOError
         If the file is missing, is a directory, has an unsupported suffix, cannot be decoded, is empty,
-        or has an unsupported dtype or shape.
+        or has an unsupported dtype or shape. Any exception of a decoding library on a damaged file
+        becomes this error; only MemoryError passes through.
     """
     path = pathlib.Path(path)
     suffix = _suffix_of(path)
@@ -94,10 +99,13 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     if path.is_dir():
         raise ImageIOError(f"{path}: is a directory, not an image file")
     fmt = _FORMATS[suffix]
-    if fmt == "fits":
-        data, info = read_fits(path)
-    else:
-        data, info = read_tiff(path) if fmt == "tiff" else read_cv2(path, fmt)
+    try:
+        data, info = _READERS[fmt](path)
+    except (ImageIOError, MemoryError):
+        raise
+    except Exception as exc:  # whatever a decoder raises on a damaged file (CfitsioException, zlib.error...)
+        msg = f"{path}: cannot be read as {fmt.upper()} ({type(exc).__name__}: {one_line(exc)})"
+        raise ImageIOError(msg) from exc
     if data.shape[0] == 0 or data.shape[1] == 0:
         raise ImageIOError(f"{path}: empty image ({data.shape[0]} x {data.shape[1]})")
     if data.ndim == 2:
@@ -175,6 +183,11 @@ def write_image(
         os.replace(tmp, path)
     except OSError as exc:
         raise ImageIOError(f"{path}: cannot be written ({one_line(exc)})") from exc
+    except (ImageIOError, MemoryError):
+        raise
+    except Exception as exc:  # an encoder refusing the data or metadata (tifffile, astropy, OpenCV)
+        msg = f"{path}: cannot be written as {fmt.upper()} ({type(exc).__name__}: {one_line(exc)})"
+        raise ImageIOError(msg) from exc
     finally:
         tmp.unlink(missing_ok=True)
     logger.info("wrote %s", path)
