@@ -423,7 +423,7 @@ def test_list_images_needs_a_folder(tmp_path):
 
 def test_supported_suffixes():
     assert set(SUPPORTED_SUFFIXES) == {".fits", ".fit", ".fts", ".fits.gz", ".fit.gz",
-                                       ".tif", ".tiff", ".png", ".jpg", ".jpeg"}
+                                       ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".xisf"}
 
 
 def test_fits_extensions_other_than_the_image_are_kept(tmp_path):

@@ -6,15 +6,17 @@ Data contract
 
 * ``data`` is a C-contiguous float32 array shaped ``(H, W, C)`` with ``C`` 1 (mono) or 3 (RGB, in that
   order). Row 0 is the first row stored in the file; nothing is flipped, FITS included.
-* 8- and 16-bit samples (TIFF, PNG, JPEG) are divided by ``info.scale`` (255 or 65535), so display images
-  lie in [0, 1]. They are usually stretched, non-linear data (``info.is_linear`` is False).
+* 8- and 16-bit samples (TIFF, PNG, JPEG, XISF) are divided by ``info.scale`` (255 or 65535), so display
+  images lie in [0, 1]. They are usually stretched, non-linear data (``info.is_linear`` is False).
+  (XISF UInt32 samples likewise, by 2**32 - 1.)
 * FITS data stay in physical units: BSCALE/BZERO applied, BLANK and NaN pixels as NaN, no normalisation
-  (``info.scale`` is 1.0). Float TIFF samples are kept as they are. Both count as linear data.
+  (``info.scale`` is 1.0). Float TIFF and XISF samples are kept as they are. These count as linear data.
 * An alpha plane is never part of ``data``: it is kept in ``info.alpha`` and written back unchanged.
 
 :func:`write_image` undoes this with the :class:`ImageInfo`: same sample dtype and channel layout, and as
 much of the format's metadata as the libraries can write (FITS header, BSCALE/BZERO/BLANK and tile
-compression; TIFF planar configuration, compression, resolution and ICC profile). Integer samples are
+compression; TIFF planar configuration, compression, resolution and ICC profile; XISF FITS keywords,
+properties, color space, bounds and pixel storage). Integer samples are
 clipped to [0, 1] before scaling. Writes are atomic: a temporary file in the destination folder is
 renamed over the target.
 
@@ -36,6 +38,7 @@ import numpy as np
 from astrotf.io._common import ImageInfo, ImageIOError, one_line
 from astrotf.io.fits import read_fits, write_fits
 from astrotf.io.raster import read_cv2, read_tiff, write_cv2, write_tiff
+from astrotf.io.xisf import read_xisf, write_xisf
 
 __all__ = ["SUPPORTED_SUFFIXES", "ImageIOError", "ImageInfo", "format_of", "list_images", "read_image",
            "write_image"]
@@ -44,12 +47,12 @@ logger = logging.getLogger(__name__)
 
 _FORMATS = {
     ".fits": "fits", ".fit": "fits", ".fts": "fits", ".fits.gz": "fits", ".fit.gz": "fits",
-    ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg",
+    ".tif": "tiff", ".tiff": "tiff", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".xisf": "xisf",
 }
 SUPPORTED_SUFFIXES: tuple[str, ...] = tuple(_FORMATS)
 """File name endings :func:`read_image` understands (matched case-insensitively)."""
 _READERS = {"fits": read_fits, "tiff": read_tiff, "png": partial(read_cv2, fmt="png"),
-            "jpeg": partial(read_cv2, fmt="jpeg")}
+            "jpeg": partial(read_cv2, fmt="jpeg"), "xisf": read_xisf}
 
 
 def _suffix_of(path: pathlib.Path) -> str | None:
@@ -60,7 +63,7 @@ def _suffix_of(path: pathlib.Path) -> str | None:
 
 def format_of(path: str | os.PathLike) -> str | None:
     """The format a file of this name is read and written in (``"fits"``, ``"tiff"``, ``"png"``,
-    ``"jpeg"``), from its suffix; None for an unsupported one."""
+    ``"jpeg"``, ``"xisf"``), from its suffix; None for an unsupported one."""
     suffix = _suffix_of(pathlib.Path(path))
     return _FORMATS[suffix] if suffix else None
 
@@ -71,14 +74,14 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     Parameters
     ----------
     path : str or os.PathLike
-        A FITS (``.fits``, ``.fit``, ``.fts``, optionally ``.gz``), TIFF, PNG or JPEG file. For FITS the
+        A FITS (``.fits``, ``.fit``, ``.fts``, optionally ``.gz``), TIFF, PNG, JPEG or XISF file. For FITS the
         first HDU with image data is used (primary, image or tile-compressed extension).
 
     Returns
     -------
     data : numpy.ndarray
         float32, shape (H, W, C) with C in {1, 3}, RGB order. Integer formats divided by ``info.scale``
-        into [0, 1]; FITS in physical units with NaN for blank pixels; float TIFF as stored.
+        into [0, 1]; FITS in physical units with NaN for blank pixels; float TIFF and XISF as stored.
     info : ImageInfo
         Format, on-disk dtype and layout, FITS header, alpha plane and other write-back details.
 
@@ -135,7 +138,8 @@ def write_image(
     info : ImageInfo
         From :func:`read_image` of the source image.
     history : list of str, optional
-        Lines recorded as FITS HISTORY cards (ignored by other formats).
+        Lines recorded as FITS HISTORY cards (FITS, and XISF FITSKeyword elements; ignored by other
+        formats).
     overwrite : bool
         Replace an existing file. Default False.
 
@@ -174,12 +178,7 @@ def write_image(
     ending = path.name[len(path.name) - len(suffix):] if suffix else path.suffix
     tmp = path.with_name(f".{path.name[:len(path.name) - len(ending)]}.tmp-{secrets.token_hex(4)}{ending}")
     try:
-        if fmt == "fits":
-            write_fits(tmp, data, info, list(history or []))
-        elif fmt == "tiff":
-            write_tiff(tmp, data, info)
-        else:
-            write_cv2(tmp, data, info, fmt)
+        _encode(fmt, tmp, data, info, list(history or []))
         os.replace(tmp, path)
     except OSError as exc:
         raise ImageIOError(f"{path}: cannot be written ({one_line(exc)})") from exc
@@ -192,6 +191,18 @@ def write_image(
         tmp.unlink(missing_ok=True)
     logger.info("wrote %s", path)
     return path
+
+
+def _encode(fmt: str, tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: list[str]) -> None:
+    """Write (H, W, C) float ``data`` to ``tmp`` in format ``fmt``; ``history`` goes to FITS and XISF."""
+    if fmt == "fits":
+        write_fits(tmp, data, info, history)
+    elif fmt == "tiff":
+        write_tiff(tmp, data, info)
+    elif fmt == "xisf":
+        write_xisf(tmp, data, info, history)
+    else:
+        write_cv2(tmp, data, info, fmt)
 
 
 def list_images(folder: str | os.PathLike) -> list[pathlib.Path]:

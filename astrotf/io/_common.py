@@ -31,18 +31,19 @@ class ImageInfo:
     path : pathlib.Path
         The file that was read.
     format : str
-        ``"fits"``, ``"tiff"``, ``"png"`` or ``"jpeg"``.
+        ``"fits"``, ``"tiff"``, ``"png"``, ``"jpeg"`` or ``"xisf"``.
     dtype : numpy.dtype
         Sample dtype on disk (for FITS the BITPIX type, before BSCALE/BZERO).
     channels : int
         Colour channels in the returned array, 1 or 3; alpha excluded.
     layout : str
-        How the colour axis sits on disk: ``"HW"`` (2-D), ``"HWC"`` (interleaved) or ``"CHW"``
-        (FITS cube, planar TIFF).
+        How the colour axis sits on disk: ``"HW"`` (2-D), ``"HWC"`` (interleaved, XISF normal storage)
+        or ``"CHW"`` (FITS cube, planar TIFF, XISF planar storage).
     scale : float
         Divisor that mapped integer samples to [0, 1] (255, 65535); 1.0 for float data and for all FITS.
     header : astropy.io.fits.Header or None
-        Copy of the FITS header of the image HDU, as stored (before astropy applies BSCALE/BZERO).
+        Copy of the FITS header of the image HDU, as stored (before astropy applies BSCALE/BZERO); for
+        XISF the image's ``FITSKeyword`` elements.
     hdu_index : int
         Index of the HDU that held the image.
     alpha : numpy.ndarray or None
@@ -50,7 +51,9 @@ class ImageInfo:
     extra : dict
         Format details needed to write back: FITS ``bitpix``, ``bscale``, ``bzero``, ``blank``,
         ``lead_axes``, ``compression``, ``checksum``; TIFF ``photometric``, ``planarconfig``,
-        ``compression``, ``extrasamples``, ``resolution``, ``resolutionunit``, ``iccprofile``.
+        ``compression``, ``extrasamples``, ``resolution``, ``resolutionunit``, ``iccprofile``; XISF
+        ``color_space``, ``bounds``, ``pixel_storage``, ``attributes`` (the Image element's own) and
+        ``elements`` (its Property and other child elements, data blocks as bytes).
     """
 
     path: pathlib.Path
@@ -81,9 +84,9 @@ class ImageInfo:
 
     @property
     def is_linear(self) -> bool:
-        """Guess of the data domain: True for FITS and float TIFF (linear physical data), False for
-        8/16-bit display formats (stretched)."""
-        return self.format == "fits" or (self.format == "tiff" and not self.is_integer)
+        """Guess of the data domain: True for FITS and float TIFF or XISF (linear physical data), False
+        for 8/16-bit display formats (stretched)."""
+        return self.format == "fits" or (self.format in ("tiff", "xisf") and not self.is_integer)
 
 
 def one_line(exc: BaseException) -> str:
