@@ -1,5 +1,7 @@
 """Round trips and error messages of astrotf.io on tiny synthetic files."""
 
+import gzip
+
 import cv2
 import numpy as np
 import pytest
@@ -325,6 +327,18 @@ def test_damaged_tile_compressed_fits(tmp_path):
     path = tmp_path / "damaged.fits"
     path.write_bytes(bytes(damaged))
     with pytest.raises(ImageIOError, match="cannot be read as FITS") as err:
+        read_image(path)
+    _check_error(err, path)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_gzipped_fits_with_unparsable_cards_does_not_hang(tmp_path):
+    """astropy reads such an HDU again and again (its data size comes out negative): found by fuzzing."""
+    cards = ["SIMPLE  =                    Tam", "BITPIX  =                  -32", "NAXIS   =                    2",
+             "NAXIS1  =                   11", "NAXIS2  =                    9", "END"]
+    path = tmp_path / "cards.fits.gz"
+    path.write_bytes(gzip.compress(b"".join(c.ljust(80).encode() for c in cards).ljust(2880) + bytes(2880)))
+    with pytest.raises(ImageIOError, match="corrupted FITS header of HDU 0") as err:
         read_image(path)
     _check_error(err, path)
 

@@ -28,7 +28,14 @@ def read_fits(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
     found = None
     try:
         with fits.open(path, memmap=False) as hdul:
+            offsets = set()
             for index, hdu in enumerate(hdul):
+                # A header whose sizes add up to a negative data size makes astropy read the same
+                # corrupted HDU again and again, without end: stop at the first repeat.
+                offset = getattr(hdu, "_header_offset", None)
+                if offset is not None and offset in offsets:
+                    raise ImageIOError(f"{path}: corrupted FITS header of HDU {index - 1} (at byte {offset})")
+                offsets.add(offset)
                 if hdu.is_image and hdu.header.get("NAXIS", 0) > 0:
                     # Copy before touching .data: astropy rewrites BITPIX/BSCALE/BZERO once it scales.
                     header = hdu.header.copy()
@@ -41,6 +48,8 @@ def read_fits(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
                                        "quantize_method": hdu.quantize_method}
                     found = index, header, hdu.data, compression
                     break
+    except ImageIOError:
+        raise
     except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
         msg = f"{path}: not a valid FITS file or truncated ({one_line(exc)})"
         raise ImageIOError(msg) from exc
