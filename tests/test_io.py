@@ -367,6 +367,21 @@ def test_fits_4d_is_refused(tmp_path):
     _check_error(err, path)
 
 
+def test_tiff_with_damaged_image_length_is_refused_quickly(tmp_path):
+    """A huge ImageLength made tifffile zero-fill tens of millions of missing strips: found by fuzzing."""
+    path = tmp_path / "tall.tif"
+    tifffile.imwrite(path, np.zeros((9, 11), np.uint8), rowsperstrip=9)
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags["ImageLength"]
+        offset, dtype = tag.valueoffset, {3: "<u2", 4: "<u4"}[int(tag.dtype)]
+    blob = bytearray(path.read_bytes())
+    blob[offset:offset + np.dtype(dtype).itemsize] = np.array(60000 if dtype == "<u2" else 690563337, dtype).tobytes()
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ImageIOError, match="truncated or damaged TIFF, 1 of the") as err:
+        read_image(path)
+    _check_error(err, path)
+
+
 @pytest.mark.parametrize("dtype", [np.complex64, np.int64])
 def test_tiff_unsupported_dtype(tmp_path, dtype):
     path = tmp_path / "odd.tif"

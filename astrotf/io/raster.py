@@ -8,6 +8,7 @@ profile, and the RGB order (OpenCV's BGR is undone on reading and redone on writ
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
 
 import cv2
@@ -31,7 +32,10 @@ def read_tiff(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
             if len(tif.pages) > 1:
                 logger.warning("%s: %d pages, only the first is used", path, len(tif.pages))
             page = tif.pages[0]
+            _check_segments(path, page)
             data = page.asarray()
+    except ImageIOError:
+        raise
     except (tifffile.TiffFileError, OSError, ValueError, KeyError, IndexError) as exc:
         # KeyError: a codec (LZW, JPEG...) that needs the optional imagecodecs package.
         raise ImageIOError(f"{path}: cannot be read as TIFF ({one_line(exc)})") from exc
@@ -60,6 +64,16 @@ def read_tiff(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
     layout = "CHW" if planar else "HWC" if samples > 1 else "HW"
     info = ImageInfo(path, "tiff", data.dtype, colours, layout, scale, alpha=alpha, extra=extra)
     return data / np.float32(scale) if scale != 1.0 else data, info
+
+
+def _check_segments(path: pathlib.Path, page: tifffile.TiffPage) -> None:
+    """Refuse a page with fewer strips or tiles than its size needs: tifffile would fill each missing one
+    with zeros, one at a time (tens of millions for a damaged ImageLength)."""
+    needed = math.prod(page.chunked)
+    if min(len(page.dataoffsets), len(page.databytecounts)) < needed:
+        msg = (f"{path}: truncated or damaged TIFF, {len(page.dataoffsets)} of the {needed} strips or tiles "
+               f"a {page.imagewidth} x {page.imagelength} image needs")
+        raise ImageIOError(msg)
 
 
 def read_cv2(path: pathlib.Path, fmt: str) -> tuple[np.ndarray, ImageInfo]:
