@@ -377,7 +377,7 @@ def test_tiff_with_damaged_image_length_is_refused_quickly(tmp_path):
     blob = bytearray(path.read_bytes())
     blob[offset:offset + np.dtype(dtype).itemsize] = np.array(60000 if dtype == "<u2" else 690563337, dtype).tobytes()
     path.write_bytes(bytes(blob))
-    with pytest.raises(ImageIOError, match="truncated or damaged TIFF, 1 of the") as err:
+    with pytest.raises(ImageIOError, match="truncated or damaged TIFF") as err:
         read_image(path)
     _check_error(err, path)
 

@@ -67,8 +67,16 @@ def read_tiff(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
 
 
 def _check_segments(path: pathlib.Path, page: tifffile.TiffPage) -> None:
-    """Refuse a page with fewer strips or tiles than its size needs: tifffile would fill each missing one
-    with zeros, one at a time (tens of millions for a damaged ImageLength)."""
+    """Refuse a page with fewer strips or tiles than its size needs (tifffile would fill each missing one
+    with zeros, one at a time: tens of millions for a damaged ImageLength), or uncompressed pixels larger
+    than the file or compressed beyond any codec (a damaged size that asks for gigabytes)."""
+    size = path.stat().st_size
+    stored = sum(page.databytecounts)
+    # compressed: no codec packs real data 100000:1 (a constant frame can; we do not denoise those)
+    if page.nbytes > (size if page.compression == tifffile.COMPRESSION.NONE else max(100_000 * stored, 1 << 28)):
+        msg = (f"{path}: truncated or damaged TIFF, a {page.imagewidth} x {page.imagelength} image of "
+               f"{page.nbytes} bytes from {stored} bytes of pixel data")
+        raise ImageIOError(msg)
     needed = math.prod(page.chunked)
     if min(len(page.dataoffsets), len(page.databytecounts)) < needed:
         msg = (f"{path}: truncated or damaged TIFF, {len(page.dataoffsets)} of the {needed} strips or tiles "
