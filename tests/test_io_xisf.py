@@ -238,3 +238,13 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(ImageIOError, match="No space left"):
         write_image(tmp_path / "out.xisf", np.zeros((H, W), np.float32), info)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_uint32_white_stays_white(tmp_path):
+    """float32 scaling turned 1.0 into 2**32 and the cast into 0: found by tests/test_io_fuzz.py."""
+    pixels = np.array([[0, 1, 2**31, 2**32 - 1]], "<u4")
+    (tmp_path / "in.xisf").write_bytes(build_xisf('geometry="4:1:1" sampleFormat="UInt32"', pixels.tobytes()))
+    data, info = read_image(tmp_path / "in.xisf")
+    write_image(tmp_path / "out.xisf", data, info)
+    block, _ = _block_of(tmp_path / "out.xisf")
+    np.testing.assert_array_equal(np.frombuffer(block, "<u4"), pixels[0])

@@ -282,8 +282,12 @@ def write_xisf(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: li
     storage and metadata of ``info`` (float32 for a source whose dtype XISF has not)."""
     extra = info.extra if info.format == "xisf" else {}
     dtype = info.dtype if info.dtype in _FORMAT_NAMES else np.dtype(np.float32)
-    if dtype.kind == "u":
-        pixels = to_integers(data, dtype, info.scale if dtype == info.dtype else float(np.iinfo(dtype).max))
+    scale = info.scale if dtype == info.dtype else float(np.iinfo(dtype).max)
+    if dtype == np.uint32:  # float32 arithmetic (to_integers) rounds 1.0 * (2**32 - 1) to 2**32, cast to 0
+        pixels = np.rint(np.clip(np.nan_to_num(data.astype(np.float64), nan=0.0), 0.0, 1.0) * scale)
+        pixels = pixels.astype(dtype)
+    elif dtype.kind == "u":
+        pixels = to_integers(data, dtype, scale)
     else:
         pixels = data.astype(dtype)
     alpha = alpha_for(info, dtype)
