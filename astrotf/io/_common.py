@@ -14,6 +14,7 @@ import numpy as np
 from astropy.io import fits
 
 from astrotf.errors import AstroTFError
+from astrotf.quantise import to_integers
 
 logger = logging.getLogger(__name__)
 
@@ -102,3 +103,20 @@ def alpha_for(info: ImageInfo, dtype: np.dtype) -> np.ndarray | None:
                        info.path, info.alpha.dtype, dtype)
         return None
     return info.alpha
+
+
+def samples_for(data: np.ndarray, info: ImageInfo, dtype: np.dtype) -> np.ndarray:
+    """(H, W, C) float ``data`` as samples of ``dtype`` (unsigned: clipped to [0, 1] and scaled by
+    ``info.scale``, or the dtype's maximum for another source dtype), with ``info.alpha`` appended as a
+    last channel when it has that dtype."""
+    if dtype.kind == "u":
+        scale = info.scale if dtype == info.dtype else float(np.iinfo(dtype).max)
+        if dtype.itemsize < 4:
+            pixels = to_integers(data, dtype, scale)
+        else:  # float32 arithmetic (to_integers) rounds 1.0 * (2**32 - 1) to 2**32, which casts to 0
+            pixels = np.rint(np.clip(np.nan_to_num(data.astype(np.float64), nan=0.0), 0.0, 1.0) * scale)
+            pixels = pixels.astype(dtype)
+    else:
+        pixels = data.astype(dtype)
+    alpha = alpha_for(info, dtype)
+    return pixels if alpha is None else np.concatenate([pixels, alpha[..., None]], axis=-1)

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import tifffile
 
-from astrotf.io._common import ImageInfo, ImageIOError, alpha_for, one_line
+from astrotf.io._common import ImageInfo, ImageIOError, alpha_for, one_line, samples_for
 from astrotf.quantise import to_integers
 
 logger = logging.getLogger(__name__)
@@ -109,20 +109,14 @@ def write_tiff(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo) -> None:
     """Write (H, W, C) float ``data`` to ``tmp`` as TIFF in the dtype and layout of ``info``."""
     extra = info.extra if info.format == "tiff" else {}
     dtype = info.dtype if info.dtype in TIFF_DTYPES else np.dtype(np.float32)
-    if dtype.kind == "u":
-        scale = info.scale if dtype == info.dtype else float(np.iinfo(dtype).max)
-        pixels = to_integers(data, dtype, scale)
-    else:
-        pixels = data.astype(dtype)
-    alpha = alpha_for(info, dtype)
-    if alpha is not None:
-        pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+    pixels = samples_for(data, info, dtype)
+    with_alpha = pixels.shape[2] > data.shape[2]
     planar = pixels.shape[2] > 1 and extra.get("planarconfig") == tifffile.PLANARCONFIG.SEPARATE
     pixels = np.moveaxis(pixels, -1, 0) if planar else pixels[..., 0] if pixels.shape[2] == 1 else pixels
     options = {
         "photometric": "rgb" if data.shape[2] == 3 else "minisblack",
         "planarconfig": "separate" if planar else "contig",
-        "extrasamples": (extra.get("extrasamples") or ("unassalpha",)) if alpha is not None else None,
+        "extrasamples": (extra.get("extrasamples") or ("unassalpha",)) if with_alpha else None,
         "resolution": extra.get("resolution"),
         "resolutionunit": extra.get("resolutionunit"),
         "iccprofile": extra.get("iccprofile"),

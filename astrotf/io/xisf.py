@@ -37,9 +37,8 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 
 from astrotf import __version__
-from astrotf.io._common import ImageInfo, ImageIOError, alpha_for
+from astrotf.io._common import ImageInfo, ImageIOError, samples_for
 from astrotf.io.fits import FITS_STRUCTURAL
-from astrotf.quantise import to_integers
 
 logger = logging.getLogger(__name__)
 
@@ -282,17 +281,7 @@ def write_xisf(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: li
     storage and metadata of ``info`` (float32 for a source whose dtype XISF has not)."""
     extra = info.extra if info.format == "xisf" else {}
     dtype = info.dtype if info.dtype in _FORMAT_NAMES else np.dtype(np.float32)
-    scale = info.scale if dtype == info.dtype else float(np.iinfo(dtype).max)
-    if dtype == np.uint32:  # float32 arithmetic (to_integers) rounds 1.0 * (2**32 - 1) to 2**32, cast to 0
-        pixels = np.rint(np.clip(np.nan_to_num(data.astype(np.float64), nan=0.0), 0.0, 1.0) * scale)
-        pixels = pixels.astype(dtype)
-    elif dtype.kind == "u":
-        pixels = to_integers(data, dtype, scale)
-    else:
-        pixels = data.astype(dtype)
-    alpha = alpha_for(info, dtype)
-    if alpha is not None:
-        pixels = np.concatenate([pixels, alpha[..., None]], axis=-1)
+    pixels = samples_for(data, info, dtype)
     storage = extra.get("pixel_storage", "Planar")
     block = np.ascontiguousarray(np.moveaxis(pixels, -1, 0) if storage == "Planar" else pixels)
     block = block.astype(dtype.newbyteorder("<"), copy=False).tobytes()
