@@ -1,5 +1,7 @@
 """Round trips and error messages of astrotf.io on tiny synthetic files."""
 
+import gzip
+
 import cv2
 import numpy as np
 import pytest
@@ -313,6 +315,34 @@ def test_truncated_fits(tmp_path):
     _check_error(err, path)
 
 
+def test_damaged_tile_compressed_fits(tmp_path):
+    """Issue #20: astropy's CfitsioException from a damaged tile became a traceback."""
+    raw = _rng().integers(0, 4000, (64, 64), dtype=np.int32)
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(raw, compression_type="RICE_1")]).writeto(
+        tmp_path / "good.fits")
+    with fits.open(tmp_path / "good.fits") as hdul:
+        start, size = hdul[1]._data_offset, hdul[1]._data_size
+    damaged = bytearray((tmp_path / "good.fits").read_bytes())
+    damaged[start + size // 2:start + size - 200] = b"\xff" * (size - 200 - size // 2)
+    path = tmp_path / "damaged.fits"
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(ImageIOError, match="cannot be read as FITS") as err:
+        read_image(path)
+    _check_error(err, path)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_gzipped_fits_with_unparsable_cards_does_not_hang(tmp_path):
+    """astropy reads such an HDU again and again (its data size comes out negative): found by fuzzing."""
+    cards = ["SIMPLE  =                    Tam", "BITPIX  =                  -32", "NAXIS   =                    2",
+             "NAXIS1  =                   11", "NAXIS2  =                    9", "END"]
+    path = tmp_path / "cards.fits.gz"
+    path.write_bytes(gzip.compress(b"".join(c.ljust(80).encode() for c in cards).ljust(2880) + bytes(2880)))
+    with pytest.raises(ImageIOError, match="corrupted FITS header of HDU 0") as err:
+        read_image(path)
+    _check_error(err, path)
+
+
 def test_fits_without_image_data(tmp_path):
     path = tmp_path / "header_only.fits"
     fits.PrimaryHDU().writeto(path)
@@ -333,6 +363,21 @@ def test_fits_4d_is_refused(tmp_path):
     path = tmp_path / "hyper.fits"
     fits.PrimaryHDU(np.zeros((4, 5, 6, 7), np.float32)).writeto(path)
     with pytest.raises(ImageIOError, match=r"unsupported layout.*\(4, 5, 6, 7\)") as err:
+        read_image(path)
+    _check_error(err, path)
+
+
+def test_tiff_with_damaged_image_length_is_refused_quickly(tmp_path):
+    """A huge ImageLength made tifffile zero-fill tens of millions of missing strips: found by fuzzing."""
+    path = tmp_path / "tall.tif"
+    tifffile.imwrite(path, np.zeros((9, 11), np.uint8), rowsperstrip=9)
+    with tifffile.TiffFile(path) as tif:
+        tag = tif.pages[0].tags["ImageLength"]
+        offset, dtype = tag.valueoffset, {3: "<u2", 4: "<u4"}[int(tag.dtype)]
+    blob = bytearray(path.read_bytes())
+    blob[offset:offset + np.dtype(dtype).itemsize] = np.array(60000 if dtype == "<u2" else 690563337, dtype).tobytes()
+    path.write_bytes(bytes(blob))
+    with pytest.raises(ImageIOError, match="truncated or damaged TIFF") as err:
         read_image(path)
     _check_error(err, path)
 
@@ -407,7 +452,7 @@ def test_list_images_needs_a_folder(tmp_path):
 
 def test_supported_suffixes():
     assert set(SUPPORTED_SUFFIXES) == {".fits", ".fit", ".fts", ".fits.gz", ".fit.gz",
-                                       ".tif", ".tiff", ".png", ".jpg", ".jpeg"}
+                                       ".tif", ".tiff", ".png", ".jpg", ".jpeg", ".xisf"}
 
 
 def test_fits_extensions_other_than_the_image_are_kept(tmp_path):

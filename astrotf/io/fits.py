@@ -1,0 +1,139 @@
+"""FITS through astropy: the first HDU with image data (primary, image or tile-compressed extension).
+
+Data stay in physical units: BSCALE/BZERO applied, BLANK and NaN pixels as NaN. Writing keeps the
+header, BITPIX, BSCALE/BZERO/BLANK, tile compression, checksums and the file's other extensions.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import numpy as np
+from astropy.io import fits
+
+from astrotf.io._common import ImageInfo, ImageIOError, one_line
+from astrotf.quantise import to_fits_integers
+
+logger = logging.getLogger(__name__)
+
+FITS_DTYPES = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64, -32: np.float32, -64: np.float64}
+# Cards astropy derives from the data, or that would be wrong once the data change.
+FITS_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "GROUPS",
+                   "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM"}
+
+
+def read_fits(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
+    """``(data, info)`` of the first HDU with image data; ``data`` (H, W) or (H, W, C), physical units."""
+    found = None
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            offsets = set()
+            for index, hdu in enumerate(hdul):
+                # A header whose sizes add up to a negative data size makes astropy read the same
+                # corrupted HDU again and again, without end: stop at the first repeat.
+                offset = getattr(hdu, "_header_offset", None)
+                if offset is not None and offset in offsets:
+                    raise ImageIOError(f"{path}: corrupted FITS header of HDU {index - 1} (at byte {offset})")
+                offsets.add(offset)
+                if hdu.is_image and hdu.header.get("NAXIS", 0) > 0:
+                    # Copy before touching .data: astropy rewrites BITPIX/BSCALE/BZERO once it scales.
+                    header = hdu.header.copy()
+                    if hdu.data is None:
+                        continue
+                    compression = None
+                    if isinstance(hdu, fits.CompImageHDU):
+                        compression = {"compression_type": hdu.compression_type,
+                                       "quantize_level": hdu.quantize_level,
+                                       "quantize_method": hdu.quantize_method}
+                    found = index, header, hdu.data, compression
+                    break
+    except ImageIOError:
+        raise
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
+        msg = f"{path}: not a valid FITS file or truncated ({one_line(exc)})"
+        raise ImageIOError(msg) from exc
+    if found is None:
+        raise ImageIOError(f"{path}: no image data in any HDU")
+    index, header, raw, compression = found
+    bitpix = header["BITPIX"]
+    bscale, bzero, blank = header.get("BSCALE", 1.0), header.get("BZERO", 0.0), header.get("BLANK")
+    data = raw.astype(np.float32)
+    if raw.dtype.kind in "iu" and blank is not None:
+        # astropy maps BLANK to NaN itself, except for pseudo-unsigned data (BZERO = 2**(n-1)).
+        data[raw == int(blank) + int(bzero)] = np.nan
+
+    lead_axes = ()
+    if data.ndim > 3 and all(n == 1 for n in data.shape[:-3]):  # e.g. radio (1, 1, H, W)
+        lead_axes, data = data.shape[:-3], data.reshape(data.shape[-3:])
+    if data.ndim == 2:
+        layout = "HW"
+    elif data.ndim == 3 and data.shape[0] in (1, 3):
+        layout, data = "CHW", np.moveaxis(data, 0, -1)
+    else:
+        msg = f"{path}: unsupported layout, expected 2-D or a 3-plane cube, got shape {raw.shape}"
+        raise ImageIOError(msg)
+    extra = {"bitpix": bitpix, "bscale": bscale, "bzero": bzero, "blank": blank, "lead_axes": lead_axes,
+             "compression": compression, "checksum": "CHECKSUM" in header}
+    channels = 1 if data.ndim == 2 else data.shape[2]
+    info = ImageInfo(path, "fits", np.dtype(FITS_DTYPES[bitpix]), channels, layout, 1.0, header, index,
+                     extra=extra)
+    return data, info
+
+
+def write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: list[str]) -> None:
+    """Write (H, W, C) float ``data`` to ``tmp`` as FITS with the BITPIX, scaling and header of ``info``."""
+    extra = info.extra if info.format == "fits" else {}
+    header = info.header.copy() if info.header is not None else fits.Header()
+    for key in {k for k in header if k in FITS_STRUCTURAL or k.startswith("NAXIS")}:
+        header.remove(key, remove_all=True)
+    pixels = np.moveaxis(data, -1, 0)
+    if pixels.shape[0] == 1 and info.layout != "CHW":
+        pixels = pixels[0]
+    elif extra.get("lead_axes"):
+        pixels = pixels.reshape(extra["lead_axes"] + pixels.shape)
+
+    bitpix = extra.get("bitpix", -64 if info.dtype == np.float64 else -32)
+    scaling = {}
+    if bitpix > 0:
+        bscale, bzero, blank = extra["bscale"], extra["bzero"], extra["blank"]
+        if blank is None and np.isnan(pixels).any():
+            note = f"astrotf: NaN pixels and no BLANK, written as float32 instead of BITPIX = {bitpix}"
+            logger.warning("%s: %s", info.path, note)
+            history.append(note)
+            bitpix = -32
+        else:
+            pixels = to_fits_integers(pixels, FITS_DTYPES[bitpix], bscale, bzero, blank)
+            if blank is not None:
+                scaling["BLANK"] = blank
+            if (bscale, bzero) != (1, 0):
+                scaling.update(BSCALE=bscale, BZERO=bzero)
+    pixels = pixels.astype(FITS_DTYPES[bitpix], copy=False)
+    for line in history:
+        header.add_history(line)
+
+    compression = extra.get("compression")
+    hdu = fits.CompImageHDU(pixels, header, **compression) if compression else fits.PrimaryHDU(pixels, header)
+    # Set after construction: astropy drops scaling cards passed in with the header, and then writes
+    # the integer array as the raw stored values.
+    for key, value in scaling.items():
+        hdu.header[key] = value
+    hdul = fits.HDUList([fits.PrimaryHDU(), hdu] if compression else [hdu])
+    hdul.extend(_other_extensions(info))
+    hdul.writeto(tmp, output_verify="silentfix", checksum=extra.get("checksum", False))
+
+
+def _other_extensions(info: ImageInfo) -> list:
+    """Copies of the source file's extensions other than the image (tables, masks, weights).
+
+    Nothing of the input is lost: a catalogue or a data-quality extension travels to the output.
+    """
+    if info.format != "fits" or not info.path.is_file():
+        return []
+    try:
+        with fits.open(info.path, lazy_load_hdus=False) as source:
+            return [h.copy() for i, h in enumerate(source)
+                    if i != info.hdu_index and i > 0 and not (isinstance(h, fits.CompImageHDU) and i == 1)]
+    except (OSError, ValueError) as err:
+        logger.warning("%s: extensions not copied to the output (%s)", info.path, one_line(err))
+        return []
