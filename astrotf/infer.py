@@ -381,7 +381,7 @@ def guess_domain(data: np.ndarray, info) -> str:
     """``"linear"``, ``"stretched"`` or ``"magnetogram"`` from format, header, dtype and values.
 
     Integer display formats (8/16-bit TIFF, PNG, JPEG) are stretched; FITS is linear;
-    a float TIFF is linear unless it lies in [0, 1] with a bright median (> 0.05), as
+    a float TIFF or XISF is linear unless it lies in [0, 1] with a bright median (> 0.05), as
     a stretched export from an image processor would. A mono FITS whose ``BUNIT`` is a
     magnetic field (Gauss, Mx/cm²) or whose ``CONTENT`` says magnetogram is a
     magnetogram: signed data that a model for photon counts would damage.
@@ -394,7 +394,7 @@ def guess_domain(data: np.ndarray, info) -> str:
         content = str(header.get("CONTENT", "")).lower()
         if unit in MAGNETOGRAM_UNITS or "magnetogram" in content:
             return "magnetogram"
-    if info.format == "tiff":
+    if info.format in ("tiff", "xisf"):
         finite = data[np.isfinite(data)]
         if finite.size and finite.min() >= 0 and finite.max() <= 1 and np.median(finite) > 0.05:
             return "stretched"

@@ -118,6 +118,9 @@ def to_fits_integers(pixels: np.ndarray, dtype: np.dtype, bscale: float, bzero: 
     """
     out = np.empty(pixels.shape, dtype)
     limits = np.iinfo(dtype)
+    high = np.float64(limits.max)
+    if int(high) > limits.max:  # int64: float64(2**63 - 1) is 2**63, which the cast would wrap to -2**63
+        high = np.nextafter(high, -np.inf)
     rows = max(1, (1 << 22) // max(1, int(np.prod(pixels.shape[1:]))))
     for start in range(0, pixels.shape[0], rows):
         raw = pixels[start:start + rows].astype(np.float64)
@@ -125,7 +128,7 @@ def to_fits_integers(pixels: np.ndarray, dtype: np.dtype, bscale: float, bzero: 
         raw -= bzero
         raw /= bscale
         np.rint(raw, out=raw)
-        np.clip(raw, limits.min, limits.max, out=raw)
+        np.clip(raw, limits.min, high, out=raw)
         if blank is not None:
             raw[nan] = blank
         out[start:start + rows] = raw

@@ -92,3 +92,12 @@ def test_to_fits_integers_inverts_bscale_bzero_clips_and_writes_nan_as_blank():
     out = to_fits_integers(beyond, np.dtype(np.int16), 0.25, 100.0, -32768)
     assert out.dtype == np.int16
     np.testing.assert_array_equal(out, [32767, -32768, -32768])
+
+
+def test_fits_integers_clip_at_the_int64_limits_without_wrapping():
+    from astrotf.quantise import to_fits_integers
+
+    pixels = np.array([[9.3e18, -9.3e18, 1.0e19, 5.0]])
+    out = to_fits_integers(pixels, np.dtype(np.int64), bscale=1.0, bzero=0.0, blank=None)
+    assert out[0, 0] > 9.2e18 and out[0, 2] > 9.2e18  # clipped to the top, not wrapped to -2**63
+    assert out[0, 1] == np.iinfo(np.int64).min and out[0, 3] == 5
