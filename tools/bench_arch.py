@@ -157,6 +157,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-arch")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-arch")
+    parser.add_argument("--note", default="", help="A sentence for the table (e.g. what shared the machine).")
     parser.add_argument("--remeasure-speed", action="store_true",
                         help="Measure the throughput of every finished candidate again, side by side in this "
                              "run (on a quiet machine), and rewrite the table.")
@@ -212,7 +213,7 @@ def main() -> None:
         print(f"  PSNR {scores['psnr_out']:.2f} dB (input {scores['psnr_in']:.2f}, gain {gain:+.2f}), identity "
               f"{scores['psnr_identity']:.2f} dB, {speeds} Mpix/s", flush=True)
 
-    header = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": __import__("os").cpu_count(),
+    header = {"date": datetime.date.today().isoformat(), "note": args.note, "cpu": cpu_name(), "cores": __import__("os").cpu_count(),
               "tensorflow": tf.__version__, "precision": precision, "steps": args.steps, "tile": args.tile,
               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed, "data": str(args.data.name),
               "train_images": len(train_samples), "validation_images": len(val_samples)}
@@ -231,7 +232,7 @@ def main() -> None:
                      f"{r['mpix_s'].get('bfloat16', float('nan')):.2f} | {r['gain_db_x_mpix_s']:.2f} | "
                      f"{r['train_seconds']:.0f} |")
     lines.append("")
-    lines.append(f"Noisy input: {rows[0]['psnr_in']:.2f} dB." if rows else "")
+    lines.append(f"Noisy input: {rows[0]['psnr_in']:.2f} dB. {args.note}".strip() if rows else args.note)
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
