@@ -138,3 +138,14 @@ def observe(clean: np.ndarray, gain: float, read_noise: float, exposure_ratio: f
         electrons += artefacts
     adu = (electrons + rng.normal(0.0, read_noise, clean.shape)) / gain
     return (adu if saturation is None else np.minimum(adu, saturation / gain)).astype(np.float32)
+
+
+def aperture_labels(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """Int32 label map of circular apertures: ``k`` (1-based, in the order given) within ``radius`` px of
+    source ``k``, 0 elsewhere; where apertures overlap, the later source wins. For
+    :func:`astrotf.losses.aperture_flux_error`."""
+    labels = np.zeros(shape, np.int32)
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    for k, (cx, cy) in enumerate(zip(x, y), start=1):
+        labels[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2] = k
+    return labels
