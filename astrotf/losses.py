@@ -177,3 +177,128 @@ class Self2SelfLoss:
 
     def __call__(self, y_true, y_pred, keep_mask, valid=None):
         return self2self_loss(y_true, y_pred, keep_mask, valid)
+
+
+# --------------------------------------------------------------------------- science terms (linear data)
+#
+# For noise-conditioned linear models (issue #21): errors in units of the per-pixel noise σ, the
+# aperture flux of true sources, and compact residual structure in source-free sky. Each takes
+# ``noise_sigma`` shaped like the images (the σ map the model is conditioned on, in data units), and
+# returns one value per sample, shape (N,).
+
+
+def noise_normalized_error(y_true, y_pred, noise_sigma, power: int = 1):
+    """Mean of ``|y_pred - y_true| / sigma`` (``power=1``) or its square (``power=2``) per sample.
+
+    An error of one σ costs the same on a faint sky and on a bright star, so bright sources neither
+    dominate the fit (as in a plain L2) nor are ignored, and frames of any depth weigh alike.
+    """
+    if power not in (1, 2):
+        msg = f"`power` must be 1 or 2. Received: power={power!r}"
+        raise ValueError(msg)
+    y_true, y_pred, noise_sigma = _f32(y_true, y_pred, noise_sigma)
+    z = ops.abs(y_pred - y_true) / ops.maximum(noise_sigma, 1e-12)
+    return ops.mean(z if power == 1 else ops.square(z), axis=(1, 2, 3))
+
+
+def aperture_flux_error(y_true, y_pred, noise_sigma, source_labels, max_sources: int):
+    """Mean ``|F_pred - F_true| / sigma_F`` over the apertures of the true sources, per sample.
+
+    Parameters
+    ----------
+    y_true, y_pred, noise_sigma : tensor (N, H, W, C)
+        Truth, prediction and the input's σ map (data units).
+    source_labels : int tensor (N, H, W, 1)
+        0 outside apertures, ``k`` in 1..``max_sources`` inside the aperture of source ``k``
+        (:func:`astrotf.data.prior.aperture_labels`).
+    max_sources : int
+        Largest label.
+
+    Returns
+    -------
+    tensor (N,)
+        Flux error in units of the aperture's noise ``sigma_F = sqrt(sum sigma**2)``, averaged over
+        the labels present (0 for a sample without sources). A denoiser that loses 6 % of a star's
+        flux pays for it even where the per-pixel error is small.
+    """
+    y_true, y_pred, noise_sigma = _f32(y_true, y_pred, noise_sigma)
+    apertures = ops.one_hot(ops.cast(source_labels[..., 0], "int32"), max_sources + 1)[..., 1:]  # (N, H, W, K)
+
+    def flux(x):
+        return ops.einsum("nhwc,nhwk->nk", x, apertures)
+
+    sigma_f = ops.sqrt(flux(ops.square(noise_sigma)))
+    present = ops.cast(ops.sum(apertures, axis=(1, 2)) > 0, "float32")
+    error = ops.abs(flux(y_pred) - flux(y_true)) / ops.maximum(sigma_f, 1e-12) * present
+    return ops.sum(error, axis=1) / ops.maximum(ops.sum(present, axis=1), 1.0)
+
+
+def _gaussian_kernel(fwhm: float):
+    sigma = fwhm / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+    radius = max(int(math.ceil(3.0 * sigma)), 1)
+    g = [math.exp(-(i * i) / (2.0 * sigma * sigma)) for i in range(-radius, radius + 1)]
+    total = sum(g)
+    g = [v / total for v in g]
+    return g, radius
+
+
+def compact_residual_penalty(y_true, y_pred, noise_sigma, sky_mask, fwhm: float):
+    """Power of the residual at the PSF scale in source-free sky, relative to white noise, per sample.
+
+    The residual ``r = (y_pred - y_true) / sigma`` is smoothed with a Gaussian of the PSF's ``fwhm``
+    (a matched filter: what a source finder sees) and the mean of ``(K * r)**2`` over sky pixels is
+    divided by ``sum(K**2)``, its value for white noise of unit variance: white residual noise of
+    variance ``v`` scores ``v``, residual blobs the size of a star (the false sources of an
+    over-smoothing denoiser) score far more than their pixel variance. A sky that keeps PSF-sized
+    ripples is penalised even when its pixel RMS is small.
+
+    Parameters
+    ----------
+    y_true, y_pred, noise_sigma : tensor (N, H, W, C)
+    sky_mask : tensor (N, H, W, 1)
+        1 on source-free sky, 0 on and around sources (and artefacts).
+    fwhm : float
+        PSF FWHM in px.
+    """
+    y_true, y_pred, noise_sigma, sky_mask = _f32(y_true, y_pred, noise_sigma, sky_mask)
+    g, radius = _gaussian_kernel(fwhm)
+    channels = y_true.shape[-1]
+    g1 = ops.convert_to_tensor(g, "float32")
+    kernel = ops.tile(ops.reshape(ops.reshape(g1, (-1, 1)) * ops.reshape(g1, (1, -1)),
+                                  (2 * radius + 1, 2 * radius + 1, 1, 1)), (1, 1, channels, 1))
+    r = (y_pred - y_true) / ops.maximum(noise_sigma, 1e-12)
+    smooth = ops.depthwise_conv(r, kernel, strides=1, padding="valid")
+    mask = sky_mask[:, radius:-radius, radius:-radius, :]
+    white = sum(v * v for v in g) ** 2  # sum of K**2 for the separable kernel
+    power = ops.sum(mask * ops.square(smooth), axis=(1, 2, 3)) / (channels * ops.maximum(ops.sum(mask, axis=(1, 2, 3)), 1.0))
+    return power / white
+
+
+class NoiseNormalizedError:
+    """Class form of :func:`noise_normalized_error`: ``loss(y_true, y_pred, noise_sigma)``, batch mean."""
+
+    def __init__(self, power: int = 1):
+        self.power = power
+
+    def __call__(self, y_true, y_pred, noise_sigma):
+        return ops.mean(noise_normalized_error(y_true, y_pred, noise_sigma, self.power))
+
+
+class ApertureFluxError:
+    """Class form of :func:`aperture_flux_error`: ``loss(y_true, y_pred, noise_sigma, source_labels)``."""
+
+    def __init__(self, max_sources: int):
+        self.max_sources = max_sources
+
+    def __call__(self, y_true, y_pred, noise_sigma, source_labels):
+        return ops.mean(aperture_flux_error(y_true, y_pred, noise_sigma, source_labels, self.max_sources))
+
+
+class CompactResidualPenalty:
+    """Class form of :func:`compact_residual_penalty`: ``loss(y_true, y_pred, noise_sigma, sky_mask)``."""
+
+    def __init__(self, fwhm: float):
+        self.fwhm = fwhm
+
+    def __call__(self, y_true, y_pred, noise_sigma, sky_mask):
+        return ops.mean(compact_residual_penalty(y_true, y_pred, noise_sigma, sky_mask, self.fwhm))

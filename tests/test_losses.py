@@ -119,3 +119,119 @@ def test_composite_combines_terms_with_weights(batch):
     l1 = np.mean((1 - 0.4 * mask) * np.abs(y_pred - y_true))
     np.testing.assert_allclose(terms["l1_weighted"], l1, rtol=1e-5)
     assert float(losses.AstroPicsLoss(cfg)(y_true, y_true, mask)) < 1e-5
+
+
+# --------------------------------------------------------------------------- science terms
+
+
+@pytest.fixture
+def linear_batch():
+    rng = np.random.default_rng(3)
+    y_true = rng.uniform(50, 500, (2, 40, 48, 1)).astype(np.float32)
+    sigma = np.sqrt(y_true / 2.0 + 9.0).astype(np.float32)
+    y_pred = (y_true + rng.normal(0, 1, y_true.shape) * sigma * 0.5).astype(np.float32)
+    return y_true, y_pred, sigma
+
+
+@pytest.mark.parametrize("power", [1, 2])
+def test_noise_normalized_error_matches_numpy(linear_batch, power):
+    y_true, y_pred, sigma = linear_batch
+    expected = (np.abs(y_pred - y_true) / sigma) ** power
+    got = np.asarray(losses.noise_normalized_error(y_true, y_pred, sigma, power))
+    np.testing.assert_allclose(got, expected.mean(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(float(losses.NoiseNormalizedError(power)(y_true, y_pred, sigma)), got.mean(), rtol=1e-5)
+    with pytest.raises(ValueError, match="power"):
+        losses.noise_normalized_error(y_true, y_pred, sigma, 3)
+
+
+def test_noise_normalized_error_is_independent_of_flux_units(linear_batch):
+    y_true, y_pred, sigma = linear_batch
+    a = losses.noise_normalized_error(y_true, y_pred, sigma)
+    b = losses.noise_normalized_error(7 * y_true + 3, 7 * y_pred + 3, 7 * sigma)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4)
+
+
+def test_aperture_flux_error_matches_numpy(linear_batch):
+    from astrotf.data.prior import aperture_labels
+
+    y_true, y_pred, sigma = linear_batch
+    labels = np.stack([aperture_labels((40, 48), [10.0, 30.5, 12.0], [8.0, 20.0, 30.0], 3.5),
+                       aperture_labels((40, 48), [24.0], [20.0], 5.0)])[..., None]
+    expected = []
+    for i in range(2):
+        errors = []
+        for k in range(1, labels[i].max() + 1):
+            ap = labels[i, ..., 0] == k
+            df = abs(y_pred[i, ..., 0][ap].sum(dtype=np.float64) - y_true[i, ..., 0][ap].sum(dtype=np.float64))
+            errors.append(df / np.sqrt((sigma[i, ..., 0][ap].astype(np.float64) ** 2).sum()))
+        expected.append(np.mean(errors))
+    got = np.asarray(losses.aperture_flux_error(y_true, y_pred, sigma, labels, max_sources=5))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    empty = np.zeros_like(labels)
+    np.testing.assert_array_equal(np.asarray(losses.aperture_flux_error(y_true, y_pred, sigma, empty, 5)), [0, 0])
+    np.testing.assert_allclose(float(losses.ApertureFluxError(5)(y_true, y_pred, sigma, labels)), np.mean(expected),
+                               rtol=1e-4)
+
+
+def test_aperture_flux_error_sees_a_lost_flux_fraction():
+    from astrotf.data.prior import aperture_labels
+
+    yy, xx = np.mgrid[0:32, 0:32]
+    star = 100.0 + 5000.0 * np.exp(-((xx - 16) ** 2 + (yy - 16) ** 2) / (2 * 1.5**2))
+    y_true = star[None, ..., None].astype(np.float32)
+    sigma = np.sqrt(y_true)
+    labels = aperture_labels((32, 32), [16.0], [16.0], 5.0)[None, ..., None]
+    dimmer = 100.0 + 0.94 * (y_true - 100.0)  # 6 % of the star's flux lost, as in issue #21
+    got = float(losses.aperture_flux_error(y_true, dimmer, sigma, labels, 1)[0])
+    lost = 0.06 * (y_true - 100.0)[0, ..., 0][labels[0, ..., 0] == 1].sum()
+    np.testing.assert_allclose(got, lost / np.sqrt((sigma[0, ..., 0][labels[0, ..., 0] == 1] ** 2).sum()), rtol=1e-4)
+    assert got > 3.0  # many aperture σ: a term that the per-pixel error barely notices
+
+
+def _smooth_numpy(r, fwhm):
+    s = fwhm / 2.3548200450309493
+    radius = max(int(np.ceil(3 * s)), 1)
+    g = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * s * s))
+    g /= g.sum()
+    k = np.outer(g, g)
+    h, w = r.shape
+    out = np.zeros((h - 2 * radius, w - 2 * radius))
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            out += k[dy, dx] * r[dy : dy + h - 2 * radius, dx : dx + w - 2 * radius]
+    return out, radius, (k**2).sum()
+
+
+def test_compact_residual_penalty_matches_numpy(linear_batch):
+    y_true, y_pred, sigma = linear_batch
+    rng = np.random.default_rng(4)
+    mask = (rng.random((2, 40, 48, 1)) > 0.3).astype(np.float32)
+    fwhm = 2.5
+    expected = []
+    for i in range(2):
+        smooth, radius, white = _smooth_numpy(((y_pred[i] - y_true[i]) / sigma[i])[..., 0].astype(np.float64), fwhm)
+        m = mask[i, radius:-radius, radius:-radius, 0]
+        expected.append((m * smooth**2).sum() / m.sum() / white)
+    got = np.asarray(losses.compact_residual_penalty(y_true, y_pred, sigma, mask, fwhm))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    np.testing.assert_allclose(float(losses.CompactResidualPenalty(fwhm)(y_true, y_pred, sigma, mask)),
+                               np.mean(expected), rtol=1e-4)
+
+
+def test_compact_residual_penalty_scores_white_noise_by_its_variance_and_blobs_far_higher():
+    rng = np.random.default_rng(5)
+    shape = (1, 128, 128, 1)
+    y_true = np.full(shape, 100.0, np.float32)
+    sigma = np.full(shape, 10.0, np.float32)
+    mask = np.ones(shape, np.float32)
+    white = y_true + 0.5 * sigma * rng.normal(size=shape).astype(np.float32)  # residual variance 0.25
+    white_score = float(losses.compact_residual_penalty(y_true, white, sigma, mask, 3.0)[0])
+    assert white_score == pytest.approx(0.25, rel=0.1)
+    blobs = np.zeros(shape[1:3])
+    yy, xx = np.mgrid[0:128, 0:128]
+    for cy, cx in rng.uniform(10, 118, (30, 2)):
+        blobs += np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 1.3**2))
+    blobs *= 0.5 / blobs.std()  # the same pixel RMS as the white residual
+    blob_score = float(losses.compact_residual_penalty(y_true, y_true + sigma * blobs[None, ..., None], sigma,
+                                                       mask, 3.0)[0])
+    assert blob_score > 5 * white_score

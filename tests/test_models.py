@@ -14,7 +14,17 @@ CASES = [
     dict(channels=1, depth=3, base_filters=4, normalization="background"),
     dict(channels=3, depth=2, base_filters=4, space_to_depth=2),
     dict(channels=1, depth=2, base_filters=4, normalization="background", space_to_depth=2),
+    dict(channels=1, depth=2, base_filters=4, normalization="background", noise_map=True),
+    dict(channels=3, depth=2, base_filters=4, space_to_depth=2, noise_map=True),
 ]
+SHIPPED = Path(__file__).resolve().parents[1] / "saved_models"
+
+
+def model_inputs(kwargs, x):
+    """``x``, or ``[x, sigma]`` with a positive σ map of the same shape for a noise-conditioned model."""
+    if not kwargs.get("noise_map"):
+        return x
+    return [x, (0.05 + 0.1 * np.sqrt(np.abs(x))).astype(np.float32)]
 
 
 @pytest.mark.parametrize("kwargs", CASES)
@@ -24,15 +34,78 @@ def test_model_contract(kwargs, tmp_path):
     scale = 1000.0 if kwargs.get("normalization") == "background" else 1.0
     for shape in [(2, 32, 32), (1, 37, 53), (1, 5, 9)]:
         x = (rng.random(shape + (kwargs["channels"],)) * scale).astype(np.float32)
-        assert model(x).shape == x.shape
+        assert model(model_inputs(kwargs, x)).shape == x.shape
     config = model.get_config()
     assert {k: config[k] for k in kwargs} == kwargs
     clone = ResUNet.from_config(config)
     assert clone.count_params() == model.count_params()
     model.save(tmp_path / "m.keras")
     restored = keras.saving.load_model(tmp_path / "m.keras")
-    x = (rng.random((2, 24, 40, kwargs["channels"])) * scale).astype(np.float32)
+    x = model_inputs(kwargs, (rng.random((2, 24, 40, kwargs["channels"])) * scale).astype(np.float32))
     np.testing.assert_allclose(restored(x), model(x), rtol=1e-6, atol=1e-6 * scale)
+
+
+def test_noise_map_is_a_second_named_input_that_changes_the_output():
+    model = ResUNet(channels=1, depth=2, base_filters=4, normalization="background", noise_map=True,
+                    head_initializer="glorot_uniform")
+    assert [t.name for t in model.inputs] == ["image", "noise_sigma"]
+    assert model.get_layer("pad").input.shape[-1] == 2  # image and σ map side by side
+    x = np.random.default_rng(6).normal(500, 20, (1, 32, 32, 1)).astype(np.float32)
+    low, high = np.full_like(x, 10.0), np.full_like(x, 40.0)
+    assert np.abs(np.asarray(model([x, low])) - np.asarray(model([x, high]))).max() > 1e-3
+    unconditioned = ResUNet(channels=1, depth=2, base_filters=4, normalization="background")
+    assert model.count_params() - unconditioned.count_params() == 4 * 3 * 3  # one more input channel in the stem
+
+
+def test_noise_map_scales_with_the_image_under_background_normalisation():
+    """(a*x + b, a*σ) in gives a*f(x, σ) + b out: σ is divided by the same tile scale as the image."""
+    model = ResUNet(channels=1, depth=2, base_filters=4, normalization="background", noise_map=True,
+                    head_initializer="glorot_uniform")
+    rng = np.random.default_rng(2)
+    x = rng.normal(500, 20, (2, 32, 32, 1)).astype(np.float32)
+    sigma = np.sqrt(np.maximum(x, 0)).astype(np.float32)
+    np.testing.assert_allclose(model([3 * x + 100, 3 * sigma]), 3 * np.asarray(model([x, sigma])) + 100, rtol=1e-4)
+    new = ResUNet(channels=1, depth=2, base_filters=4, normalization="background", noise_map=True)
+    np.testing.assert_allclose(new([x, sigma]), x, rtol=1e-6)  # a new model is still the identity
+
+
+@pytest.mark.parametrize("folder", ["resunet-mono", "resunet-rgb"])
+def test_shipped_keras_files_give_the_outputs_of_their_savedmodel(folder):
+    """The SavedModels were written before noise_map existed: the .keras files built by today's code
+    (noise_map=False) must still compute the same function."""
+    import tensorflow as tf
+
+    from astrotf.models.registry import load_model
+
+    model = load_model(SHIPPED / folder / "model.keras", dtype="float32")
+    assert model.get_config()["noise_map"] is False and len(model.inputs) == 1
+    serve = tf.saved_model.load(str(SHIPPED / folder / "1")).signatures["serving_default"]
+    rng = np.random.default_rng(8)
+    for shape in [(1, 64, 64), (2, 45, 71)]:
+        x = rng.random(shape + (model.channels,), dtype=np.float32)
+        if folder == "resunet-mono":
+            x = 100.0 + 20.0 * x
+        reference = next(iter(serve(tf.constant(x)).values())).numpy()
+        np.testing.assert_allclose(np.asarray(model(x)), reference, rtol=1e-5, atol=1e-5 * float(x.max()))
+
+
+def test_onnx_export_of_a_noise_conditioned_model_has_two_inputs(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    import tensorflow as tf
+
+    model = ResUNet(channels=1, depth=2, base_filters=4, normalization="background", noise_map=True,
+                    head_initializer="glorot_uniform")
+    specs = [tf.TensorSpec([None, None, None, 1], tf.float32, name=name) for name in ("image", "noise_sigma")]
+    model.export(str(tmp_path / "m.onnx"), format="onnx", input_signature=[specs], verbose=False)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["image", "noise_sigma"]
+    rng = np.random.default_rng(9)
+    for shape in [(1, 32, 32, 1), (2, 21, 35, 1)]:
+        x = rng.normal(300, 15, shape).astype(np.float32)
+        sigma = np.sqrt(x).astype(np.float32)
+        got = session.run(None, {"image": x, "noise_sigma": sigma})[0]
+        np.testing.assert_allclose(got, model([x, sigma]), rtol=1e-4, atol=1e-3)
 
 
 @pytest.mark.parametrize("space_to_depth", [1, 2])
@@ -101,7 +174,7 @@ def test_dtype_argument_builds_the_same_network_as_the_global_policy(name, kwarg
 def test_shipped_keras_files_load_in_float32_and_bfloat16(folder):
     from astrotf.models.registry import load_model
 
-    path = Path(__file__).resolve().parents[1] / "saved_models" / folder / "model.keras"
+    path = SHIPPED / folder / "model.keras"
     full = load_model(path, dtype="float32")
     half = load_model(path, dtype="mixed_bfloat16")
     assert all(layer.dtype_policy.name == "float32" for layer in full.layers)
@@ -113,7 +186,8 @@ def test_shipped_keras_files_load_in_float32_and_bfloat16(folder):
 
 @pytest.mark.parametrize("kwargs,match", [(dict(channels=0), "channels"), (dict(depth=9), "depth"),
                                           (dict(normalization="minmax"), "normalization"),
-                                          (dict(space_to_depth=3), "space_to_depth")])
+                                          (dict(space_to_depth=3), "space_to_depth"),
+                                          (dict(noise_map="yes"), "noise_map")])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ResUNet(**kwargs)

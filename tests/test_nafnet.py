@@ -7,6 +7,7 @@ import pytest
 from astrotf.layers.nafnet_blocks import ChannelAttention, NAFBlock, SimpleGate
 from astrotf.models.nafnet import NAFNet
 from astrotf.models.registry import build_model
+from tests.test_models import model_inputs
 
 SMALL = dict(width=4, enc_blocks=[1, 2], middle_blocks=1, dec_blocks=[1, 1])
 
@@ -19,21 +20,35 @@ def _randomise(model, seed=0):
 
 
 @pytest.mark.parametrize("kwargs", [dict(channels=3, **SMALL),
-                                    dict(channels=1, normalization="background", **SMALL)])
+                                    dict(channels=1, normalization="background", **SMALL),
+                                    dict(channels=1, normalization="background", noise_map=True, **SMALL),
+                                    dict(channels=3, noise_map=True, **SMALL)])
 def test_model_contract(kwargs, tmp_path):
     model = _randomise(build_model("nafnet", **kwargs))
     scale = 1000.0 if kwargs.get("normalization") == "background" else 1.0
     rng = np.random.default_rng(0)
     for shape in [(2, 32, 32), (1, 37, 53), (1, 5, 9)]:
         x = (rng.random(shape + (kwargs["channels"],)) * scale).astype(np.float32)
-        assert model(x).shape == x.shape
+        assert model(model_inputs(kwargs, x)).shape == x.shape
     config = model.get_config()
     assert {k: config[k] for k in kwargs} == kwargs
     assert NAFNet.from_config(config).count_params() == model.count_params()
     model.save(tmp_path / "m.keras")
     restored = keras.saving.load_model(tmp_path / "m.keras")
-    x = (rng.random((2, 24, 40, kwargs["channels"])) * scale).astype(np.float32)
+    x = model_inputs(kwargs, (rng.random((2, 24, 40, kwargs["channels"])) * scale).astype(np.float32))
     np.testing.assert_allclose(restored(x), model(x), rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_noise_map_is_scaled_with_the_image_and_changes_the_output():
+    model = _randomise(NAFNet(channels=1, normalization="background", noise_map=True, **SMALL), seed=4)
+    assert [t.name for t in model.inputs] == ["image", "noise_sigma"]
+    rng = np.random.default_rng(5)
+    x = rng.normal(500, 20, (1, 32, 32, 1)).astype(np.float32)
+    sigma = np.sqrt(x).astype(np.float32)
+    np.testing.assert_allclose(model([3 * x + 100, 3 * sigma]), 3 * np.asarray(model([x, sigma])) + 100, rtol=1e-4)
+    assert np.abs(np.asarray(model([x, sigma])) - np.asarray(model([x, 2 * sigma]))).max() > 1e-3
+    np.testing.assert_allclose(NAFNet(channels=1, normalization="background", noise_map=True, **SMALL)([x, sigma]),
+                               x, rtol=1e-6)  # a new model is still the identity
 
 
 def test_a_new_model_is_exactly_the_identity():
@@ -64,6 +79,7 @@ def test_bfloat16_body_keeps_the_data_path_in_float32():
     (dict(enc_blocks=[1, -1], dec_blocks=[1, 1]), "enc_blocks"),
     (dict(middle_blocks=-1), "middle_blocks"),
     (dict(normalization="sky"), "normalization"),
+    (dict(noise_map=1), "noise_map"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -13,14 +13,12 @@ import math
 
 import numpy as np
 from astropy.convolution import convolve_fft
-from astropy.modeling.models import Moffat2D, Sersic2D
+from astropy.modeling.models import Sersic2D
 from astropy.table import Table
 
+from astrotf.data.psf import PSF, bin_subpixels, subpixel_grid
 from astrotf.errors import AstroTFError
 
-_OVERSAMPLE = 3  # sub-pixels per pixel side: sources are integrated over pixels, not point-sampled
-_WING_LEVEL = 0.01  # electrons/px where a star's cutout is truncated
-_MAX_STAR_RADIUS = 64  # px
 _MAX_GALAXY_RADIUS = 48  # px, before adding the PSF margin
 
 
@@ -57,8 +55,12 @@ class StarFieldConfig:
         Power-law index ``alpha`` of the star flux distribution (1 gives a log-uniform distribution).
     fwhm : tuple of float
         Range of the Moffat PSF full width at half maximum in pixels (one PSF per field).
-    moffat_beta : float
-        Moffat power index ``beta`` (> 1 for a finite total flux).
+    moffat_beta : float or tuple of float
+        Moffat power index ``beta`` (> 1 for a finite total flux), or a range drawn per field.
+    gaussian_fraction : float
+        Probability that a field's PSF is Gaussian instead of Moffat.
+    psf_ellipticity : tuple of float
+        Range of the PSF ellipticity ``1 - b/a`` (in [0, 1)), at a random angle per field.
     n_galaxies : tuple of int
         Range of the number of Sérsic galaxies.
     galaxy_flux : tuple of float
@@ -68,6 +70,13 @@ class StarFieldConfig:
     sky_gradient : float
         Peak-to-peak change of the sky across the field as a fraction of its level, along a random
         direction; 0 gives a flat sky.
+    saturation : float or None
+        Full-well level in electrons: the field is clipped there and stars whose peak pixel reaches
+        it are flagged (``saturated`` column). None: no saturation.
+    cosmic_rays, hot_pixels : tuple of int
+        Ranges of the numbers of cosmic-ray hits and hot pixels drawn by
+        :func:`astrotf.data.artefacts.simulate_artefacts` (not by :func:`simulate_star_field`: they
+        belong in the noisy frame, not in the truth).
 
     Raises
     ------
@@ -80,11 +89,16 @@ class StarFieldConfig:
     flux_range: tuple[float, float] = (200.0, 2e5)
     flux_slope: float = 1.5
     fwhm: tuple[float, float] = (1.8, 4.0)
-    moffat_beta: float = 3.0
+    moffat_beta: float | tuple[float, float] = 3.0
+    gaussian_fraction: float = 0.0
+    psf_ellipticity: tuple[float, float] = (0.0, 0.0)
     n_galaxies: tuple[int, int] = (0, 15)
     galaxy_flux: tuple[float, float] = (1e3, 5e4)
     sky: tuple[float, float] = (20.0, 200.0)
     sky_gradient: float = 0.0
+    saturation: float | None = None
+    cosmic_rays: tuple[int, int] = (0, 0)
+    hot_pixels: tuple[int, int] = (0, 0)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):  # TOML and JSON give lists
@@ -107,8 +121,22 @@ class StarFieldConfig:
         if not (isinstance(self.flux_slope, (int, float)) and math.isfinite(self.flux_slope)):
             msg = f"`flux_slope` must be a finite number. Received: flux_slope={self.flux_slope!r}"
             raise AstroTFError(msg)
-        if not (isinstance(self.moffat_beta, (int, float)) and 1 < self.moffat_beta < math.inf):
+        if isinstance(self.moffat_beta, tuple):
+            _check_range("moffat_beta", self.moffat_beta, 1, inclusive=False)
+        elif not (isinstance(self.moffat_beta, (int, float)) and 1 < self.moffat_beta < math.inf):
             msg = f"`moffat_beta` must be a finite number > 1. Received: moffat_beta={self.moffat_beta!r}"
+            raise AstroTFError(msg)
+        _check_range("psf_ellipticity", self.psf_ellipticity, 0)
+        _check_range("cosmic_rays", self.cosmic_rays, 0, integer=True)
+        _check_range("hot_pixels", self.hot_pixels, 0, integer=True)
+        if self.psf_ellipticity[1] >= 1:
+            msg = f"`psf_ellipticity` must stay below 1. Received: psf_ellipticity={self.psf_ellipticity!r}"
+            raise AstroTFError(msg)
+        if not (isinstance(self.gaussian_fraction, (int, float)) and 0 <= self.gaussian_fraction <= 1):
+            msg = f"`gaussian_fraction` must be a number in [0, 1]. Received: gaussian_fraction={self.gaussian_fraction!r}"
+            raise AstroTFError(msg)
+        if self.saturation is not None and not (isinstance(self.saturation, (int, float)) and 0 < self.saturation < math.inf):
+            msg = f"`saturation` must be None or a finite number > 0. Received: saturation={self.saturation!r}"
             raise AstroTFError(msg)
         if not (isinstance(self.sky_gradient, (int, float)) and 0 <= self.sky_gradient < 1):
             msg = f"`sky_gradient` must be a number in [0, 1). Received: sky_gradient={self.sky_gradient!r}"
@@ -124,20 +152,6 @@ def _power_law(rng: np.random.Generator, low: float, high: float, alpha: float, 
     return (a + u * (b - a)) ** (1.0 / (1.0 - alpha))
 
 
-def _subpixel_grid(x: float, y: float, radius: int) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """Oversampled coordinates of the ``(2 * radius + 1)``² pixel cutout centred on the pixel holding (x, y)."""
-    ix, iy = int(round(x)), int(round(y))
-    offsets = (np.arange(_OVERSAMPLE) + 0.5) / _OVERSAMPLE - 0.5
-    fine = (np.arange(-radius, radius + 1)[:, None] + offsets[None, :]).ravel()
-    return ix, iy, (ix + fine)[None, :], (iy + fine)[:, None]
-
-
-def _bin(fine: np.ndarray) -> np.ndarray:
-    """Average ``_OVERSAMPLE``² sub-pixels into pixels."""
-    n = fine.shape[0] // _OVERSAMPLE
-    return fine.reshape(n, _OVERSAMPLE, n, _OVERSAMPLE).mean(axis=(1, 3))
-
-
 def _add_cutout(image: np.ndarray, cutout: np.ndarray, ix: int, iy: int) -> None:
     """Add ``cutout`` centred on pixel (ix, iy) to ``image`` in place, clipped at the field edges."""
     r = cutout.shape[0] // 2
@@ -147,17 +161,54 @@ def _add_cutout(image: np.ndarray, cutout: np.ndarray, ix: int, iy: int) -> None
         image[y0:y1, x0:x1] += cutout[y0 - iy + r : y1 - iy + r, x0 - ix + r : x1 - ix + r]
 
 
+def _draw_psf(config: StarFieldConfig, rng: np.random.Generator, extra: np.random.Generator) -> PSF:
+    """The field's PSF: the FWHM from the main stream (as always), the newer choices from ``extra``."""
+    fwhm = rng.uniform(*config.fwhm)
+    beta = config.moffat_beta
+    beta = float(extra.uniform(*beta)) if isinstance(beta, tuple) else float(beta)
+    kind = "gaussian" if extra.random() < config.gaussian_fraction else "moffat"
+    ellipticity = float(extra.uniform(*config.psf_ellipticity))
+    return PSF(kind, float(fwhm), beta, ellipticity, float(extra.uniform(0.0, math.pi)))
+
+
+def _render_galaxies(image: np.ndarray, rng: np.random.Generator, config: StarFieldConfig, psf: PSF,
+                     n_galaxies: int) -> dict:
+    """Add PSF-convolved Sérsic galaxies to ``image`` in place; return their catalogue columns."""
+    height, width = image.shape
+    kernel, psf_radius = psf.kernel()
+    gal = {
+        "x": rng.uniform(-0.5, width - 0.5, n_galaxies),
+        "y": rng.uniform(-0.5, height - 0.5, n_galaxies),
+        "flux": np.exp(rng.uniform(*np.log(config.galaxy_flux), n_galaxies)),
+        "sersic_n": rng.uniform(0.5, 4.0, n_galaxies),
+        "r_eff": rng.uniform(2.0, 10.0, n_galaxies),
+        "ellip": rng.uniform(0.0, 0.7, n_galaxies),
+        "theta": rng.uniform(0.0, math.pi, n_galaxies),
+    }
+    for x, y, flux, n, r_eff, ellip, theta in zip(*(gal[k] for k in ("x", "y", "flux", "sersic_n", "r_eff",
+                                                                      "ellip", "theta"))):
+        radius = int(math.ceil(min(5.0 * r_eff, _MAX_GALAXY_RADIUS))) + psf_radius
+        ix, iy, gx, gy = subpixel_grid(x, y, radius)
+        cutout = bin_subpixels(Sersic2D.evaluate(gx, gy, 1.0, r_eff, n, x, y, ellip, theta))
+        cutout = convolve_fft(cutout, kernel, normalize_kernel=True)
+        _add_cutout(image, cutout * (flux / cutout.sum()), ix, iy)
+    return gal
+
+
 def simulate_star_field(
     config: StarFieldConfig = StarFieldConfig(), seed: int | None = None
 ) -> tuple[np.ndarray, Table]:
     """Noise-free field in electrons (float32, (H, W)) and a truth catalogue (x, y, flux, kind='star'|'galaxy', fwhm).
 
-    Stars are Moffat profiles (`astropy.modeling.models.Moffat2D`) with one FWHM per field; galaxies
-    are Sérsic profiles (`astropy.modeling.models.Sersic2D`, index 0.5–4, effective radius 2–10 px,
-    ellipticity 0–0.7, random angle) convolved with the same PSF. Each source is rendered, integrated
-    over pixels (3×3 sub-pixels), only on a cutout around it and scaled so that the cutout sums to the
-    catalogue flux; a source near the field edge loses the part of its cutout outside the field.
-    Star cutouts end where the profile falls below 0.01 electron/px.
+    Stars follow one PSF per field (:class:`astrotf.data.psf.PSF`: Moffat or Gaussian, round or
+    elliptical); galaxies are Sérsic profiles (`astropy.modeling.models.Sersic2D`, index 0.5–4,
+    effective radius 2–10 px, ellipticity 0–0.7, random angle) convolved with the same PSF. Each
+    source is rendered, integrated over pixels (3×3 sub-pixels), only on a cutout around it and
+    scaled so that the cutout sums to the catalogue flux; a source near the field edge loses the
+    part of its cutout outside the field. Star cutouts end where the profile falls below 0.01
+    electron/px. The settings added after the first version (β range, Gaussian PSFs, ellipticity)
+    draw from a child generator (``rng.spawn``), so a config that leaves them at their defaults gives
+    the fields it always gave for a seed.
 
     Parameters
     ----------
@@ -169,23 +220,24 @@ def simulate_star_field(
     Returns
     -------
     image : numpy.ndarray
-        Float32 array of shape ``config.shape``, electrons per pixel, sky included.
+        Float32 array of shape ``config.shape``, electrons per pixel, sky included, clipped at
+        ``config.saturation`` if set.
     catalogue : astropy.table.Table
         One row per source: ``x`` (column) and ``y`` (row) of the centre in 0-based pixel coordinates
         (pixel centres at integers), ``flux`` (electrons), ``kind`` (``'star'`` or ``'galaxy'``),
         ``fwhm`` (PSF FWHM in px), and for galaxies ``r_eff`` (px), ``sersic_n``, ``ellip`` and
-        ``theta`` (radians), NaN for stars. ``meta`` holds the field's ``seed``, ``fwhm``,
-        ``moffat_beta``, ``sky`` and ``sky_gradient``.
+        ``theta`` (radians), NaN for stars; with ``config.saturation`` set, ``saturated`` (the
+        source's pixel reaches it). ``meta`` holds the field's ``seed``, ``fwhm``, ``moffat_beta``,
+        ``psf_kind``, ``psf_ellipticity``, ``psf_angle``, ``sky``, ``sky_gradient`` and ``saturation``.
 
     References
     ----------
     Vojtekova et al. 2020, "Learning to denoise astronomical images with U-nets", MNRAS 503, 3204, §2.
     """
     rng = np.random.default_rng(seed)
+    extra = rng.spawn(1)[0]  # leaves rng's own stream as it was
     height, width = config.shape
-    beta = float(config.moffat_beta)
-    fwhm = rng.uniform(*config.fwhm)
-    gamma = fwhm / (2.0 * math.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    psf = _draw_psf(config, rng, extra)
     sky = rng.uniform(*config.sky)
     n_stars = int(rng.integers(config.n_stars[0], config.n_stars[1], endpoint=True))
     n_galaxies = int(rng.integers(config.n_galaxies[0], config.n_galaxies[1], endpoint=True))
@@ -200,44 +252,23 @@ def simulate_star_field(
     star_y = rng.uniform(-0.5, height - 0.5, n_stars)
     star_flux = _power_law(rng, *config.flux_range, config.flux_slope, n_stars)
     for x, y, flux in zip(star_x, star_y, star_flux):
-        peak = flux * (beta - 1.0) / (math.pi * gamma**2)
-        radius = gamma * math.sqrt(max((peak / _WING_LEVEL) ** (1.0 / beta) - 1.0, 0.0))
-        radius = int(math.ceil(min(max(radius, 2.0 * fwhm), _MAX_STAR_RADIUS)))
-        ix, iy, gx, gy = _subpixel_grid(x, y, radius)
-        cutout = _bin(Moffat2D.evaluate(gx, gy, 1.0, x, y, gamma, beta))
+        ix, iy, gx, gy = subpixel_grid(x, y, psf.star_radius(flux))
+        cutout = bin_subpixels(psf.evaluate(gx, gy, x, y))
         _add_cutout(image, cutout * (flux / cutout.sum()), ix, iy)
-
-    # PSF kernel for the galaxies, pixel-integrated like the stars.
-    psf_radius = int(math.ceil(3.0 * fwhm))
-    _, _, kx, ky = _subpixel_grid(0.0, 0.0, psf_radius)
-    psf = _bin(Moffat2D.evaluate(kx, ky, 1.0, 0.0, 0.0, gamma, beta))
-    gal_x = rng.uniform(-0.5, width - 0.5, n_galaxies)
-    gal_y = rng.uniform(-0.5, height - 0.5, n_galaxies)
-    gal_flux = np.exp(rng.uniform(*np.log(config.galaxy_flux), n_galaxies))
-    gal_n = rng.uniform(0.5, 4.0, n_galaxies)
-    gal_r_eff = rng.uniform(2.0, 10.0, n_galaxies)
-    gal_ellip = rng.uniform(0.0, 0.7, n_galaxies)
-    gal_theta = rng.uniform(0.0, math.pi, n_galaxies)
-    for x, y, flux, n, r_eff, ellip, theta in zip(gal_x, gal_y, gal_flux, gal_n, gal_r_eff, gal_ellip, gal_theta):
-        radius = int(math.ceil(min(5.0 * r_eff, _MAX_GALAXY_RADIUS))) + psf_radius
-        ix, iy, gx, gy = _subpixel_grid(x, y, radius)
-        cutout = _bin(Sersic2D.evaluate(gx, gy, 1.0, r_eff, n, x, y, ellip, theta))
-        cutout = convolve_fft(cutout, psf, normalize_kernel=True)
-        _add_cutout(image, cutout * (flux / cutout.sum()), ix, iy)
+    gal = _render_galaxies(image, rng, config, psf, n_galaxies)
 
     nan_stars = np.full(n_stars, np.nan)
-    catalogue = Table(
-        {
-            "x": np.concatenate([star_x, gal_x]),
-            "y": np.concatenate([star_y, gal_y]),
-            "flux": np.concatenate([star_flux, gal_flux]),
-            "kind": np.array(["star"] * n_stars + ["galaxy"] * n_galaxies, dtype="<U6"),
-            "fwhm": np.full(n_stars + n_galaxies, fwhm),
-            "r_eff": np.concatenate([nan_stars, gal_r_eff]),
-            "sersic_n": np.concatenate([nan_stars, gal_n]),
-            "ellip": np.concatenate([nan_stars, gal_ellip]),
-            "theta": np.concatenate([nan_stars, gal_theta]),
-        },
-        meta={"seed": seed, "fwhm": fwhm, "moffat_beta": beta, "sky": sky, "sky_gradient": config.sky_gradient},
-    )
-    return image.astype(np.float32), catalogue
+    columns = {"x": np.concatenate([star_x, gal["x"]]), "y": np.concatenate([star_y, gal["y"]]),
+               "flux": np.concatenate([star_flux, gal["flux"]]),
+               "kind": np.array(["star"] * n_stars + ["galaxy"] * n_galaxies, dtype="<U6"),
+               "fwhm": np.full(n_stars + n_galaxies, psf.fwhm)}
+    columns.update({k: np.concatenate([nan_stars, gal[k]]) for k in ("r_eff", "sersic_n", "ellip", "theta")})
+    if config.saturation is not None:
+        iy = np.clip(np.round(columns["y"]).astype(int), 0, height - 1)
+        ix = np.clip(np.round(columns["x"]).astype(int), 0, width - 1)
+        columns["saturated"] = image[iy, ix] >= config.saturation
+        image = np.minimum(image, config.saturation)
+    meta = {"seed": seed, "fwhm": psf.fwhm, "moffat_beta": psf.beta, "psf_kind": psf.kind,
+            "psf_ellipticity": psf.ellipticity, "psf_angle": psf.angle, "sky": sky,
+            "sky_gradient": config.sky_gradient, "saturation": config.saturation}
+    return image.astype(np.float32), Table(columns, meta=meta)

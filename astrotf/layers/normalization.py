@@ -60,3 +60,57 @@ class Denormalization(layers.Layer):
 
     def compute_output_shape(self, y_shape, offset_shape, scale_shape):
         return y_shape
+
+
+@keras.saving.register_keras_serializable(package="astrotf")
+class NoiseNormalization(layers.Layer):
+    """Scale a noise σ map like its image: ``sigma / s`` with the tile scale ``s`` of :class:`BackgroundNormalization`.
+
+    No offset: σ is a spread, not a level, so under ``y = a + s * f((x - a) / s)`` the network sees
+    the noise in the units of its normalised input (≈ 1 on the sky of a background-limited tile).
+    """
+
+    def call(self, sigma, scale):
+        return ops.cast(sigma, "float32") / scale
+
+    def compute_output_shape(self, sigma_shape, scale_shape):
+        return sigma_shape
+
+
+def denoiser_inputs(channels: int, normalization: str, noise_map: bool):
+    """The input section shared by the denoisers: inputs, normalisation and the σ-map conditioning.
+
+    Parameters
+    ----------
+    channels : int
+        Image channels; the σ map has as many.
+    normalization : {"none", "background"}
+        ``"background"``: the image goes through :class:`BackgroundNormalization` and the σ map
+        through :class:`NoiseNormalization` with the same tile scale.
+    noise_map : bool
+        Add a second input ``noise_sigma`` (per-pixel σ in the image's units), concatenated to the
+        (normalised) image as extra channels of what the network body sees.
+
+    Returns
+    -------
+    inputs : keras.KerasTensor or list of two
+        ``image``, or ``[image, noise_sigma]``.
+    x : keras.KerasTensor
+        The (normalised) image: what the global residual adds the correction to.
+    body : keras.KerasTensor
+        What the network body takes: ``x``, or ``x`` and the (scaled) σ map concatenated.
+    stats : tuple or None
+        ``(offset, scale)`` for :class:`Denormalization`, None without normalisation.
+    """
+    image = keras.Input(shape=(None, None, channels), dtype="float32", name="image")
+    x, stats = image, None
+    if normalization == "background":
+        # float32 whatever the policy: a bfloat16 autocast would round counts of 20000 to +-64
+        x, offset, scale = BackgroundNormalization(dtype="float32", name="normalize")(x)
+        stats = (offset, scale)
+    if not noise_map:
+        return image, x, x, stats
+    sigma = keras.Input(shape=(None, None, channels), dtype="float32", name="noise_sigma")
+    scaled = sigma if stats is None else NoiseNormalization(dtype="float32", name="normalize_sigma")(sigma, stats[1])
+    body = layers.Concatenate(dtype="float32", name="condition")([x, scaled])
+    return [image, sigma], x, body, stats

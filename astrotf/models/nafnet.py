@@ -13,6 +13,9 @@ The contract is ResUNet's (:mod:`astrotf.models.resunet`):
   scales start at zero, so an untrained network returns its input exactly.
 * **Reversible normalisation** (``normalization="background"``) for linear data.
 * **Any H × W**: reflect-padded to a multiple of ``2**len(enc_blocks)`` and cropped back.
+* **Noise conditioning** (``noise_map=True``): a second input ``noise_sigma``, the per-pixel σ
+  map, scaled like the image and concatenated to it before the stem (why two inputs and not
+  one of ``2 · channels``: :mod:`astrotf.models.resunet`).
 
 The simplified channel attention averages over the tile, so the model records its
 training tile and tiled inference uses it.
@@ -27,7 +30,7 @@ from keras import layers
 
 from astrotf.layers.blocks import CropLike, DepthToSpace, PadToMultiple
 from astrotf.layers.nafnet_blocks import NAFBlock
-from astrotf.layers.normalization import BackgroundNormalization, Denormalization
+from astrotf.layers.normalization import Denormalization, denoiser_inputs
 
 NORMALIZATIONS = ("none", "background")
 
@@ -61,6 +64,9 @@ class NAFNet(keras.Model):
         ``"none"`` for stretched data in [0, 1]; ``"background"`` for linear data.
     head_initializer : str
         Initializer of the head's kernel (``"zeros"``: the network starts as the identity).
+    noise_map : bool
+        Take a second input ``noise_sigma`` (N, H, W, channels), the per-pixel noise σ in the
+        image's units; called as ``model([image, noise_sigma])``.
     """
 
     def __init__(
@@ -72,6 +78,7 @@ class NAFNet(keras.Model):
         dec_blocks: Sequence[int] = (1, 1, 1, 1),
         normalization: str = "none",
         head_initializer: str = "zeros",
+        noise_map: bool = False,
         **kwargs,
     ):
         enc_blocks = _block_counts("enc_blocks", enc_blocks)
@@ -92,14 +99,14 @@ class NAFNet(keras.Model):
         if normalization not in NORMALIZATIONS:
             msg = f"`normalization` must be one of {NORMALIZATIONS}. Received: normalization={normalization!r}"
             raise ValueError(msg)
+        if not isinstance(noise_map, bool):
+            msg = f"`noise_map` must be True or False. Received: noise_map={noise_map!r}"
+            raise ValueError(msg)
         policy = kwargs.pop("dtype", None)
 
         # === Functional model ===
-        image = keras.Input(shape=(None, None, channels), dtype="float32", name="image")
-        x = image
-        if normalization == "background":
-            x, offset, scale = BackgroundNormalization(dtype="float32", name="normalize")(x)
-        h = PadToMultiple(2 ** len(enc_blocks), name="pad")(x)
+        inputs, x, body, stats = denoiser_inputs(channels, normalization, noise_map)
+        h = PadToMultiple(2 ** len(enc_blocks), name="pad")(body)
         h = layers.Conv2D(width, 3, padding="same", dtype=policy, name="stem")(h)
         skips, filters = [], width
         for level, count in enumerate(enc_blocks):
@@ -121,9 +128,9 @@ class NAFNet(keras.Model):
                                    dtype="float32", name="head")(h)
         correction = CropLike(dtype="float32", name="crop")(correction, x)
         out = layers.Add(dtype="float32", name="residual")([x, correction])
-        if normalization == "background":
-            out = Denormalization(dtype="float32", name="denormalize")(out, offset, scale)
-        super().__init__(inputs=image, outputs=out, **kwargs)
+        if stats is not None:
+            out = Denormalization(dtype="float32", name="denormalize")(out, *stats)
+        super().__init__(inputs=inputs, outputs=out, **kwargs)
 
         # === Config ===
         self.channels = channels
@@ -133,6 +140,7 @@ class NAFNet(keras.Model):
         self.dec_blocks = dec_blocks
         self.normalization = normalization
         self.head_initializer = head_initializer
+        self.noise_map = noise_map
 
     def get_config(self):
         return {
@@ -145,6 +153,7 @@ class NAFNet(keras.Model):
             "dec_blocks": list(self.dec_blocks),
             "normalization": self.normalization,
             "head_initializer": self.head_initializer,
+            "noise_map": self.noise_map,
         }
 
     @classmethod

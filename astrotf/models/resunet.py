@@ -23,6 +23,18 @@ Any H × W is accepted: the input is reflect-padded to a multiple of
 unfolds the predicted correction after it (FFDNet's front end): the network runs at
 half resolution, about 6× faster on CPUs for the same parameters, with a receptive
 field twice as wide. The global residual stays at full resolution.
+
+``noise_map=True`` conditions the network on the noise (FFDNet, Zhang et al. 2018; a per-pixel
+form of Astro U-net's exposure-ratio input, Vojtekova et al. 2020 §3.3.3): the model takes a
+second input, ``noise_sigma``, the per-pixel σ of the image in its units
+(:meth:`astrotf.noise_model.NoiseModel.sigma_map`), scaled by the image's tile scale under
+``normalization="background"`` and concatenated to the image as extra channels of the U-Net's
+input. Two named inputs rather than one input of ``2 · channels`` channels: the SavedModel
+signature and the ONNX graph then say which tensor is the σ map, each keeps the image's shape
+(``(N, H, W, channels)``, so tiling cuts both alike), the tile statistics are taken over the
+image alone, and the output keeps the image's channels: a consumer can never mistake a
+σ-conditioned model for a ``2 · channels`` one. The global residual and the float32 data path
+are unchanged; ``noise_map=False`` builds exactly the network it always did.
 """
 
 from __future__ import annotations
@@ -38,7 +50,7 @@ from astrotf.layers.blocks import (
     ResidualBlock,
     SpaceToDepth,
 )
-from astrotf.layers.normalization import BackgroundNormalization, Denormalization
+from astrotf.layers.normalization import Denormalization, denoiser_inputs
 
 NORMALIZATIONS = ("none", "background")
 
@@ -63,6 +75,10 @@ class ResUNet(keras.Model):
     space_to_depth : int
         1: the U-Net works at full resolution; 2: on 2×2 pixel blocks folded into
         channels (faster, see the module docstring).
+    noise_map : bool
+        Take a second input ``noise_sigma`` (N, H, W, channels), the per-pixel noise σ in
+        the image's units, and condition the network on it (see the module docstring).
+        The model is then called as ``model([image, noise_sigma])``.
     head_initializer : str
         Initializer of the last convolution's kernel: ``"zeros"`` (the network starts
         as the identity, see the module docstring) or any Keras initializer name.
@@ -86,6 +102,7 @@ class ResUNet(keras.Model):
         normalization: str = "none",
         space_to_depth: int = 1,
         head_initializer: str = "zeros",
+        noise_map: bool = False,
         dtype=None,
         **kwargs,
     ):
@@ -105,14 +122,13 @@ class ResUNet(keras.Model):
         if space_to_depth not in (1, 2, 4):
             msg = f"`space_to_depth` must be 1, 2 or 4. Received: space_to_depth={space_to_depth}"
             raise ValueError(msg)
+        if not isinstance(noise_map, bool):
+            msg = f"`noise_map` must be True or False. Received: noise_map={noise_map!r}"
+            raise ValueError(msg)
 
         # === Functional model ===
-        image = keras.Input(shape=(None, None, channels), dtype="float32", name="image")
-        x = image
-        if normalization == "background":
-            # float32 whatever the policy: a bfloat16 autocast would round counts of 20000 to +-64
-            x, offset, scale = BackgroundNormalization(dtype="float32", name="normalize")(x)
-        padded = PadToMultiple(space_to_depth * 2**depth, dtype=dtype, name="pad")(x)
+        inputs, x, body, stats = denoiser_inputs(channels, normalization, noise_map)
+        padded = PadToMultiple(space_to_depth * 2**depth, dtype=dtype, name="pad")(body)
         h = padded
         if space_to_depth > 1:
             h = SpaceToDepth(space_to_depth, dtype=dtype, name="unshuffle")(h)
@@ -133,9 +149,9 @@ class ResUNet(keras.Model):
             correction = DepthToSpace(space_to_depth, dtype="float32", name="shuffle")(correction)
         correction = CropLike(dtype="float32", name="crop")(correction, x)
         out = layers.Add(dtype="float32", name="residual")([x, correction])
-        if normalization == "background":
-            out = Denormalization(dtype="float32", name="denormalize")(out, offset, scale)
-        super().__init__(inputs=image, outputs=out, **kwargs)
+        if stats is not None:
+            out = Denormalization(dtype="float32", name="denormalize")(out, *stats)
+        super().__init__(inputs=inputs, outputs=out, **kwargs)
 
         # === Config ===
         self.channels = channels
@@ -145,6 +161,7 @@ class ResUNet(keras.Model):
         self.normalization = normalization
         self.space_to_depth = space_to_depth
         self.head_initializer = head_initializer
+        self.noise_map = noise_map
 
     def get_config(self):
         return {
@@ -157,6 +174,7 @@ class ResUNet(keras.Model):
             "normalization": self.normalization,
             "space_to_depth": self.space_to_depth,
             "head_initializer": self.head_initializer,
+            "noise_map": self.noise_map,
         }
 
     @classmethod
