@@ -84,7 +84,8 @@ def test_constructor_arguments_are_read_from_the_source_without_importing():
 def test_resolved_model_spells_out_the_constructor_defaults():
     model = config.ModelConfig("resunet", {"base_filters": 16}).resolved()
     assert model.kwargs() == {"channels": 3, "depth": 3, "base_filters": 16, "activation": "relu",
-                              "normalization": "none", "space_to_depth": 1, "head_initializer": "zeros"}
+                              "normalization": "none", "space_to_depth": 1, "head_initializer": "zeros",
+                              "noise_map": False}
 
 
 def test_recorded_recipes_of_shipped_models_still_load():
