@@ -40,3 +40,27 @@ def test_infer_writes_nothing_to_stderr_beyond_our_own_lines(tmp_path):
     assert line.startswith(f"{sample} -> {out} (resunet-rgb, ") and line.endswith(" s)"), line
     # -vv shows TensorFlow's own log (here at least its CPU/oneDNN notices)
     assert any(NATIVE_LOG.match(text.encode()) for text in infer("-vv"))
+
+
+def test_models_lists_the_shipped_models_from_their_metadata(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from astrotf.cli import main
+
+    shipped = Path(__file__).resolve().parents[1] / "astrotf" / "saved_models" / "resunet-mono"
+    extra = tmp_path / "my-model"
+    extra.mkdir()
+    meta = json.loads((shipped / "metadata.json").read_text()) | {"bench": {"psnr_db": 33.1}}
+    (extra / "metadata.json").write_text(json.dumps(meta))
+    shutil.copy(shipped / "model.keras", extra / "model.keras")
+    monkeypatch.setenv("ASTROTF_MODELS", str(tmp_path))
+    result = CliRunner().invoke(main, ["models"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines()[1:] if line and not line.startswith("(")}
+    assert set(rows) >= {"my-model", "resunet-rgb", "resunet-mono", "self2self-hmi"}
+    assert "stretched" in rows["resunet-rgb"] and "default for stretched data" in rows["resunet-rgb"]
+    assert " 1 resunet-16" in rows["my-model"] and "psnr_db 33.1" in rows["my-model"]
+    assert "default for" not in rows["my-model"]

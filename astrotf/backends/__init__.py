@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,13 +36,53 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 def shipped_model_dirs() -> list[Path]:
-    """Where shipped models are looked up, first match wins: ``$ASTROTF_MODELS``, the
-    source checkout's ``saved_models/``, and ``<prefix>/share/astrotf/saved_models`` of an
-    installed package."""
+    """Where shipped models are looked up, first match wins: ``$ASTROTF_MODELS``, then the
+    package's own ``astrotf/saved_models/`` (package data, so an installed copy finds them too)."""
     dirs = [Path(os.environ["ASTROTF_MODELS"])] if os.environ.get("ASTROTF_MODELS") else []
-    dirs.append(Path(__file__).resolve().parent.parent.parent / "saved_models")
-    dirs.append(Path(sys.prefix) / "share" / "astrotf" / "saved_models")
+    dirs.append(Path(__file__).resolve().parent.parent / "saved_models")
     return [d for d in dirs if d.is_dir()]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """What ``astrotf models`` says of a shipped model, read from its ``metadata.json``."""
+
+    name: str
+    path: Path
+    domain: str
+    channels: int
+    architecture: str
+    size_mb: float
+    steps: int | None
+    exported: str
+    default_for: str | None
+    bench: dict
+
+    def summary(self) -> str:
+        """The figures of ``metadata["bench"]`` as ``key value`` pairs, or ``-``."""
+        return ", ".join(f"{k} {v}" for k, v in self.bench.items()) or "-"
+
+
+def shipped_models() -> list[ModelCard]:
+    """Every model folder with a ``metadata.json`` in :func:`shipped_model_dirs` (first name wins)."""
+    cards: dict[str, ModelCard] = {}
+    defaults = {name: domain for domain, name in DEFAULT_MODELS.items()}
+    for folder in shipped_model_dirs():
+        for path in sorted(p for p in folder.iterdir() if (p / "metadata.json").is_file()):
+            if path.name in cards:
+                continue
+            meta = json.loads((path / "metadata.json").read_text())
+            arch = meta.get("architecture", {})
+            width = arch.get("base_filters", arch.get("width", arch.get("filters")))
+            training = meta.get("training", {})
+            size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+            cards[path.name] = ModelCard(
+                name=path.name, path=path, domain=meta.get("data_domain", "?"), channels=int(meta.get("channels", 0)),
+                architecture=f"{arch.get('name', '?')}" + (f"-{width}" if width else ""), size_mb=round(size, 1),
+                steps=training.get("steps_including_init", training.get("steps")),
+                exported=str(meta.get("exported", ""))[:10], default_for=defaults.get(path.name),
+                bench=meta.get("bench", {}))
+    return list(cards.values())
 
 
 @dataclasses.dataclass

@@ -16,7 +16,7 @@ import click
 from astrotf import __version__
 from astrotf.cli._common import quiet_tensorflow
 from astrotf.cli.infer import infer
-from astrotf.cli.models import evaluate, export
+from astrotf.cli.models import evaluate, export, models
 from astrotf.cli.train import train
 
 
@@ -32,5 +32,5 @@ def main(verbose: int) -> None:
         logging.getLogger("absl").setLevel(logging.WARNING)  # checkpoint sharding chatter
 
 
-for command in (train, infer, export, evaluate):
+for command in (train, infer, export, evaluate, models):
     main.add_command(command)

@@ -1,4 +1,5 @@
-"""``astrotf export`` and ``astrotf evaluate``: models out of runs, and scores of results."""
+"""``astrotf models``, ``astrotf export`` and ``astrotf evaluate``: the shipped models, models out of runs,
+and scores of results."""
 
 from __future__ import annotations
 
@@ -7,6 +8,26 @@ from pathlib import Path
 import click
 
 from astrotf.cli._common import friendly_errors
+
+
+@click.command("models")
+@friendly_errors
+def models() -> None:
+    """List the shipped models: data, channels, architecture, size, training steps, bench figures."""
+    from astrotf.backends import shipped_models
+
+    cards = shipped_models()
+    if not cards:
+        click.echo("no shipped models found (set ASTROTF_MODELS to a folder of exported models)", err=True)
+        return
+    click.echo(f"{'name':<16} {'data':<11} {'ch':>2} {'architecture':<14} {'MB':>5} {'steps':>6} {'exported':<10} "
+               "default for / bench")
+    for c in cards:
+        note = f"default for {c.default_for} data" if c.default_for else ""
+        bench = c.summary() if c.bench else ""
+        click.echo(f"{c.name:<16} {c.domain:<11} {c.channels:>2} {c.architecture:<14} {c.size_mb:>5.1f} "
+                   f"{c.steps if c.steps is not None else '-':>6} {c.exported:<10} {'; '.join(filter(None, [note, bench]))}")
+    click.echo(f"(from {', '.join(sorted({str(c.path.parent) for c in cards}))})")
 
 
 @click.command()

@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: The recipes shipped with astrotf.
-PIPELINES = Path(__file__).resolve().parent.parent.parent / "pipelines"
+PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 
 #: The recipe of ``astrotf train resunet`` without ``--config``.
 DEFAULT_RESUNET_RECIPE = "resunet-rgb"
