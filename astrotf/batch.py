@@ -289,9 +289,9 @@ def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions
     with progress(label) if progress is not None else contextlib.nullcontext() as update:
         result = denoise_image(data, model, tiles, update, step=step)
     history = _history(image, model, tiles, step, options)
-    if options.restore.restores or options.restore.report or soft:
+    if options.restore.restores or options.restore.report or soft or options.restore.strength != 1.0:
         result, lines = restore_and_report(data, result, options.restore, soft=soft, info=info, domain=domain)
-        history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore"))]
+        history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore", "strength"))]
         for line in lines:
             echo(f"{image.name}: {line}")
     if create_folder:

@@ -268,6 +268,33 @@ def restore_threshold(original: np.ndarray, *, threshold: float | None = None, s
 
 
 # ----------------------------------------------------------------------------- after inference
+def blend(denoised: np.ndarray, data: np.ndarray, strength: float) -> np.ndarray:
+    """``strength · denoised + (1 − strength) · data``: the strength control of desktop denoisers.
+
+    Parameters
+    ----------
+    denoised, data : ndarray
+        The network's output and its input, same shape.
+    strength : float
+        In [0, 1]. 0 returns a float32 copy of ``data`` exactly, 1 returns ``denoised``.
+
+    Returns
+    -------
+    ndarray, float32
+    """
+    if not 0.0 <= strength <= 1.0:
+        msg = f"`strength` must be in [0, 1]. Received: strength={strength!r}"
+        raise AstroTFError(msg)
+    if strength == 1.0:
+        return denoised
+    if strength == 0.0:
+        return np.array(data, dtype=np.float32, copy=True)
+    out = np.subtract(denoised, data, dtype=np.float32)
+    out *= np.float32(strength)
+    out += data
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class RestoreOptions:
     """What ``astrotf infer`` does to a denoised frame before it is written.
@@ -290,6 +317,9 @@ class RestoreOptions:
     noise_range : (float, float), optional
         Value range of the noise-level fit; default: [-20, 20] for magnetograms (the TDR
         paper's range, in G), else the input's sigma-clipped background ± 5 sigma.
+    strength : float
+        :func:`blend` of the network's output with the input, in [0, 1], before the restores
+        (``--strength``); 1: the output as it is.
 
     Raises
     ------
@@ -305,8 +335,11 @@ class RestoreOptions:
     soft_width: float = 1.0
     report: bool = False
     noise_range: tuple[float, float] | None = None
+    strength: float = 1.0
 
     def __post_init__(self):
+        if not 0.0 <= self.strength <= 1.0:
+            raise AstroTFError(f"--strength must be in [0, 1]. Received: {self.strength}")
         if self.threshold is not None and self.sigmas is not None:
             raise AstroTFError("use either --restore or --restore-sigma, not both")
         if self.mode != "input" and not self.restores:
@@ -417,6 +450,10 @@ def restore_and_report(data: np.ndarray, result: np.ndarray, options: RestoreOpt
     from astrotf.evaluate.infer_report import kept_lines, noise_line
 
     lines = []
+    if options.strength != 1.0:
+        result = blend(result, data, options.strength)
+        lines.append(f"strength {options.strength:g}: output = {options.strength:g} x denoised + "
+                     f"{1 - options.strength:g} x input")
     soft_width = options.soft_width if soft else None
     noise_range, sigma_in, sky = options.noise_range, None, None
     if options.report or options.sigmas is not None or soft_width is not None:

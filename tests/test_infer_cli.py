@@ -109,3 +109,26 @@ def test_report_on_a_linear_frame_fits_the_noise_around_its_own_sky(tmp_path, mo
     low, high, sigma_in = map(float, re.search(r"in \[([-\d.e+]+), ([-\d.e+]+)\]\): input ([\d.e+]+)",
                                                result.output).groups())
     assert 240 < low < 260 and 340 < high < 360 and abs(sigma_in - 10) < 1.0
+
+
+def test_strength_zero_returns_the_input_bit_for_bit_and_is_recorded(tmp_path, models):
+    src = tmp_path / "m31.tif"
+    data = (np.random.default_rng(3).random((40, 48, 3)) * 65535).astype(np.uint16)
+    tifffile.imwrite(src, data, photometric="rgb")
+    assert invoke(src, "--model", models["rgb"], "--strength", "0").exit_code == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "m31_denoised.tif"), data)
+    fits_src = tmp_path / "ngc.fits"
+    field = np.random.default_rng(4).normal(500, 20, (40, 48)).astype(np.float32)
+    fits.writeto(fits_src, field)
+    assert invoke(fits_src, "--model", models["mono"], "--strength", "0.4").exit_code == 0
+    half = fits.getdata(tmp_path / "ngc_denoised.fits")
+    assert invoke(fits_src, "--model", models["mono"], "--strength", "1", "--force").exit_code == 0
+    full = fits.getdata(tmp_path / "ngc_denoised.fits")
+    np.testing.assert_allclose(half, 0.4 * full + 0.6 * field, rtol=1e-5, atol=1e-3)
+    assert invoke(fits_src, "--model", models["mono"], "--strength", "0.4", "--force").exit_code == 0
+    assert "strength 0.4" in str(fits.getheader(tmp_path / "ngc_denoised.fits")["HISTORY"])
+
+
+def test_strength_outside_zero_to_one_is_a_one_line_error(tmp_path, models):
+    result = invoke(tmp_path / "any.fits", "--strength", "1.5")
+    assert result.exit_code == 2 and "--strength" in result.output and "Traceback" not in result.output

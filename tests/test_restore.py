@@ -301,3 +301,32 @@ def test_a_default_soft_restore_is_skipped_when_the_noise_cannot_be_measured_and
     np.testing.assert_array_equal(out, data)
     with pytest.raises(AstroTFError, match="noise level of the input"):
         restore_and_report(data, data.copy(), RestoreOptions(soft=True), soft=True, domain="magnetogram")
+
+
+def test_blend_is_the_weighted_mean_and_exact_at_its_ends():
+    from astrotf.restore import blend
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(100, 5, (7, 9, 1)).astype(np.float32)
+    data[0, 0] = np.nan
+    denoised = (data * 0.5).astype(np.float32)
+    np.testing.assert_array_equal(blend(denoised, data, 0.0), data)
+    assert blend(denoised, data, 1.0) is denoised
+    np.testing.assert_allclose(blend(denoised, data, 0.3), 0.3 * denoised + 0.7 * data, rtol=1e-6)
+    assert np.isnan(blend(denoised, data, 0.3)[0, 0])
+    with pytest.raises(AstroTFError, match="strength"):
+        blend(denoised, data, 1.5)
+    with pytest.raises(AstroTFError, match="--strength must be in"):
+        RestoreOptions(strength=-0.1)
+
+
+def test_strength_comes_before_the_restore_whose_bound_stays_exact():
+    rng = np.random.default_rng(1)
+    data = rng.normal(0, 10, (40, 40, 1)).astype(np.float32)
+    denoised = np.zeros_like(data)
+    out, lines = restore_and_report(data, denoised, RestoreOptions(threshold=4.0, strength=0.5))
+    assert lines[0].startswith("strength 0.5:")
+    assert np.abs(out - data).max() <= 4.0
+    half = 0.5 * data  # a pixel the blend moved by at most R keeps the blended value
+    small = np.abs(data) <= 8.0
+    np.testing.assert_allclose(out[small], half[small], atol=1e-6)

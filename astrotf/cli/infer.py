@@ -68,6 +68,8 @@ from astrotf.cli._common import friendly_errors
                    "[on for Self2Self models, which never see the pixel they predict; off for others]")
 @click.option("--soft-width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               metavar="PX", help="--soft-restore: Gaussian sigma (px) of the window measuring the residual's power.")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, metavar="S",
+              help="Output = S x denoised + (1 - S) x input, before any restore (0 returns the input).")
 @click.option("--report", is_flag=True, help="Print the noise level before and after (and the restored fraction).")
 @click.option("--noise-range", type=(float, float), default=None, metavar="LOW HIGH",
               help="Value range whose histogram gives the noise level (--report, --restore-sigma, "
@@ -76,7 +78,7 @@ from astrotf.cli._common import friendly_errors
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
           server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
-          restore_sigma, restore_mode, soft_restore, soft_width, report, noise_range):
+          restore_sigma, restore_mode, soft_restore, soft_width, strength, report, noise_range):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
     The result keeps the input's format, dtype, channel layout and header (plus a
@@ -89,7 +91,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
     images = batch.collect_inputs(images, from_list, batch.parse_shard(shard))
     batch.check_outputs(len(images), output, out_dir, skip_existing, force)
     restore = RestoreOptions(threshold=restore_r, sigmas=restore_sigma, mode=restore_mode, soft=soft_restore,
-                             soft_width=soft_width, report=report, noise_range=noise_range)
+                             soft_width=soft_width, report=report, noise_range=noise_range,
+                             strength=strength)
     options = batch.InferOptions(model=model_name, overlap=overlap, tile=tile, batch_size=batch_size, backend=backend,
                                  precision=precision, server=server, protocol=protocol, samples=samples, seed=seed,
                                  average=average, restore=restore)
