@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, ContextManager
 
+import numpy as np
+
 from astrotf import __version__
 from astrotf.constants import SELF2SELF_SAMPLES
 from astrotf.errors import AstroTFError
@@ -220,10 +222,9 @@ def _with_options_ensemble(model: LoadedModel, options: InferOptions) -> LoadedM
     return with_ensemble(model, options.samples or int(default_samples), options.seed, options.average)
 
 
-def _history(image: Path, model: LoadedModel, tiles, step: float | None, options: InferOptions) -> list[str]:
+def _history(model: LoadedModel, tiles, step: float | None, options: InferOptions) -> list[str]:
     history = [f"astrotf {__version__} infer: model={model.name} v{model.metadata.get('version', '?')}",
-               f"astrotf tile={tiles.tile} overlap={tiles.overlap} precision={model.precision}",
-               f"astrotf input: {image.name}"]
+               f"astrotf tile={tiles.tile} overlap={tiles.overlap} precision={model.precision}"]
     if step is not None:
         history.append(f"astrotf quantised input: dithered by one step ({step:g}, seeded) for the "
                        f"network's tile normalisation")
@@ -261,43 +262,88 @@ def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions
         Unreadable input, unknown model, a restore into a lossy or other format, a failed write.
     """
     from astrotf import io
-    from astrotf.infer import denoise_image, guess_domain
-    from astrotf.quantise import resolve_step
-    from astrotf.restore import check_restore_target, restore_and_report
+    from astrotf.infer import guess_domain
+    from astrotf.restore import check_restore_target
 
     data, info = io.read_image(image)
     if options.restore.restores:
         check_restore_target(output, info)
     domain = guess_domain(data, info)
-    if model is None:
-        from astrotf.backends import DEFAULT_MODELS
+    if options.model is None:
+        log.info("%s: %s %d-channel data", image, domain, info.channels)
+    frame = denoise_frame(data, options, domain=domain, model=model, models=models, info=info,
+                          label=image.name, progress=progress)
+    for line in frame.lines:
+        echo(f"{image.name}: {line}")
+    if create_folder:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    history = [*frame.history[:2], f"astrotf input: {image.name}", *frame.history[2:]]
+    io.write_image(output, frame.data, info, history=history, overwrite=force)
+    return Denoised(output=output, model=frame.model.name, shape=tuple(data.shape))
 
-        models = {} if models is None else models
-        name = options.model or DEFAULT_MODELS[domain]
-        if name not in models:
-            models[name] = _load(name, options, domain)
-        model = models[name]
+
+@dataclasses.dataclass
+class Frame:
+    """What :func:`denoise_frame` made: the result, the model that ran, HISTORY lines and report lines."""
+
+    data: np.ndarray
+    model: LoadedModel
+    history: list[str]
+    lines: list[str]
+
+
+def pick_model(domain: str, options: InferOptions, models: dict | None = None) -> LoadedModel:
+    """``options.model``, or the shipped model for ``domain``; loaded once into ``models`` (by name)."""
+    from astrotf.backends import DEFAULT_MODELS
+
+    models = {} if models is None else models
+    name = options.model or DEFAULT_MODELS[domain]
+    if name not in models:
+        models[name] = _load(name, options, domain)
+    return models[name]
+
+
+def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, domain: str,
+                  model: LoadedModel | None = None, models: dict | None = None, info=None, step="auto",
+                  label: str = "frame", progress: ProgressFactory | None = None) -> Frame:
+    """The network, then the strength blend, soft restore and restore of ``options.restore``, on one frame.
+
+    Parameters
+    ----------
+    data : ndarray, shape (H, W, C), float32
+        As :func:`astrotf.io.read_image` returns it; NaN allowed.
+    options : InferOptions
+    domain : {"stretched", "linear", "magnetogram"}
+        The data domain (picks the model when neither ``model`` nor ``options.model`` is given).
+    model : LoadedModel, optional
+    models : dict, optional
+        Models loaded so far, by name (filled here).
+    info : astrotf.io.ImageInfo, optional
+        The file's: its grid step and integer grid (restores stay exact in the file).
+    step : float, "auto" or None
+        Grid step of quantised values when there is no ``info`` (see :func:`astrotf.infer.denoise_image`).
+    label, progress
+        ``progress(label)`` as in :func:`denoise_file`.
+    """
+    from astrotf.infer import denoise_image
+    from astrotf.quantise import resolve_step
+    from astrotf.restore import restore_and_report
+
+    model = model if model is not None else pick_model(domain, options, models)
     soft = options.restore.soft if options.restore.soft is not None else _is_self2self(model)
     model = _with_options_ensemble(model, options)
-    if options.model is None:
-        log.info("%s: %s %d-channel data -> model %s (%s)", image, domain, info.channels, model.name,
-                 model.precision)
     tiles = model.tile_options(data.shape, options.overlap, options.tile, options.batch_size)
     # integer samples, or float ones on a grid: dithered for a model that scales tiles by their MAD
-    step = resolve_step(data, info.step if info.step is not None else "auto") if model.normalises_tiles else None
-    label = f"{image.name} ({model.name}, {model.precision})"
-    with progress(label) if progress is not None else contextlib.nullcontext() as update:
+    if info is not None:
+        step = info.step if info.step is not None else "auto"
+    step = resolve_step(data, step) if model.normalises_tiles else None
+    with progress(f"{label} ({model.name}, {model.precision})") if progress else contextlib.nullcontext() as update:
         result = denoise_image(data, model, tiles, update, step=step)
-    history = _history(image, model, tiles, step, options)
+    history, lines = _history(model, tiles, step, options), []
     if options.restore.restores or options.restore.report or soft or options.restore.strength != 1.0:
         result, lines = restore_and_report(data, result, options.restore, soft=soft, info=info, domain=domain)
         history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore", "strength"))]
-        for line in lines:
-            echo(f"{image.name}: {line}")
-    if create_folder:
-        output.parent.mkdir(parents=True, exist_ok=True)
-    io.write_image(output, result, info, history=history, overwrite=force)
-    return Denoised(output=output, model=model.name, shape=tuple(data.shape))
+    return Frame(result, model, history, lines)
 
 
 # ----------------------------------------------------------------------------- many files
