@@ -16,10 +16,9 @@ with the noisy pixel in Laine et al. 2019). Where the denoiser removed only nois
 the output stays denoised; where it cut a real structure (a sunspot's peak, a star
 core) the residual carries far more power than noise and the input comes back.
 
-:func:`restore_and_report` is what ``astrotf infer`` does after the network (settings:
-:class:`RestoreOptions`), with :func:`restore_on_grid` keeping the guarantee in integer files.
-
-No TensorFlow import.
+:func:`blend` is the strength control; :func:`restore_and_report` is what ``astrotf infer`` does
+after the network (:class:`RestoreOptions`), and :func:`restore_on_grid` keeps the guarantee in
+integer files. No TensorFlow import.
 """
 
 from __future__ import annotations
@@ -271,16 +270,8 @@ def restore_threshold(original: np.ndarray, *, threshold: float | None = None, s
 def blend(denoised: np.ndarray, data: np.ndarray, strength: float) -> np.ndarray:
     """``strength · denoised + (1 − strength) · data``: the strength control of desktop denoisers.
 
-    Parameters
-    ----------
-    denoised, data : ndarray
-        The network's output and its input, same shape.
-    strength : float
-        In [0, 1]. 0 returns a float32 copy of ``data`` exactly, 1 returns ``denoised``.
-
-    Returns
-    -------
-    ndarray, float32
+    ``denoised`` and ``data`` have the same shape; ``strength`` is in [0, 1]: 0 returns a float32
+    copy of ``data`` exactly, 1 returns ``denoised`` itself.
     """
     if not 0.0 <= strength <= 1.0:
         msg = f"`strength` must be in [0, 1]. Received: strength={strength!r}"

@@ -1,0 +1,144 @@
+"""The Python entry point: denoise NumPy arrays and astropy ``NDData`` / ``CCDData`` in one call.
+
+>>> import astrotf
+>>> clean = astrotf.denoise(image)                       # doctest: +SKIP
+>>> denoiser = astrotf.Denoiser("resunet-mono", strength=0.8)
+>>> frames = [denoiser(f) for f in frames]               # doctest: +SKIP
+
+The same steps as ``astrotf infer``: the model for the data (or the one named), overlapping
+feathered tiles, then the strength blend, the soft restore and the restore. A result has the type
+and shape it was given:
+
+* a NumPy array (H, W) or (H, W, C), C = 1 or 3, comes back as float32 of the same shape;
+* an ``NDData`` or ``CCDData`` comes back as the same class: its mask becomes NaN going in and is
+  kept coming out, WCS, unit and meta are carried over (meta gains ``HISTORY`` lines), and an
+  uncertainty is dropped with a warning, because a denoiser's output has no honest per-pixel
+  uncertainty to give.
+
+Arrays carry no file format, so the data domain is guessed from the values and the unit (see
+:func:`array_domain`); pass ``domain=`` to say it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import warnings
+
+import numpy as np
+
+from astrotf.batch import InferOptions, denoise_frame
+from astrotf.errors import AstroTFError
+from astrotf.infer import MAGNETOGRAM_UNITS
+from astrotf.restore import RestoreOptions
+
+log = logging.getLogger(__name__)
+
+DOMAINS = ("stretched", "linear", "magnetogram")
+
+
+def array_domain(data: np.ndarray, unit=None) -> str:
+    """The data domain of an array: ``"magnetogram"`` for a magnetic-field unit (Gauss, Mx/cm²),
+    ``"stretched"`` for values in [0, 1] with a bright median (> 0.05, display data), else ``"linear"``."""
+    if unit is not None and str(unit).strip().lower() in MAGNETOGRAM_UNITS:
+        return "magnetogram"
+    finite = data[np.isfinite(data)]
+    if finite.size and finite.min() >= 0 and finite.max() <= 1 and np.median(finite) > 0.05:
+        return "stretched"
+    return "linear"
+
+
+def _as_frame(data) -> np.ndarray:
+    array = np.asarray(data, dtype=np.float32)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3) or 0 in array.shape:
+        msg = f"expected an image shaped (H, W) or (H, W, C) with C = 1 or 3. Received: shape={np.shape(data)}"
+        raise AstroTFError(msg)
+    return np.ascontiguousarray(array)
+
+
+class Denoiser:
+    """One loaded model for many calls, with the options of ``astrotf infer``.
+
+    Parameters
+    ----------
+    model : str, optional
+        Shipped model name, model folder, run directory or ``.keras`` file; None: the shipped
+        model for each input's data domain.
+    domain : {"stretched", "linear", "magnetogram"}, optional
+        The data domain of the inputs; None: :func:`array_domain`.
+    strength : float
+        Output = strength · denoised + (1 − strength) · input, in [0, 1].
+    restore, restore_sigma : float, optional
+        TDR restore: no pixel moves by more than R (data units), or R = K × the input's noise level.
+    restore_mode : {"input", "clip"}
+    soft_restore : bool, optional
+        None: on for Self2Self models.
+    **options
+        Any other field of :class:`astrotf.batch.InferOptions` (``overlap``, ``tile``,
+        ``batch_size``, ``backend``, ``precision``, ``samples``, ``seed``, ``average``).
+    """
+
+    def __init__(self, model: str | None = None, *, domain: str | None = None, strength: float = 1.0,
+                 restore: float | None = None, restore_sigma: float | None = None, restore_mode: str = "input",
+                 soft_restore: bool | None = None, **options):
+        if domain is not None and domain not in DOMAINS:
+            msg = f"`domain` must be one of {DOMAINS}. Received: domain={domain!r}"
+            raise AstroTFError(msg)
+        known = {f.name for f in dataclasses.fields(InferOptions)} - {"model", "restore"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            msg = f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            raise AstroTFError(msg)
+        after = RestoreOptions(threshold=restore, sigmas=restore_sigma, mode=restore_mode, soft=soft_restore,
+                               strength=strength)
+        self.options = InferOptions(model=model, restore=after, **options)
+        self.domain = domain
+        self._models: dict = {}
+
+    def __call__(self, data):
+        """Denoise ``data`` (array, ``NDData`` or ``CCDData``); see the module docstring."""
+        from astropy.nddata import NDData
+
+        if isinstance(data, NDData):
+            return self._nddata(data)
+        array = _as_frame(data)
+        return self._run(array, None).reshape(np.shape(data))
+
+    def _run(self, frame: np.ndarray, unit) -> np.ndarray:
+        domain = self.domain or array_domain(frame, unit)
+        result = denoise_frame(frame, self.options, domain=domain, models=self._models)
+        self.last_history = result.history
+        for line in result.lines:
+            log.info("%s", line)
+        return result.data
+
+    def _nddata(self, nd):
+        data = np.asarray(nd.data, dtype=np.float32)
+        mask = None if nd.mask is None else np.asarray(nd.mask, dtype=bool)
+        if mask is not None and mask.shape != data.shape:
+            msg = f"the NDData mask is shaped {mask.shape} but its data {data.shape}"
+            raise AstroTFError(msg)
+        if nd.uncertainty is not None:
+            warnings.warn("the uncertainty is dropped: a denoised image has no per-pixel uncertainty to "
+                          "propagate honestly", UserWarning, stacklevel=3)
+        frame = _as_frame(np.where(mask, np.nan, data) if mask is not None else data)
+        result = self._run(frame, nd.unit).reshape(data.shape)
+        if mask is not None:
+            result = np.where(mask, data, result).astype(np.float32)  # masked pixels come back as they were
+        meta = copy.deepcopy(dict(nd.meta)) if nd.meta is not None else {}
+        meta.setdefault("HISTORY", [])
+        meta["HISTORY"] = [*list(np.atleast_1d(meta["HISTORY"])), *self.last_history]
+        kwargs = {"mask": None if mask is None else mask.copy(), "wcs": nd.wcs, "meta": meta, "unit": nd.unit}
+        return type(nd)(result, **kwargs)
+
+
+def denoise(data, model: str | None = None, **options):
+    """Denoise an array, ``NDData`` or ``CCDData`` with the model for its data (or ``model``).
+
+    A shortcut for ``Denoiser(model, **options)(data)``; to denoise many frames, keep one
+    :class:`Denoiser`, which loads its model once.
+    """
+    return Denoiser(model, **options)(data)
