@@ -170,6 +170,51 @@ def test_astropics_noise_is_reproducible_per_seed():
     assert not np.array_equal(a, noise.add_astropics_noise(flat(), config, [12, 35]))
 
 
+def test_the_switches_off_by_default_leave_the_tiles_as_before():
+    """Recipes without the new switches make the same tiles: no random draw moved."""
+    config = noise.AstroPicsNoiseConfig(identity_prob=0.0, low_noise_prob=0.0, chroma_prob=1.0, banding_prob=1.0)
+    image = tf.random.stateless_uniform((48, 40, 3), [1, 2])
+    seeds = noise._split(SEED, 5)  # add_astropics_noise's own draws, as before the switches existed
+    sigma = noise._uniform(config.gaussian_sigma, seeds[1])
+    x = noise.gaussian_noise(image, sigma, seeds[2])
+    x = noise._maybe_banding(noise._maybe_chroma(x, config, seeds[3]), config, seeds[4])
+    np.testing.assert_array_equal(noise.add_astropics_noise(image, config, SEED), tf.clip_by_value(x, 0.0, 1.0))
+
+
+def test_stretched_noise_is_strongest_in_the_dark():
+    image = tf.concat([tf.fill((64, 128, 1), 0.02), tf.fill((64, 128, 1), 0.8)], axis=0)
+    out = noise.stretched_gaussian_noise(image, 0.05, 50.0, SEED).numpy()
+    dark, bright = (out - image.numpy())[:64].std(), (out - image.numpy())[64:].std()
+    assert 0.035 < dark < 0.06 and bright < 0.3 * dark
+    assert abs(float(np.median(out[64:])) - 0.8) < 0.01  # unbiased where the noise is small
+
+
+def test_hot_pixels_hit_the_asked_fraction_with_ones_and_zeros():
+    out = noise.hot_pixels(flat(0.5, (200, 200, 3)), 0.01, SEED).numpy()
+    changed = out != 0.5
+    assert 0.007 < changed.any(axis=-1).mean() < 0.013
+    assert set(np.unique(out[changed])) <= {0.0, 1.0} and 0.6 < (out[changed] == 1.0).mean() < 0.8
+
+
+def test_quantise_and_jpeg_switches():
+    base = dict(identity_prob=0.0, low_noise_prob=0.0, chroma_prob=0.0, banding_prob=0.0, gaussian_sigma=(0.02, 0.02))
+    eight = noise.add_astropics_noise(flat(0.3), noise.AstroPicsNoiseConfig(**base, quantise_prob=1.0), SEED).numpy()
+    np.testing.assert_allclose(eight * 255, np.round(eight * 255), atol=1e-4)
+    plain = noise.add_astropics_noise(flat(0.3), noise.AstroPicsNoiseConfig(**base), SEED).numpy()
+    jpeg = noise.add_astropics_noise(flat(0.3), noise.AstroPicsNoiseConfig(**base, jpeg_prob=1.0,
+                                                                            jpeg_quality=(30, 30)), SEED).numpy()
+    assert jpeg.std() < 0.8 * plain.std()  # JPEG at quality 30 smooths the white noise away
+    mono = noise.add_astropics_noise(flat(0.3, (32, 32, 1)), noise.AstroPicsNoiseConfig(**base, jpeg_prob=1.0), SEED)
+    assert mono.shape == (32, 32, 1)
+
+
+@pytest.mark.parametrize("field,value", [("jpeg_quality", (50, 101)), ("stretch_prob", 1.5),
+                                         ("hot_pixel_fraction", (0.1, 0.01))])
+def test_bad_switch_settings_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        noise.AstroPicsNoiseConfig(**{field: value})
+
+
 # --------------------------------------------------------------------------- physical noise
 
 

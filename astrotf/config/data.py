@@ -80,6 +80,24 @@ class AstroPicsNoiseConfig:
         Range of that faint Gaussian sigma.
     clip : bool
         Clip noisy tiles to [0, 1] (identity tiles are never touched).
+    stretch_prob : float
+        Probability that the Gaussian is added in linear space instead, under an asinh stretch
+        ``y = asinh(a·x) / asinh(a)`` with ``a ~ U(stretch_factor)``: the noise of stretched data,
+        largest in the dark sky (its sigma there is the drawn ``gaussian_sigma``).
+    stretch_factor : (float, float)
+        Range of the stretch strength ``a``.
+    hot_pixel_prob : float
+        Probability of hot and cold pixels: a fraction ``~ U(hot_pixel_fraction)`` of the pixels
+        of one channel set to 1 (70 %) or 0 (30 %).
+    hot_pixel_fraction : (float, float)
+    quantise_prob : float
+        Probability that the noisy tile is rounded to 8 bits (``round(255·x) / 255``).
+    jpeg_prob : float
+        Probability of JPEG compression at a quality ``~ U(jpeg_quality)`` (after the 8 bits).
+    jpeg_quality : (int, int)
+
+    The last six are off by default, so recipes without them make exactly the tiles they made
+    before.
 
     Raises
     ------
@@ -98,10 +116,24 @@ class AstroPicsNoiseConfig:
     low_noise_prob: float = 0.1
     low_noise_sigma: tuple[float, float] = (0.0, 0.005)
     clip: bool = True
+    stretch_prob: float = 0.0
+    stretch_factor: tuple[float, float] = (10.0, 100.0)
+    hot_pixel_prob: float = 0.0
+    hot_pixel_fraction: tuple[float, float] = (1e-4, 1e-3)
+    quantise_prob: float = 0.0
+    jpeg_prob: float = 0.0
+    jpeg_quality: tuple[int, int] = (70, 95)
 
     def __post_init__(self):
-        for name in ("gaussian_sigma", "chroma_sigma", "banding_sigma", "low_noise_sigma"):
+        for name in ("gaussian_sigma", "chroma_sigma", "banding_sigma", "low_noise_sigma", "hot_pixel_fraction"):
             _check_range(name, getattr(self, name))
+        _check_range("stretch_factor", self.stretch_factor, minimum=1e-3)
+        _check_range("jpeg_quality", self.jpeg_quality, minimum=1)
+        if max(self.jpeg_quality) > 100 or not all(isinstance(v, numbers.Integral) for v in self.jpeg_quality):
+            msg = f"`jpeg_quality` must be a pair of ints in [1, 100]. Received: jpeg_quality={self.jpeg_quality}"
+            raise ValueError(msg)
+        for name in ("stretch_prob", "hot_pixel_prob", "quantise_prob", "jpeg_prob"):
+            _check_probability(name, getattr(self, name))
         _check_range("chroma_block", self.chroma_block, minimum=1)
         if not all(isinstance(v, numbers.Integral) for v in self.chroma_block):
             msg = f"`chroma_block` must be a pair of ints. Received: chroma_block={self.chroma_block}"

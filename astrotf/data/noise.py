@@ -187,6 +187,53 @@ def _maybe_banding(x: tf.Tensor, config: AstroPicsNoiseConfig, seed) -> tf.Tenso
     )
 
 
+def stretched_gaussian_noise(image, sigma, factor, seed) -> tf.Tensor:
+    """Gaussian noise added in linear space under an asinh stretch ``y = asinh(a·x) / asinh(a)``.
+
+    The stretch is undone, noise of sigma ``sigma · asinh(a) / a`` added, the stretch applied
+    again: the sigma is ``sigma`` at black and falls as the data brighten, as in stretched
+    astrophotographs, whose dark sky carries the most noise.
+    """
+    x = tf.cast(image, tf.float32)
+    a = tf.cast(factor, tf.float32)
+    scale = tf.math.asinh(a)
+    linear = tf.math.sinh(tf.clip_by_value(x, 0.0, 1.0) * scale) / a
+    linear += tf.random.stateless_normal(tf.shape(x), seed, stddev=tf.cast(sigma, tf.float32) * scale / a)
+    return tf.cast(tf.math.asinh(a * linear) / scale, image.dtype)
+
+
+def hot_pixels(image, fraction, seed) -> tf.Tensor:
+    """A ``fraction`` of the pixels of one channel each set to 1 (hot, 70 %) or 0 (cold)."""
+    seeds = _split(seed, 2)
+    x = tf.cast(image, tf.float32)
+    u = tf.random.stateless_uniform(tf.shape(x), seeds[0])
+    hit = u < tf.cast(fraction, tf.float32) / tf.cast(tf.shape(x)[-1], tf.float32)
+    value = tf.cast(tf.random.stateless_uniform(tf.shape(x), seeds[1]) < 0.7, tf.float32)
+    return tf.cast(tf.where(hit, value, x), image.dtype)
+
+
+def _maybe(prob: float, seed, apply, x: tf.Tensor) -> tf.Tensor:
+    if prob <= 0:  # off: no branch in the graph, the tile is untouched
+        return x
+    return tf.cond(_coin(prob, seed), lambda: apply(x), lambda: x)
+
+
+def _display_artefacts(x: tf.Tensor, config: AstroPicsNoiseConfig, seed) -> tf.Tensor:
+    """Hot/cold pixels, 8-bit rounding and JPEG compression of a noisy tile (each with its probability)."""
+    seeds = _split(seed, 6)
+    fraction = _uniform(config.hot_pixel_fraction, seeds[1])
+    x = _maybe(config.hot_pixel_prob, seeds[0], lambda t: hot_pixels(t, fraction, seeds[2]), x)
+    x = _maybe(config.quantise_prob, seeds[3], lambda t: tf.round(tf.clip_by_value(t, 0.0, 1.0) * 255.0) / 255.0, x)
+    lo, hi = config.jpeg_quality
+
+    def jpeg(t):
+        rgb = tf.image.grayscale_to_rgb(t) if t.shape[-1] == 1 else t
+        out = tf.image.stateless_random_jpeg_quality(tf.clip_by_value(rgb, 0.0, 1.0), lo, hi + 1, seeds[5])
+        return tf.reduce_mean(out, axis=-1, keepdims=True) if t.shape[-1] == 1 else out
+
+    return _maybe(config.jpeg_prob, seeds[4], jpeg, x)
+
+
 def add_astropics_noise(image, config: AstroPicsNoiseConfig, seed) -> tf.Tensor:
     """Degrade a clean stretched tile with the AstroPics noise mix (§2.2).
 
@@ -195,6 +242,8 @@ def add_astropics_noise(image, config: AstroPicsNoiseConfig, seed) -> tf.Tensor:
     (``sigma ~ U(low_noise_sigma)``); otherwise a Gaussian with ``sigma ~ U(gaussian_sigma)``,
     then chroma blotches with probability ``chroma_prob`` and banding (random orientation)
     with probability ``banding_prob``. Noisy tiles are clipped to [0, 1] if ``config.clip``.
+    The switches beyond the paper (off by default): the Gaussian added under a stretch
+    (``stretch_prob``), then hot/cold pixels, 8-bit rounding and JPEG compression.
 
     Parameters
     ----------
@@ -225,11 +274,22 @@ def add_astropics_noise(image, config: AstroPicsNoiseConfig, seed) -> tf.Tensor:
         sigma = _uniform(config.low_noise_sigma, seeds[1])
         return finish(gaussian_noise(tf.cast(image, tf.float32), sigma, seeds[2]))
 
+    switches = _split(tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), 7919), 4)
+
+    def gaussian(x, sigma):
+        if config.stretch_prob <= 0:
+            return gaussian_noise(x, sigma, seeds[2])
+        factor = _uniform(config.stretch_factor, switches[1])
+        return tf.cond(_coin(config.stretch_prob, switches[0]),
+                       lambda: stretched_gaussian_noise(x, sigma, factor, seeds[2]),
+                       lambda: gaussian_noise(x, sigma, seeds[2]))
+
     def full_noise():
         sigma = _uniform(config.gaussian_sigma, seeds[1])
-        x = gaussian_noise(tf.cast(image, tf.float32), sigma, seeds[2])
+        x = gaussian(tf.cast(image, tf.float32), sigma)
         x = _maybe_chroma(x, config, seeds[3])
-        return finish(_maybe_banding(x, config, seeds[4]))
+        x = finish(_maybe_banding(x, config, seeds[4]))
+        return tf.cast(_display_artefacts(tf.cast(x, tf.float32), config, switches[2]), image.dtype)
 
     return tf.cond(
         u < config.identity_prob,
