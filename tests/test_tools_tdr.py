@@ -43,3 +43,78 @@ def test_bench_tdr_error_left_and_strong_slope():
     assert bench_tdr.error_left(noisy, reference, reference)["error_left"] == 0.0
     origin, fit, n = bench_tdr.strong_field_slope(noisy, 0.9 * noisy)
     assert origin == pytest.approx(0.9) and fit == pytest.approx(0.9) and n == 100
+
+
+def synthetic_magnetogram(seed=3, size=96):
+    """Reference with weak fields and a strong patch, and the same plus white noise of 6 G."""
+    rng = np.random.default_rng(seed)
+    reference = rng.normal(0, 3, (size, size, 1))
+    reference[20:40, 20:40] = 400.0
+    reference[60:70, 50:80] = -250.0
+    noisy = reference + rng.normal(0, 6, reference.shape)
+    return reference, noisy
+
+
+def test_paper_noise_oracle_scores_zero_error_and_unit_slope():
+    bench_tdr = load("bench_tdr")
+    reference, noisy = synthetic_magnetogram()
+    scores = bench_tdr.paper_noise_scores(reference, noisy, reference, sigma_in=6.7)
+    assert scores["rmse"] == 0.0 and scores["rmse_strong"] == 0.0
+    assert scores["slope_strong"] == pytest.approx(1.0) and scores["n_strong"] == 400 + 300
+    assert scores["max_abs_delta"] == pytest.approx(np.abs(noisy - reference).max())
+
+
+def test_paper_noise_rmse_and_slope_of_known_outputs():
+    bench_tdr = load("bench_tdr")
+    reference, noisy = synthetic_magnetogram()
+    noise_rms = np.sqrt(np.mean((noisy - reference) ** 2))
+    half = reference + 0.5 * (noisy - reference)
+    scores = bench_tdr.paper_noise_scores(half, noisy, reference, sigma_in=6.0)
+    assert scores["rmse"] == pytest.approx(0.5 * noise_rms)
+    strong = np.abs(reference) > 50
+    assert scores["rmse_strong"] == pytest.approx(0.5 * np.sqrt(np.mean((noisy - reference)[strong] ** 2)))
+    assert bench_tdr.paper_noise_scores(0.9 * reference, noisy, reference, 6.0)["slope_strong"] == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="one shape"):
+        bench_tdr.paper_noise_scores(half[:10], noisy, reference, 6.0)
+
+
+def test_paper_noise_residual_structure_and_sigma_ratio():
+    bench_tdr = load("bench_tdr")
+    reference, noisy = synthetic_magnetogram(size=200)
+    white = bench_tdr.paper_noise_scores(reference, noisy, reference, sigma_in=6.0)
+    assert white["residual_structure"] == pytest.approx(1.0, abs=0.2)  # input - oracle is white noise
+    assert white["sigma_ratio"] == pytest.approx(3.0 / 6.0, rel=0.1)  # the reference's 3 G over 6
+    blurred = reference.copy()
+    blurred[20:40, 20:40] = 300.0  # a cut sunspot leaves a 10 px structure in the residual
+    assert bench_tdr.paper_noise_scores(blurred, noisy, reference, 6.0)["residual_structure"] > 1.5
+
+
+def test_dihedral_transforms_are_undone():
+    bench_tdr = load("bench_tdr")
+    image = np.arange(5 * 7 * 1, dtype=np.float32).reshape(5, 7, 1)
+    seen = set()
+    for k, flip in bench_tdr.DIHEDRAL:
+        forward = bench_tdr.dihedral_forward(image, k, flip)
+        seen.add(forward.tobytes())
+        np.testing.assert_array_equal(bench_tdr.dihedral_inverse(forward, k, flip), image)
+    assert len(seen) == 8
+
+
+def test_paper_noise_markdown_is_generated_from_the_report():
+    bench_tdr = load("bench_tdr")
+    reference, noisy = synthetic_magnetogram()
+    methods = {label: bench_tdr.paper_noise_scores(out, noisy, reference, 6.0)
+               for label, out in (("noisy input", noisy), ("TDR raw", reference), ("TDR restore", reference),
+                                  ("TDR clip", reference), ("TDR soft + restore", reference),
+                                  ("TDR soft + clip", reference), ("NLM (fast)", noisy), ("BM3D", noisy))}
+    report = {"protocol": "test", "date": "2026-01-01", "machine": {"cpu": "cpu", "cores": 2}, "trained_on": "t",
+              "training_steps": 10, "training_wall_time_s": 60.0,
+              "settings": {"samples": 16, "transforms": 8, "seed": 0, "soft_width": 1.0, "soft_weight": 1.0,
+                           "restore_sigma": 0.6, "fine_tune_steps": 0, "fine_tune_lr": 3e-4, "size": None,
+                           "strong_G": 50.0},
+              "samples": {"2": {"sigma_in": 6.0, "R": 3.6, "methods": methods, "seconds": {"TDR": 1.0}}}}
+    text = bench_tdr.paper_noise_markdown(report)
+    assert "| TDR raw | " in text and "x 8 flips/rotations" in text and "do not edit by hand" in text
+    met = bench_tdr.targets(report)["2"]
+    assert met["TDR raw"]["rmse<=BM3D"] and met["TDR raw"]["ratio<=NLM"]
+    assert not met["TDR restore"]["max|d|<=R"]  # the oracle moves pixels by more than R = 3.6 G
