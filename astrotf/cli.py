@@ -288,6 +288,7 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
 
     import numpy as np
 
+    from astrotf.checks import check_restore_threshold
     from astrotf.metrics import background_noise, noise_level
     from astrotf.restore import restore, restore_threshold, soft_restore
 
@@ -339,6 +340,7 @@ def _restore_and_report(data, result, restore_r, restore_sigma, report, noise_ra
     if restore_r is not None or restore_sigma is not None:
         threshold = (restore_threshold(data, threshold=restore_r) if restore_r is not None
                      else restore_sigma * sigma_in)
+        check_restore_threshold(threshold, info.step if info is not None else None)
         restored = restore(result, data, threshold, restore_mode)
         step = info.step if info is not None else None
         if step:
@@ -506,6 +508,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
     import time
 
     from astrotf import io
+    from astrotf.checks import check_restore_threshold, unit_warning
     from astrotf.infer import DEFAULT_MODELS, denoise_image, guess_domain, load_model
     from astrotf.quantise import resolve_step
 
@@ -530,6 +533,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
             data, info = io.read_image(image)
             if restore_r is not None or restore_sigma is not None:
                 _check_restore_target(target, info)
+            if restore_r is not None:
+                check_restore_threshold(restore_r, info.step)
             domain = guess_domain(data, info)
             name = model_name or DEFAULT_MODELS[domain]
             if name not in models:
@@ -541,6 +546,8 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                 else:
                     models[name] = load_model(name, backend=backend, precision=precision)
             model = models[name]
+            if (units := unit_warning(info.header, model.metadata, model.name)) is not None:
+                click.echo(f"Warning: {image}: {units}", err=True)
             soft = soft_restore if soft_restore is not None else getattr(model, "sample", None) is not None
             if samples is not None or getattr(model, "sample", None) is not None:
                 from astrotf.infer import with_ensemble

@@ -118,3 +118,44 @@ def test_paper_noise_markdown_is_generated_from_the_report():
     met = bench_tdr.targets(report)["2"]
     assert met["TDR raw"]["rmse<=BM3D"] and met["TDR raw"]["ratio<=NLM"]
     assert not met["TDR restore"]["max|d|<=R"]  # the oracle moves pixels by more than R = 3.6 G
+
+
+HMI_METADATA = {"training": {"data": {"bunit": "Gauss"}}}
+
+
+@pytest.mark.parametrize("unit", ["Gauss", "G", "Mx/cm^2", " gauss "])
+def test_no_unit_warning_for_magnetic_units(unit):
+    from astrotf.checks import unit_warning
+
+    assert unit_warning(fits.Header({"BUNIT": unit}), HMI_METADATA, "self2self-hmi") is None
+
+
+def test_unit_warning_names_the_unit_and_the_models_units():
+    from astrotf.checks import unit_warning
+
+    text = unit_warning(fits.Header({"BUNIT": "T"}), HMI_METADATA, "self2self-hmi")
+    assert "'T'" in text and "self2self-hmi expects Gauss" in text
+    assert unit_warning(fits.Header({"BUNIT": "T"}), {}, "resunet-mono") is None  # not a magnetogram model
+    assert unit_warning(fits.Header(), HMI_METADATA, "self2self-hmi") is None
+
+
+def test_restore_threshold_below_the_quantisation_step_is_refused():
+    from astrotf.checks import check_restore_threshold
+    from astrotf.errors import AstroTFError
+
+    check_restore_threshold(0.1, 0.1)
+    check_restore_threshold(0.01, None)
+    with pytest.raises(AstroTFError, match=r"R=0.05 is below the data's quantisation step 0.1"):
+        check_restore_threshold(0.05, 0.1)
+
+
+def test_infer_refuses_restore_below_the_step_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from astrotf.cli import main
+
+    data = np.round(np.random.default_rng(0).normal(0, 8, (64, 64))).astype(np.int16)  # a grid of 1 G
+    fits.writeto(tmp_path / "m.fits", data, fits.Header({"BUNIT": "Gauss"}))
+    result = CliRunner().invoke(main, ["infer", str(tmp_path / "m.fits"), "--restore", "0.5", "-q"])
+    assert result.exit_code != 0 and "R=0.5 is below the data's quantisation step 1:" in result.output
+    assert not (tmp_path / "m_denoised.fits").exists()
