@@ -295,12 +295,13 @@ def dihedral_inverse(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
 
 
 def tdr_denoise(model_path: str | Path, noisy: np.ndarray, samples: int, seed: int = 0,
-                transforms: int = 1) -> np.ndarray:
+                transforms: int = 1, keep_prob: float | None = None) -> np.ndarray:
     """Self2Self ensemble (TDR eq. 4) of ``samples`` passes per transform, averaged over the first
-    ``transforms`` of the 8 flips / rotations (1 = the image as it is)."""
+    ``transforms`` of the 8 flips / rotations (1 = the image as it is); masks of keep probability
+    ``keep_prob`` (None: the training value)."""
     total = np.zeros(noisy.shape, np.float64)
     for i, (k, flip) in enumerate(DIHEDRAL[:transforms]):
-        model = with_ensemble(load_model(model_path), samples, seed=seed + 1000 * i)
+        model = with_ensemble(load_model(model_path), samples, seed=seed + 1000 * i, keep_prob=keep_prob)
         x = dihedral_forward(noisy, k, flip)
         total += dihedral_inverse(denoise_image(x, model, model.tile_options(x.shape, 0.25)), k, flip)
     return (total / transforms).astype(np.float32)
@@ -393,6 +394,7 @@ def run_paper_noise(args) -> dict:
         "model": str(model), "trained_on": train_image.name, "training_steps": training.get("steps"),
         "training_wall_time_s": training.get("wall_time_s"),
         "settings": {"samples": args.samples, "transforms": args.transforms, "seed": args.seed,
+                     "keep_prob": args.keep_prob,
                      "soft_width": args.soft_width, "soft_weight": args.soft_weight,
                      "restore_sigma": args.restore_sigma, "fine_tune_steps": args.fine_tune,
                      "fine_tune_lr": args.fine_tune_lr, "size": args.size, "strong_G": STRONG_G},
@@ -419,13 +421,16 @@ def run_paper_noise(args) -> dict:
             entry["seconds"]["fine_tune"] = seconds
             progress(f"sample {i}: fine-tuned {args.fine_tune} steps in {seconds:.0f} s")
         start = time.perf_counter()
-        raw = tdr_denoise(model_i, noisy, args.samples, args.seed, args.transforms)
+        raw = tdr_denoise(model_i, noisy, args.samples, args.seed, args.transforms, args.keep_prob)
         entry["seconds"]["TDR"] = time.perf_counter() - start
         soft = soft_restore(raw, noisy, args.soft_weight * sigma_in, args.soft_width).image
         outputs = {"noisy input": noisy, "TDR raw": raw, "TDR soft restore": soft,
                    "TDR restore": restore(raw, noisy, R).image, "TDR clip": restore(raw, noisy, R, "clip").image,
                    "TDR soft + restore": restore(soft, noisy, R).image,
                    "TDR soft + clip": restore(soft, noisy, R, "clip").image}
+        for width, weight in args.soft_alt or []:
+            outputs[f"TDR soft restore ({width:g} px, x{weight:g})"] = soft_restore(raw, noisy, weight * sigma_in,
+                                                                                     width).image
         progress(f"sample {i}: TDR {entry['seconds']['TDR']:.1f} s")
         for label, method in peers.items():
             start = time.perf_counter()
@@ -503,6 +508,7 @@ def paper_noise_markdown(report: dict) -> str:
         f"- TDR: Self2Self trained on `{report['trained_on']}` only ({report['training_steps']} steps"
         + (f", {wall / 60:.1f} min" if wall else "") + f"); {s['samples']} dropout passes"
         + (f" x {s['transforms']} flips/rotations" if s["transforms"] > 1 else "")
+        + (f", masks of keep probability {s['keep_prob']:g}" if s.get("keep_prob") else "")
         + (f"; fine-tuned on each target for {s['fine_tune_steps']} steps (lr {s['fine_tune_lr']:g})"
            if s["fine_tune_steps"] else "")
         + f"; soft restore window {s['soft_width']:g} px, noise weight {s['soft_weight']:g}; "
@@ -585,6 +591,9 @@ def paper_noise_main(argv: list[str]) -> None:
     parser.add_argument("--transforms", type=int, default=1, choices=range(1, 9), metavar="1..8",
                         help="average over this many of the 8 flips / rotations")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep-prob", type=float, help="keep probability of the ensemble masks [training value]")
+    parser.add_argument("--soft-alt", type=float, nargs=2, action="append", metavar=("PX", "WEIGHT"),
+                        help="also a soft restore row with this window and noise weight (repeatable)")
     parser.add_argument("--soft-width", type=float, default=1.0)
     parser.add_argument("--soft-weight", type=float, default=1.0, help="noise sigma of the soft restore, x sigma_in")
     parser.add_argument("--restore-sigma", type=float, default=0.6, help="R = K x the input's noise level")
