@@ -463,8 +463,6 @@ def _kept_lines(data, result, domain, with_max: bool = True, sky=None) -> list[s
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Self2Self masks and dropout.")
 @click.option("--average", type=click.Choice(["dropped", "all"]), default="dropped", show_default=True,
               help="Self2Self: average each pixel over the members that dropped it, or over all (eq. 4).")
-@click.option("--keep-prob", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Self2Self: keep probability of the ensemble's masks. [model's metadata: the training value]")
 @click.option("--restore", "restore_r", type=click.FloatRange(min=0), metavar="R",
               help="Set back every pixel that moved by more than R (data units): max |out - in| <= R.")
 @click.option("--restore-sigma", type=click.FloatRange(min=0), metavar="K",
@@ -486,7 +484,7 @@ def _kept_lines(data, result, domain, with_max: bool = True, sky=None) -> list[s
                    "[-20 20 for magnetograms (G), else the input's background ± 5 sigma]")
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
-          server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, keep_prob, restore_r,
+          server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
           restore_sigma, restore_mode, soft_restore, soft_width, report, noise_range):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
@@ -556,7 +554,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
 
                 # a fresh, seeded ensemble per image: the result does not depend on the file order
                 default_samples = model.metadata.get("ensemble", {}).get("samples", SELF2SELF_SAMPLES)
-                model = with_ensemble(model, samples or int(default_samples), seed, average, keep_prob)
+                model = with_ensemble(model, samples or int(default_samples), seed, average)
             if model_name is None:
                 click.echo(f"{image}: {domain} {info.channels}-channel data -> model {model.name} "
                            f"({model.precision})", err=True)
@@ -581,7 +579,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                                f"network's tile normalisation")
             if getattr(model, "sample", None) is not None:
                 history.append(f"astrotf Self2Self ensemble: samples={samples or model.metadata['ensemble']['samples']}"
-                               f" seed={seed} average={average}" + (f" keep_prob={keep_prob:g}" if keep_prob else ""))
+                               f" seed={seed} average={average}")
             if restore_r is not None or restore_sigma is not None or report or soft:
                 result, lines = _restore_and_report(data, result, restore_r, restore_sigma, report, noise_range,
                                                     info, domain, soft_width if soft else None, restore_mode,

@@ -677,11 +677,9 @@ def _self2self_keras(model, path: Path, metadata: dict) -> LoadedModel:
     return _self2self_loaded(metadata.get("name", path.stem), sample, metadata, reseed)
 
 
-def with_ensemble(model: LoadedModel, samples: int, seed: int = 0, average: str = "dropped",
-                  keep_prob: float | None = None) -> LoadedModel:
+def with_ensemble(model: LoadedModel, samples: int, seed: int = 0, average: str = "dropped") -> LoadedModel:
     """A Self2Self model whose ``predict`` is the mean of ``samples`` dropout passes on
     re-masked inputs (TDR eq. 4, :func:`astrotf.ensemble.ensemble_predictor`), seeded.
-    ``keep_prob``: the masks' keep probability (default: the training value in the metadata).
 
     Raises
     ------
@@ -695,7 +693,7 @@ def with_ensemble(model: LoadedModel, samples: int, seed: int = 0, average: str 
     if model.reseed is not None:
         model.reseed(seed)
     ensemble = model.metadata.get("ensemble", {})
-    keep_prob = float(ensemble.get("keep_prob", SELF2SELF_KEEP_PROB) if keep_prob is None else keep_prob)
+    keep_prob = float(ensemble.get("keep_prob", SELF2SELF_KEEP_PROB))
     predict = ensemble_predictor(model.sample, samples=samples, keep_prob=keep_prob,
                                  seed=seed, average=average, mask_block=int(ensemble.get("mask_block", 1)))
     return dataclasses.replace(model, predict=predict, masks_nonfinite=True)
