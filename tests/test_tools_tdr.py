@@ -169,3 +169,14 @@ def test_fill_markers_replaces_only_the_generated_block():
     assert bench_tdr.fill_markers(filled, "new table\n") == filled
     with pytest.raises(ValueError, match="no '<!-- paper-noise"):
         bench_tdr.fill_markers("no markers", "x")
+
+
+def test_real_data_markdown_has_one_row_per_method_and_one_column_per_crop():
+    bench_tdr = load("bench_tdr")
+    row = {"ratio": 0.5, "slope_strong": 0.99, "residual_structure_10px": 1.0, "max_abs_delta": 3.0}
+    figures = [{"image": f"d/sample_{i}_crop1024.fits", "model": "m", "trained_on": "t", "samples": 16,
+                "soft_width": 1.0, "restore_sigma": 0.6, "sigma_in": 4.0, "denoised": row, "NLM (fast)": row}
+               for i in (2, 3)]
+    text = bench_tdr.real_data_markdown(figures)
+    assert "| denoised | 0.500 | 0.500 | 0.990 |" in text and "| NLM (fast) |" in text
+    assert "σ ratio (sample_3_crop1024.fits)" in text

