@@ -180,3 +180,12 @@ def test_real_data_markdown_has_one_row_per_method_and_one_column_per_crop():
     text = bench_tdr.real_data_markdown(figures)
     assert "| denoised | 0.500 | 0.500 | 0.990 |" in text and "| NLM (fast) |" in text
     assert "σ ratio (sample_3_crop1024.fits)" in text
+
+
+def test_side_crop_is_beside_the_centre_crop_with_its_wcs_shifted(tmp_path):
+    hmi_data = load("hmi_data")
+    disk = np.arange(64 * 64, dtype=np.float32).reshape(64, 64)
+    fits.writeto(tmp_path / "disk.fits", disk, fits.Header({"BUNIT": "Gauss", "CRPIX1": 32.5, "CRPIX2": 32.5}))
+    hmi_data.centre_crop(tmp_path / "disk.fits", tmp_path / "side.fits", 16, shift=16)
+    np.testing.assert_array_equal(fits.getdata(tmp_path / "side.fits"), disk[24:40, 40:56])
+    assert fits.getheader(tmp_path / "side.fits")["CRPIX1"] == 32.5 - 40

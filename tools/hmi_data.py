@@ -50,9 +50,9 @@ def centre_crop(path: Path, out: Path, size: int, shift: int = 0) -> None:
     top, left = (height - size) // 2, (width - size) // 2 + shift
     crop = np.ascontiguousarray(data[top:top + size, left:left + size])
     header = info.header.copy()
-    for key, shift in (("CRPIX1", left), ("CRPIX2", top)):
+    for key, offset in (("CRPIX1", left), ("CRPIX2", top)):
         if key in header:
-            header[key] = header[key] - shift
+            header[key] = header[key] - offset
     info = dataclasses.replace(info, header=header)
     io.write_image(out, crop, info, overwrite=True,
                    history=[f"astrotf tools/hmi_data.py: {size}x{size} px crop at x={left}, y={top} of {path.name}"])
