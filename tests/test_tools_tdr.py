@@ -189,3 +189,25 @@ def test_side_crop_is_beside_the_centre_crop_with_its_wcs_shifted(tmp_path):
     hmi_data.centre_crop(tmp_path / "disk.fits", tmp_path / "side.fits", 16, shift=16)
     np.testing.assert_array_equal(fits.getdata(tmp_path / "side.fits"), disk[24:40, 40:56])
     assert fits.getheader(tmp_path / "side.fits")["CRPIX1"] == 32.5 - 40
+
+
+@pytest.mark.slow
+def test_infer_with_a_run_warns_about_a_non_magnetic_bunit(tmp_path):
+    from click.testing import CliRunner
+
+    from astrotf.cli import main
+
+    rng = np.random.default_rng(0)
+    field = rng.normal(0, 8, (64, 64)).astype(np.float32)
+    field[20:30, 20:30] += 300.0
+    fits.writeto(tmp_path / "train.fits", field, fits.Header({"BUNIT": "Gauss"}))
+    (tmp_path / "tiny.toml").write_text("[model]\ndepth = 2\nbase_filters = 4\n[train]\ncheckpoint_every = 5\n")
+    runner = CliRunner()
+    result = runner.invoke(main, ["train", "self2self", str(tmp_path / "train.fits"), "--out", str(tmp_path / "run"),
+                                  "--config", str(tmp_path / "tiny.toml"), "--steps", "5", "--patch", "32", "-q"])
+    assert result.exit_code == 0, result.output
+    fits.writeto(tmp_path / "tesla.fits", field / 1e4, fits.Header({"BUNIT": "T"}))
+    result = runner.invoke(main, ["infer", str(tmp_path / "tesla.fits"), "--model", str(tmp_path / "run"),
+                                  "--samples", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "BUNIT is 'T', neither Gauss nor Mx/cm^2; model" in result.output and "expects Gauss" in result.output
