@@ -29,8 +29,8 @@ import warnings
 import numpy as np
 
 from astrotf.batch import InferOptions, denoise_frame
+from astrotf.constants import MAGNETOGRAM_UNITS
 from astrotf.errors import AstroTFError
-from astrotf.infer import MAGNETOGRAM_UNITS
 from astrotf.restore import RestoreOptions
 
 log = logging.getLogger(__name__)

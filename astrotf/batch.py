@@ -262,17 +262,23 @@ def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions
         Unreadable input, unknown model, a restore into a lossy or other format, a failed write.
     """
     from astrotf import io
+    from astrotf.checks import check_restore_threshold, unit_warning
     from astrotf.infer import guess_domain
     from astrotf.restore import check_restore_target
 
     data, info = io.read_image(image)
     if options.restore.restores:
         check_restore_target(output, info)
+    if options.restore.threshold is not None:
+        check_restore_threshold(options.restore.threshold, info.step)
     domain = guess_domain(data, info)
     if options.model is None:
         log.info("%s: %s %d-channel data", image, domain, info.channels)
-    frame = denoise_frame(data, options, domain=domain, model=model, models=models, info=info,
-                          label=image.name, progress=progress)
+    model = model if model is not None else pick_model(domain, options, models)
+    if (units := unit_warning(info.header, model.metadata, model.name)) is not None:
+        echo(f"Warning: {image}: {units}", err=True)
+    frame = denoise_frame(data, options, domain=domain, model=model, info=info, label=image.name,
+                          progress=progress)
     for line in frame.lines:
         echo(f"{image.name}: {line}")
     if create_folder:

@@ -14,6 +14,9 @@ MAD_TO_SIGMA = 1.482602218505602
 #: its noise Gaussian over this range (§3).
 MAGNETOGRAM_NOISE_RANGE_G = (-20.0, 20.0)
 
+#: ``BUNIT`` values of a magnetic field (lower case): such a frame is a magnetogram.
+MAGNETOGRAM_UNITS = ("gauss", "g", "mx/cm^2", "mx cm^-2", "mx/cm2")
+
 #: Self2Self Bernoulli keep probability p of TDR eq. 2, in training and in the ensemble.
 SELF2SELF_KEEP_PROB = 0.7
 

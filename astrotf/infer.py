@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from astrotf.constants import MAGNETOGRAM_UNITS
 from astrotf.errors import AstroTFError
 from astrotf.quantise import dither, resolve_step
 
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
     from astrotf.backends import LoadedModel
 
 log = logging.getLogger(__name__)
-
-
-MAGNETOGRAM_UNITS = ("gauss", "g", "mx/cm^2", "mx cm^-2", "mx/cm2")
 
 
 # ----------------------------------------------------------------------------- tiling

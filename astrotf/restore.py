@@ -480,8 +480,11 @@ def _restore_with_lines(data: np.ndarray, result: np.ndarray, options: RestoreOp
     """The restore on the output's grid, the line saying what it did and (``--report``) the noise after it."""
     from astrotf.evaluate.infer_report import restored_noise_line
 
+    from astrotf.checks import check_restore_threshold
+
     threshold = (restore_threshold(data, threshold=options.threshold) if options.threshold is not None
                  else options.sigmas * sigma_in)
+    check_restore_threshold(threshold, info.step if info is not None else None)
     restored = restore_on_grid(result, data, threshold, options.mode, info)
     result = restored.image
     how = f"R={threshold:.4g}" + (f" ({options.sigmas:g} x noise level {sigma_in:.4g})"

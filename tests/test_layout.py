@@ -49,7 +49,7 @@ def test_the_cli_only_parses_and_calls():
 # Stages in import order: a module may import from its own stage and the ones before it, never after.
 # The models' registry is TensorFlow-free, so the configuration (after it) checks recipes against it;
 # infer (tiling) comes before the backends that load models, which give their tile options in its terms.
-STAGES = ["errors", "constants", "quantise", "io", "metrics", "layers", "models", "config", "data", "losses",
+STAGES = ["errors", "constants", "checks", "quantise", "io", "metrics", "layers", "models", "config", "data", "losses",
           "ensemble", "runs", "train", "infer", "backends", "export", "evaluate", "restore", "batch", "api", "cli"]
 
 

