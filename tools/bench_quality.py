@@ -386,11 +386,13 @@ def bench_rgb(images, methods: dict, model_label: str | None) -> dict:
         m: {"psnr": float(np.mean(s["psnr"])), "ssim": float(np.mean(s["ssim"])),
             "s_per_mpix": None if m in UNTIMED else seconds[m] / mpix, "per_image": s}
         for m, s in scores.items()}, "example": example}
-    if model_label in methods:
-        identity = [metrics.psnr(clean, np.clip(methods[model_label](clean), 0, 1), data_range=1.0)
-                    for _, clean in images]
-        report["identity"] = {"mean_psnr": float(np.mean(identity)), "min_psnr": float(np.min(identity)),
-                              "pass": bool(np.min(identity) >= 40.0)}
+    report["identities"] = {}
+    for label in (m for m in methods if m.startswith("astrotf ")):  # every model's identity case
+        identity = [metrics.psnr(clean, np.clip(methods[label](clean), 0, 1), data_range=1.0) for _, clean in images]
+        report["identities"][label] = {"mean_psnr": float(np.mean(identity)), "min_psnr": float(np.min(identity)),
+                                       "pass": bool(np.min(identity) >= 40.0)}
+    if model_label in report["identities"]:
+        report["identity"] = report["identities"][model_label]
     return report
 
 
@@ -517,9 +519,8 @@ def rgb_markdown(report: dict, crop: int) -> str:
             for m, r in report["methods"].items()]
     text = [f"### RGB, AstroPics noise ({len(report['images'])} reserved Stellarium images, {crop}² centre crops)\n",
             table(["method", "PSNR (dB)", "SSIM", "s / Mpix"], rows), ""]
-    ident = report.get("identity")
-    if ident:
-        text.append(f"Identity (clean in): PSNR(output, input) mean {ident['mean_psnr']:.2f} dB, min "
+    for label, ident in report.get("identities", {}).items():
+        text.append(f"Identity of {label} (clean in): PSNR(output, input) mean {ident['mean_psnr']:.2f} dB, min "
                     f"{ident['min_psnr']:.2f} dB → {'PASS' if ident['pass'] else 'FAIL'} (target ≥ 40 dB).\n")
     return "\n".join(text)
 
@@ -654,6 +655,8 @@ def main(argv=None) -> int:
     parser.add_argument("--n-hmi", type=int, default=3, help="HMI magnetograms, at most 3 (0 skips)")
     parser.add_argument("--hmi-crop", type=int, default=384)
     parser.add_argument("--rgb-model", default="resunet-rgb")
+    parser.add_argument("--rgb-extra", nargs="*", default=[], metavar="MODEL",
+                        help="more RGB models (names, folders, runs) scored beside --rgb-model in the same run")
     parser.add_argument("--mono-model", default="resunet-mono")
     parser.add_argument("--hmi-model", default="self2self-hmi", help="also run on HMI when it exists")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (the slowest peer)")
@@ -667,7 +670,8 @@ def main(argv=None) -> int:
               "command": " ".join(["tools/bench_quality.py", *(sys.argv[1:] if argv is None else argv)])}
     hmi_model = args.hmi_model if (ROOT / "saved_models" / args.hmi_model).exists() or Path(args.hmi_model).exists() \
         else None
-    models, header["models"] = load_models({"rgb": args.rgb_model if args.n_rgb else None,
+    extra_rgb = {f"rgb {i + 2}": name for i, name in enumerate(args.rgb_extra)} if args.n_rgb else {}
+    models, header["models"] = load_models({"rgb": args.rgb_model if args.n_rgb else None, **extra_rgb,
                                             "mono": args.mono_model if args.fields or args.n_hmi else None,
                                             "hmi": hmi_model if args.n_hmi else None}, args.precision)
     labels = {role: f"astrotf {Path(info['name']).name}" for role, info in header["models"].items()}
@@ -681,7 +685,7 @@ def main(argv=None) -> int:
         results["fields"] = fields
         sections.append(fields_markdown(fields, args.field_size))
     if args.n_rgb:
-        methods = {labels["rgb"]: model_denoiser(models["rgb"])} if "rgb" in models else {}
+        methods = {labels[role]: model_denoiser(models[role]) for role in ("rgb", *extra_rgb) if role in models}
         rgb = bench_rgb(reserved_images(args.n_rgb, args.rgb_crop), {**methods, **peers("rgb", use_bm3d)},
                         labels.get("rgb"))
         results["rgb"] = rgb
