@@ -62,7 +62,7 @@ def ensemble_predictor(call: Callable[[np.ndarray, np.ndarray], np.ndarray], *, 
     average : {"dropped", "all"}
         See the module docstring.
     mask_block : int
-        Masks drawn per ``mask_block``² pixel block (the training value; 1 = per pixel).
+        Masks drawn per block of ``mask_block`` × ``mask_block`` pixels (the training value; 1 = per pixel).
 
     Returns
     -------

@@ -346,7 +346,7 @@ class RestoreOptions:
 
 
 def check_restore_target(target: Path, info) -> None:
-    """--restore promises max |out - in| <= R in the file written: a lossy or re-quantised output breaks it."""
+    """--restore promises ``max |out - in| <= R`` in the file written: a lossy or re-quantised output breaks it."""
     from astrotf import io
 
     fmt = io.format_of(target) or info.format

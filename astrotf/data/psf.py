@@ -21,7 +21,8 @@ _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 
 
 def subpixel_grid(x: float, y: float, radius: int) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """Oversampled coordinates of the ``(2 * radius + 1)``² pixel cutout centred on the pixel holding (x, y)."""
+    """Oversampled coordinates of the ``(2 * radius + 1)`` × ``(2 * radius + 1)`` pixel cutout centred on
+    the pixel holding (x, y)."""
     ix, iy = int(round(x)), int(round(y))
     offsets = (np.arange(OVERSAMPLE) + 0.5) / OVERSAMPLE - 0.5
     fine = (np.arange(-radius, radius + 1)[:, None] + offsets[None, :]).ravel()
@@ -29,7 +30,7 @@ def subpixel_grid(x: float, y: float, radius: int) -> tuple[int, int, np.ndarray
 
 
 def bin_subpixels(fine: np.ndarray) -> np.ndarray:
-    """Average ``OVERSAMPLE``² sub-pixels into pixels."""
+    """Average ``OVERSAMPLE`` × ``OVERSAMPLE`` sub-pixels into pixels."""
     n = fine.shape[0] // OVERSAMPLE
     return fine.reshape(n, OVERSAMPLE, n, OVERSAMPLE).mean(axis=(1, 3))
 

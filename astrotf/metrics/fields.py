@@ -1,6 +1,6 @@
 """What a denoiser kept: the strong signal and the structure it took out with the noise.
 
-* `strong_slope`: output against input over the strong pixels only (TDR: |B| > 50 G), as a
+* `strong_slope`: output against input over the strong pixels only (TDR: ``|B| > 50 G``), as a
   `StrongSlope`.
 * `residual_structure`: structure in ``input - output`` above ~10 px (1 = white noise).
 """
@@ -17,7 +17,7 @@ from astrotf.metrics._common import float_pair
 # ----------------------------------------------------------------------------- what a denoiser kept
 @dataclasses.dataclass(frozen=True)
 class StrongSlope:
-    """Slope of output against input over the strong pixels (TDR: |B| > 50 G).
+    """Slope of output against input over the strong pixels (TDR: ``|B| > 50 G``).
 
     Attributes
     ----------
