@@ -59,8 +59,13 @@ class ModelCard:
     bench: dict
 
     def summary(self) -> str:
-        """The figures of ``metadata["bench"]`` as ``key value`` pairs, or ``-``."""
-        return ", ".join(f"{k} {v}" for k, v in self.bench.items()) or "-"
+        """The figures of ``metadata["bench"]`` in a few words (``tools/record_bench.py`` writes them), or ``-``."""
+        b = self.bench
+        if "rgb_psnr_db" in b:
+            peer = f" vs {b['best_peer']} {b['best_peer_psnr_db']}" if "best_peer" in b else ""
+            ident = f", identity {b['identity_mean_db']} dB" if "identity_mean_db" in b else ""
+            return f"RGB {b['rgb_psnr_db']} dB{peer}{ident} ({b.get('date', '')})"
+        return ", ".join(f"{k} {v}" for k, v in b.items() if k not in ("date", "machine", "command")) or "-"
 
 
 def shipped_models() -> list[ModelCard]:

@@ -1,0 +1,47 @@
+"""tools/record_bench.py: a bench_quality record's RGB figures go into a model's metadata.json."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "record_bench.py"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("record_bench", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = {"header": {"date": "2026-12-03T10:00:00+00:00", "machine": "test", "command": "bench"},
+         "rgb": {"images": ["a.png", "b.png"],
+                 "methods": {"noisy input": {"psnr": 27.4, "ssim": 0.68},
+                             "astrotf my-rgb": {"psnr": 34.123, "ssim": 0.91234},
+                             "BM3D": {"psnr": 32.15, "ssim": 0.8712}, "NLM (fast)": {"psnr": 30.1, "ssim": 0.8}},
+                 "identities": {"astrotf my-rgb": {"mean_psnr": 46.0, "min_psnr": 41.5, "pass": True}}}}
+
+
+def test_figures_name_the_best_peer_and_the_identity_case():
+    figures = load_tool().rgb_figures(BENCH, "my-rgb")
+    assert figures["rgb_psnr_db"] == 34.12 and figures["best_peer"] == "BM3D" and figures["best_peer_psnr_db"] == 32.15
+    assert figures["identity_min_db"] == 41.5 and figures["date"] == "2026-12-03"
+    assert load_tool().rgb_figures(BENCH, "other") is None
+
+
+def test_the_figures_reach_the_metadata_and_astrotf_models(tmp_path, monkeypatch):
+    from astrotf.backends import shipped_models
+
+    folder = tmp_path / "my-rgb"
+    folder.mkdir()
+    (folder / "metadata.json").write_text(json.dumps({"data_domain": "stretched", "channels": 3, "keep": 1}))
+    (tmp_path / "bench.json").write_text(json.dumps(BENCH))
+    subprocess.run([sys.executable, str(TOOL), str(tmp_path / "bench.json"), str(folder)], check=True,
+                   capture_output=True)
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["keep"] == 1 and metadata["bench"]["rgb_ssim"] == 0.9123
+    monkeypatch.setenv("ASTROTF_MODELS", str(tmp_path))
+    card = next(c for c in shipped_models() if c.name == "my-rgb")
+    assert card.summary() == "RGB 34.12 dB vs BM3D 32.15, identity 46.0 dB (2026-12-03)"
