@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Build the wheel, install it (not editable) into a folder of its own and run the documented commands
-# from another folder: recipes, shipped models and samples must come from the installed package.
+# Build the wheel, install it (not editable) into a fresh virtual environment and run the documented
+# commands from another folder: recipes, shipped models and samples must come from the installed package.
 #
-#   bash tools/check_installed.sh        (inside an environment that has astrotf's dependencies)
+#   bash tools/check_installed.sh        (dependencies come from pip's cache or PyPI)
 #
 # Exits non-zero at the first command that fails.
 set -euo pipefail
@@ -11,13 +11,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 python -m pip wheel . --no-deps -q -w "$work/dist" 2>/dev/null
-python -m pip install -q --no-deps --no-compile --target "$work/site" "$work"/dist/astrotf-*.whl
+python -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install -q "$work"/dist/astrotf-*.whl
 cd "$work"
-export PYTHONPATH="$work/site"
-astrotf() { python -m astrotf.cli "$@"; }
+export PATH="$work/venv/bin:$PATH"
+unset PYTHONPATH
 
 where=$(python -c "import astrotf, pathlib; print(pathlib.Path(astrotf.__file__).parent)")
-[ "$where" = "$work/site/astrotf" ] || { echo "imported astrotf from $where, not the installed copy"; exit 1; }
+case "$where" in "$work/venv/"*) ;; *) echo "imported astrotf from $where, not the installed copy"; exit 1;; esac
 
 echo "== astrotf models"
 astrotf models | tee models.txt
