@@ -7,6 +7,9 @@ channel of ``y_true``. Written with ``keras.ops`` (any backend); inputs are cast
 float32 so mixed-precision predictions are scored in full precision.
 
     loss = (1 - beta) * L1_weighted + beta * (1 - SSIM) + gamma * Brightness + delta * TV
+
+Also here: the Self2Self loss (TDR eq. 3), the science terms of noise-conditioned linear models,
+and the adversarial terms of the enhanced Pix2Pix (Xu §3.1: :class:`Pix2PixLoss`).
 """
 
 from __future__ import annotations
@@ -302,3 +305,79 @@ class CompactResidualPenalty:
 
     def __call__(self, y_true, y_pred, noise_sigma, sky_mask):
         return ops.mean(compact_residual_penalty(y_true, y_pred, noise_sigma, sky_mask, self.fwhm))
+
+
+# --------------------------------------------------------------------------- adversarial terms (Pix2Pix)
+#
+# The conditional GAN of the enhanced Pix2Pix (Xu §3.1, eq. 1-3). The discriminator returns logits per
+# patch, shape (N, h, w, 1); each term returns one value per sample, shape (N,). Binary cross-entropy is
+# written with softplus: -log sigmoid(z) = softplus(-z), -log(1 - sigmoid(z)) = softplus(z), stable for
+# logits of any size.
+
+
+def l1_loss(y_true, y_pred):
+    """Mean absolute error per sample: the paper's reconstruction term ``E[||y - G(x)||_1]`` (eq. 2)."""
+    y_true, y_pred = _f32(y_true, y_pred)
+    return ops.mean(ops.abs(y_pred - y_true), axis=(1, 2, 3))
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """Binary cross-entropy of the discriminator on real and generated pairs, halved (eq. 1).
+
+    ``½ [mean(-log D(x, y)) + mean(-log(1 - D(x, G(x))))]`` per sample: minimising it maximises eq. 1.
+    The half slows the discriminator relative to the generator (Isola et al. 2017, §3.3).
+    """
+    real, fake = _f32(real_logits, fake_logits)
+    return 0.5 * (ops.mean(ops.softplus(-real), axis=(1, 2, 3)) + ops.mean(ops.softplus(fake), axis=(1, 2, 3)))
+
+
+def generator_adversarial_loss(fake_logits):
+    """The generator's adversarial term, ``mean(-log D(x, G(x)))`` per sample.
+
+    The non-saturating form of eq. 2's ``log(1 - D(x, G(x)))`` (Goodfellow et al. 2014, §3): the
+    same fixed point, with gradients that do not vanish while the discriminator wins.
+    """
+    (fake,) = _f32(fake_logits)
+    return ops.mean(ops.softplus(-fake), axis=(1, 2, 3))
+
+
+class Pix2PixLoss:
+    """The enhanced Pix2Pix objectives (Xu eq. 1–3), batch means.
+
+    Generator: ``adversarial + l1_weight · reconstruction``; discriminator: :func:`discriminator_loss`.
+    ``reconstruction`` is :func:`l1_loss` (the paper) or the composite star-aware loss.
+
+    Parameters
+    ----------
+    l1_weight : float
+        λ of eq. 2.
+    composite : AstroPicsLoss, optional
+        Reconstruction term in place of L1 (then its terms are logged too).
+    """
+
+    def __init__(self, l1_weight: float = 100.0, composite: AstroPicsLoss | None = None):
+        if not l1_weight > 0:
+            msg = f"`l1_weight` must be > 0. Received: l1_weight={l1_weight!r}"
+            raise ValueError(msg)
+        self.l1_weight = float(l1_weight)
+        self.composite = composite
+
+    def reconstruction_terms(self, y_true, y_pred, star_mask) -> dict:
+        """The reconstruction term as ``"loss"`` (with the composite's own terms), batch means."""
+        if self.composite is not None:
+            return self.composite.terms(y_true, y_pred, star_mask)
+        l1 = ops.mean(l1_loss(y_true, y_pred))
+        return {"l1": l1, "loss": l1}
+
+    def generator_terms(self, y_true, y_pred, star_mask, fake_logits) -> dict:
+        """:meth:`reconstruction_terms`, ``"adversarial"`` and the generator's objective ``"generator"``."""
+        terms = self.reconstruction_terms(y_true, y_pred, star_mask)
+        terms["adversarial"] = ops.mean(generator_adversarial_loss(fake_logits))
+        terms["generator"] = terms["adversarial"] + self.l1_weight * terms["loss"]
+        return terms
+
+    def discriminator_terms(self, real_logits, fake_logits) -> dict:
+        """``"discriminator"`` (eq. 1) and the mean probabilities it gives real and generated pairs."""
+        real, fake = _f32(real_logits, fake_logits)
+        return {"discriminator": ops.mean(discriminator_loss(real, fake)),
+                "d_real": ops.mean(ops.sigmoid(real)), "d_fake": ops.mean(ops.sigmoid(fake))}

@@ -52,3 +52,14 @@ def test_a_model_is_not_scored_on_its_training_magnetogram(bench):
     assert list(report["methods"]) == ["noisy input", "blur"]
     assert report["methods"]["blur"]["skipped"] == ["a"] and report["methods"]["blur"]["n_crops"] == 1
     assert "(1 of 2 crops; not on its training magnetogram)" in bench.hmi_markdown(report, 64)
+
+
+def test_invented_sources_check_counts_false_detections_per_method(bench):
+    clean, truth = bench.stretched_star_field(0, 96)
+    assert clean.shape == (96, 96, 3) and 0.0 <= clean.min() and clean.max() <= 1.0 and len(truth) > 0
+    report = bench.bench_invented_sources(1, 96, {"Gaussian blur": lambda x: bench.gaussian_filter(x, (1.0, 1.0, 0))})
+    rows = report["methods"]
+    assert list(rows) == ["noisy input", "Gaussian blur"]
+    for row in rows.values():
+        assert row["n_truth"] == len(truth) and row["tp_own"] + row["fp_own"] >= 0
+    assert "| Gaussian blur |" in bench.invented_markdown(report)

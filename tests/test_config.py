@@ -28,6 +28,9 @@ def test_every_shipped_recipe_validates(path):
     if path.name.startswith("self2self"):
         recipe = config.load_self2self_recipe(path)
         assert isinstance(recipe, config.Self2SelfRecipe)
+    elif path.name.startswith("pix2pix"):
+        recipe = config.load_pix2pix_recipe(path)
+        assert recipe.discriminator.receptive_field() <= recipe.data.tile
     else:
         recipe = config.load_recipe(path)
         assert recipe.model.name in registry.MODELS
@@ -47,7 +50,7 @@ def test_default_recipe_is_resunet_rgb():
     "text,message",
     [
         ("[model]\nbase_filter = 3\n", "unknown argument(s) base_filter of model 'resunet'"),
-        ("[model]\nname = 'resnet'\n", "must be one of ['nafnet', 'resunet', 'self2self']. Received: name='resnet'"),
+        ("[model]\nname = 'resnet'\n", "must be one of ['nafnet', 'pix2pix', 'resunet', 'self2self']. Received: name='resnet'"),
         ("[model]\ndepth = '3'\n", "`depth` must be an integer"),
         ("[model]\ndepth = 9\n", "`depth` must be an integer in [1, 6]"),
         ("[model]\nhead_initializer = 3\n", "`head_initializer` must be of the type of its default"),
@@ -185,3 +188,31 @@ def test_astropics_config_validation(kwargs, field):
 def test_physical_config_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         config.PhysicalNoiseConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[data]\ntile = 64\n", "[discriminator] n_layers = 3 judges 70 px patches, larger than the 64 px tile"),
+        ("[discriminator]\nname = 'resunet'\n", "must be one of ['patchgan']"),
+        ("[discriminator]\nchannels = 1\n", "[discriminator] channels = 1"),
+        ("[model]\nname = 'self2self'\n", "single-input denoisers"),
+        ("[model]\nname = 'resunet'\nnoise_map = true\n", "noise_map = true"),
+        ("[gan]\nreconstruction = 'l2'\n", "`reconstruction` must be one of"),
+        ("[gan]\nl1_weight = 0\n", "`l1_weight` must be > 0"),
+    ],
+)
+def test_bad_pix2pix_recipe_is_a_one_line_error(tmp_path, text, message):
+    path = tmp_path / "gan.toml"
+    path.write_text(text)
+    with pytest.raises(AstroTFError) as err:
+        config.load_pix2pix_recipe(path)
+    assert message in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_pix2pix_discriminator_takes_the_generator_channels_and_overrides_recheck_the_tile():
+    recipe = config.pix2pix_recipe_from_dict({"model": {"channels": 1}, "data": {"channels": 1}})
+    assert recipe.discriminator.kwargs()["channels"] == 1
+    assert [config.gan.patch_receptive_field(n) for n in range(1, 7)] == [16, 34, 70, 142, 286, 574]
+    with pytest.raises(AstroTFError, match="larger than the 32 px tile"):
+        config.override(recipe, data__tile=32)

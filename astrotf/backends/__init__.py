@@ -215,7 +215,7 @@ def _keras_domain(path: Path) -> str | None:
         return None
     if config.get("class_name") == "Self2Self":
         return "linear"
-    if config.get("class_name") in ("ResUNet", "NAFNet"):
+    if config.get("class_name") in ("ResUNet", "NAFNet", "Pix2PixGenerator"):
         return "linear" if config.get("config", {}).get("normalization") == "background" else "stretched"
     return None
 

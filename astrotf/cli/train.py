@@ -1,4 +1,4 @@
-"""``astrotf train``: a denoiser on a data folder, or Self2Self on one image (TDR)."""
+"""``astrotf train``: a denoiser on a data folder (ResUNet, NAFNet; the enhanced Pix2Pix GAN), or Self2Self on one image (TDR)."""
 
 from __future__ import annotations
 
@@ -23,41 +23,94 @@ def _resolve_recipe(config: str | None) -> Path | None:
     return resolve_recipe_path(config)
 
 
+def _data_and_run_options(func):
+    """The options ``train resunet`` and ``train pix2pix`` share: data, run folder, length, precision, resume."""
+    options = [
+        click.option("--data", type=click.Path(file_okay=False, path_type=Path),
+                     help="Folder of training images: DIR/clean (+ DIR/noisy with --paired), or images directly."),
+        click.option("--paired/--clean-only", "paired", default=None,
+                     help="Aligned DIR/noisy + DIR/clean pairs, or clean images with synthetic noise. [recipe]"),
+        click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="Run directory, e.g. runs/NAME (checkpoints, logs, previews)."),
+        click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs. [recipe]"),
+        click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Training steps per epoch. [recipe]"),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per batch. [recipe]"),
+        click.option("--tile", type=click.IntRange(min=8), help="Tile size in px. [recipe]"),
+        click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+                     help="Peak learning rate of Adam. [recipe]"),
+        click.option("--seed", type=int, help="Seed of data split, crops, noise and weights. [recipe: 0]"),
+        click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True),
+                     help="Decay of a moving average of the weights, validated and saved instead of them "
+                          "(0.999: about the last thousand steps; 0: none). [recipe: 0]"),
+        click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
+                     help="Keras dtype policy; auto = mixed_bfloat16 where the hardware has native bfloat16 "
+                          "(GPU, AVX512-BF16/AMX CPU), else float32. [recipe: auto]"),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        click.option("--init", "init", metavar="MODEL",
+                     help="Start from the weights of a trained model of the same architecture: a shipped model's "
+                          "name (resunet-rgb), a model folder, a .keras file or a run (fine-tuning on your own data)."),
+        click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
+                     show_default=True,
+                     help="tf.distribute: one device; all GPUs of this machine; or the machines of TF_CONFIG. "
+                          "--batch-size is the global batch. Checkpoints work across strategies."),
+        click.option("-q", "--quiet", is_flag=True, help="One line per epoch instead of a progress bar."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _load_recipe(config, resume, out, default, load, from_dict):
+    """The recipe of ``--config`` (a file or a shipped recipe's name), or on ``--resume`` without it the
+    run's own; validated before TensorFlow is imported, so a typo answers at once."""
+    recipe_path = _resolve_recipe(config)
+    if resume and recipe_path is None:
+        from astrotf.runs import load_run
+
+        # continue with the run's own settings; options given now still override them
+        return from_dict(load_run(out)["recipe"], str(out / "run.json"))
+    return load(recipe_path or _resolve_recipe(default))
+
+
+def _common_overrides(paired, batch_size, tile, seed, epochs, steps_per_epoch, lr, ema, precision) -> dict:
+    mode = None if paired is None else ("paired" if paired else "clean-only")
+    return dict(data__mode=mode, data__batch_size=batch_size, data__tile=tile, data__seed=seed,
+                data__noise="none" if paired else None, train__epochs=epochs,
+                train__steps_per_epoch=steps_per_epoch, train__lr=lr, train__seed=seed, train__ema=ema,
+                train__precision=precision)
+
+
+def _check_data_and_init(data, resume, init):
+    """``--data`` present and a folder; ``--init`` as a path (a shipped model's name resolved)."""
+    if not resume and data is None:
+        raise AstroTFError("--data is required to start a training run (or pass --resume)")
+    if data is not None and not data.is_dir():
+        raise AstroTFError(f"{data}: data folder does not exist (--data)")
+    if init is not None and not Path(init).exists():
+        from astrotf.backends import resolve_model_path
+
+        init = resolve_model_path(init)  # a shipped model's name
+    return init
+
+
+def _run(trainer, recipe, data, out, resume, quiet, strategy, init) -> dict:
+    from astrotf.runs import TrainingInterrupted
+
+    try:
+        return trainer(recipe, data, out, resume=resume, verbose=2 if quiet else 1, strategy=strategy, init=init)
+    except TrainingInterrupted as stop:
+        click.echo(f"Interrupted: {stop}", err=True)
+        sys.exit(130)
+
+
 @train.command("resunet")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path),
-              help="Folder of training images: DIR/clean (+ DIR/noisy with --paired), or images directly.")
-@click.option("--paired/--clean-only", "paired", default=None,
-              help="Aligned DIR/noisy + DIR/clean pairs, or clean images with synthetic noise. [recipe]")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory, e.g. runs/NAME (checkpoints, logs, previews).")
+@_data_and_run_options
 @click.option("--config", "config", metavar="TOML",
               help="Recipe: a pipelines/*.toml file or its name (resunet-rgb, resunet-mono-linear). "
                    "[default: resunet-rgb]")
-@click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs. [recipe: 50]")
-@click.option("--steps-per-epoch", type=click.IntRange(min=1), help="Training steps per epoch. [recipe: 200]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per batch. [recipe: 8]")
-@click.option("--tile", type=click.IntRange(min=8), help="Tile size in px. [recipe: 256]")
 @click.option("--space-to-depth", type=click.Choice(["1", "2", "4"]),
               help="Fold B x B pixel blocks into channels before the U-Net: 2 runs it at half resolution, "
                    "several times faster. [recipe: 1]")
-@click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
-              help="Peak learning rate of Adam. [recipe: 1e-4]")
-@click.option("--seed", type=int, help="Seed of data split, crops, noise and weights. [recipe: 0]")
-@click.option("--ema", type=click.FloatRange(min=0, max=1, max_open=True),
-              help="Decay of a moving average of the weights, validated and saved instead of them "
-                   "(0.999: about the last thousand steps; 0: none). [recipe: 0]")
-@click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16", "mixed_float16"]),
-              help="Keras dtype policy; auto = mixed_bfloat16 where the hardware has native bfloat16 "
-                   "(GPU, AVX512-BF16/AMX CPU), else float32. [recipe: auto]")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--init", "init", metavar="MODEL",
-              help="Start from the weights of a trained model of the same architecture: a shipped model's name "
-                   "(resunet-rgb), a model folder, a .keras file or a run (fine-tuning on your own data).")
-@click.option("--strategy", type=click.Choice(["default", "mirrored", "multiworker"]), default="default",
-              show_default=True,
-              help="tf.distribute: one device; all GPUs of this machine; or the machines of TF_CONFIG. "
-                   "--batch-size is the global batch. Checkpoints work across strategies.")
-@click.option("-q", "--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
 @friendly_errors
 def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size, tile, space_to_depth, lr, seed,
                   ema, precision, resume, init, strategy, quiet):
@@ -67,45 +120,48 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
     """
     from astrotf.config import DEFAULT_RESUNET_RECIPE, load_recipe, override, recipe_from_dict
 
-    # the recipe is validated before TensorFlow is imported: a typo answers at once
-    recipe_path = _resolve_recipe(config)
-    if resume and recipe_path is None:
-        from astrotf.runs import load_run
+    recipe = _load_recipe(config, resume, out, DEFAULT_RESUNET_RECIPE, load_recipe, recipe_from_dict)
+    recipe = override(recipe, model__space_to_depth=None if space_to_depth is None else int(space_to_depth),
+                      **_common_overrides(paired, batch_size, tile, seed, epochs, steps_per_epoch, lr, ema, precision))
+    init = _check_data_and_init(data, resume, init)
 
-        # continue with the run's own settings; options given now still override them
-        recipe = recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))
-    else:
-        recipe = load_recipe(recipe_path or _resolve_recipe(DEFAULT_RESUNET_RECIPE))
-    mode = None if paired is None else ("paired" if paired else "clean-only")
-    recipe = override(
-        recipe, model__space_to_depth=None if space_to_depth is None else int(space_to_depth),
-        data__mode=mode, data__batch_size=batch_size, data__tile=tile, data__seed=seed,
-        data__noise="none" if paired else None,
-        train__epochs=epochs, train__steps_per_epoch=steps_per_epoch, train__lr=lr, train__seed=seed,
-        train__ema=ema, train__precision=precision,
-    )
-    if not resume and data is None:
-        raise AstroTFError("--data is required to start a training run (or pass --resume)")
-    if data is not None and not data.is_dir():
-        raise AstroTFError(f"{data}: data folder does not exist (--data)")
-
-    if init is not None and not Path(init).exists():
-        from astrotf.backends import resolve_model_path
-
-        init = resolve_model_path(init)  # a shipped model's name
-
-    from astrotf.runs import TrainingInterrupted
     from astrotf.train import train as run_training
 
-    try:
-        state = run_training(recipe, data, out, resume=resume, verbose=2 if quiet else 1, strategy=strategy,
-                             init=init)
-    except TrainingInterrupted as stop:
-        click.echo(f"Interrupted: {stop}", err=True)
-        sys.exit(130)
+    state = _run(run_training, recipe, data, out, resume, quiet, strategy, init)
     click.echo(f"Finished {state['epoch']} epoch(s), {state['step']} steps, best validation loss "
                f"{state['best_val_loss']:.5f}; model: {Path(out) / 'model_best.keras'}")
 
+
+@train.command("pix2pix")
+@_data_and_run_options
+@click.option("--config", "config", metavar="TOML",
+              help="Recipe: a pipelines/*.toml file or its name (pix2pix-rgb, pix2pix-rgb-small). "
+                   "[default: pix2pix-rgb]")
+@click.option("--reconstruction", type=click.Choice(["l1", "astropics"]),
+              help="The generator's reconstruction term: the paper's L1, or the composite star-aware loss of "
+                   "the recipe's [loss]. [recipe: l1]")
+@click.option("--l1-weight", type=click.FloatRange(min=0, min_open=True),
+              help="Weight of the reconstruction term against the adversarial one (lambda). [recipe: 100]")
+@friendly_errors
+def train_pix2pix_command(data, paired, out, config, reconstruction, l1_weight, epochs, steps_per_epoch, batch_size,
+                          tile, lr, seed, ema, precision, resume, init, strategy, quiet):
+    """Train the enhanced Pix2Pix (a GAN: generator + PatchGAN discriminator) on a data folder.
+
+    The same tiles as train resunet; the generator is what is saved, exported and denoises. Stop
+    with Ctrl-C at any time: both networks are checkpointed and continue with --resume.
+    """
+    from astrotf.config import DEFAULT_PIX2PIX_RECIPE, load_pix2pix_recipe, override, pix2pix_recipe_from_dict
+
+    recipe = _load_recipe(config, resume, out, DEFAULT_PIX2PIX_RECIPE, load_pix2pix_recipe, pix2pix_recipe_from_dict)
+    recipe = override(recipe, gan__reconstruction=reconstruction, gan__l1_weight=l1_weight,
+                      **_common_overrides(paired, batch_size, tile, seed, epochs, steps_per_epoch, lr, ema, precision))
+    init = _check_data_and_init(data, resume, init)
+
+    from astrotf.train import train_pix2pix
+
+    state = _run(train_pix2pix, recipe, data, out, resume, quiet, strategy, init)
+    click.echo(f"Finished {state['epoch']} epoch(s), {state['step']} steps, best validation reconstruction loss "
+               f"{state['best_val_loss']:.5f}; generator: {Path(out) / 'model_best.keras'}")
 
 
 @train.command("self2self")

@@ -3,6 +3,9 @@
 Importing this package never imports TensorFlow or Keras, so the CLI validates a
 recipe in a fraction of a second before the slow imports.
 
+A Pix2Pix recipe (:class:`Pix2PixRecipe`) has a ResUNet recipe's tables plus
+``[discriminator]`` (:class:`DiscriminatorConfig`) and ``[gan]`` (:class:`AdversarialConfig`).
+
 A ResUNet recipe (:class:`Recipe`) has four tables, one per stage: ``[model]``
 (:class:`ModelConfig`), ``[data]`` (:class:`DataConfig`, with ``[data.astropics]``,
 ``[data.physical]``, ``[data.star_mask]``), ``[loss]`` (:class:`LossConfig`) and
@@ -23,9 +26,11 @@ import typing
 from pathlib import Path
 
 from astrotf.config.data import AstroPicsNoiseConfig, DataConfig, PhysicalNoiseConfig, StarMaskConfig
+from astrotf.config.gan import AdversarialConfig, DiscriminatorConfig
 from astrotf.config.model import ModelConfig, Self2SelfModelConfig
 from astrotf.config.training import PRECISIONS, LossConfig, Self2SelfTrainConfig, TrainConfig, resolve_precision
 from astrotf.errors import AstroTFError
+from astrotf.models import registry
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -33,10 +38,10 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "PIPELINES", "PRECISIONS", "AstroPicsNoiseConfig", "DataConfig", "LossConfig", "ModelConfig",
-    "PhysicalNoiseConfig", "Recipe", "Self2SelfModelConfig", "Self2SelfRecipe", "Self2SelfTrainConfig",
-    "StarMaskConfig", "TrainConfig", "load_recipe", "load_self2self_recipe", "override", "read_toml",
-    "recipe_from_dict", "resolve_precision", "resolve_recipe_path", "self2self_recipe_from_dict",
+    "PIPELINES", "PRECISIONS", "AdversarialConfig", "AstroPicsNoiseConfig", "DataConfig", "DiscriminatorConfig",
+    "LossConfig", "ModelConfig", "PhysicalNoiseConfig", "Pix2PixRecipe", "Recipe", "Self2SelfModelConfig", "Self2SelfRecipe", "Self2SelfTrainConfig",
+    "StarMaskConfig", "TrainConfig", "load_recipe", "load_pix2pix_recipe", "load_self2self_recipe", "override",
+    "pix2pix_recipe_from_dict", "read_toml", "recipe_from_dict", "resolve_precision", "resolve_recipe_path", "self2self_recipe_from_dict",
 ]
 
 #: The recipes shipped with astrotf.
@@ -44,6 +49,9 @@ PIPELINES = Path(__file__).resolve().parent.parent / "pipelines"
 
 #: The recipe of ``astrotf train resunet`` without ``--config``.
 DEFAULT_RESUNET_RECIPE = "resunet-rgb"
+
+#: The recipe of ``astrotf train pix2pix`` without ``--config``.
+DEFAULT_PIX2PIX_RECIPE = "pix2pix-rgb"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +77,53 @@ class Self2SelfRecipe:
 
     def to_dict(self) -> dict:
         """Nested dicts, as in a recipe file (the ``[model]`` table flat)."""
+        return {f.name: _table(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pix2PixRecipe:
+    """``pipelines/pix2pix-*.toml``: a ResUNet recipe's tables, ``[discriminator]`` and ``[gan]`` (Xu §3).
+
+    ``[model]`` is the generator: the enhanced Pix2Pix generator by default, or any other
+    single-input denoiser of the registry (a ResUNet trained adversarially). ``[loss]`` is used with
+    ``[gan] reconstruction = "astropics"`` only.
+
+    Raises
+    ------
+    AstroTFError
+        A generator that is not a single-input denoiser, channels that differ between the
+        generator, the discriminator and the data, or a discriminator whose patch does not fit
+        in the tile.
+    """
+
+    model: ModelConfig = ModelConfig(name="pix2pix")
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    data: DataConfig = DataConfig()
+    loss: LossConfig = LossConfig()
+    gan: AdversarialConfig = AdversarialConfig()
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        args = self.model.kwargs()
+        if self.model.name == "self2self" or args.get("noise_map"):
+            setting = "name = 'self2self'" if self.model.name == "self2self" else "noise_map = true"
+            raise AstroTFError(f"[model] {setting}: the GAN trainer takes single-input denoisers "
+                               "(pix2pix, resunet, nafnet)")
+        channels = args.get("channels", (registry.constructor_arguments(self.model.name) or {}).get("channels"))
+        if "channels" not in self.discriminator.arguments:  # the discriminator sees the generator's images
+            object.__setattr__(self, "discriminator", self.discriminator.replace(channels=channels))
+        d_channels = self.discriminator.arguments["channels"]
+        if not channels == d_channels == self.data.channels:
+            raise AstroTFError(f"[model] channels = {channels}, [discriminator] channels = {d_channels} and "
+                               f"[data] channels = {self.data.channels} must be equal")
+        field = self.discriminator.receptive_field()
+        if field is not None and field > self.data.tile:
+            n_layers = self.discriminator.arguments.get("n_layers", 3)
+            raise AstroTFError(f"[discriminator] n_layers = {n_layers} judges {field} px patches, larger than the "
+                               f"{self.data.tile} px tile ([data] tile / --tile); lower n_layers or raise the tile")
+
+    def to_dict(self) -> dict:
+        """Nested dicts, as in a recipe file (the ``[model]`` and ``[discriminator]`` tables flat)."""
         return {f.name: _table(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
@@ -103,6 +158,16 @@ def _build(cls, values: dict, where: str):
 def recipe_from_dict(values: dict, source: str = "recipe") -> Recipe:
     """Build a validated :class:`Recipe` from nested dicts (TOML or a run's ``run.json``)."""
     return _build(Recipe, values, source)
+
+
+def pix2pix_recipe_from_dict(values: dict, source: str = "recipe") -> Pix2PixRecipe:
+    """Build a validated :class:`Pix2PixRecipe`; unknown keys are errors naming ``source``."""
+    return _build(Pix2PixRecipe, values, source)
+
+
+def load_pix2pix_recipe(path: str | os.PathLike) -> Pix2PixRecipe:
+    """Read a Pix2Pix recipe (TOML). Raises AstroTFError naming the file."""
+    return pix2pix_recipe_from_dict(read_toml(path), str(path))
 
 
 def self2self_recipe_from_dict(values: dict, source: str = "recipe") -> Self2SelfRecipe:
@@ -157,8 +222,8 @@ def resolve_recipe_path(config: str | None) -> Path | None:
 def override(recipe, **changes):
     """Apply CLI overrides given as ``section__field=value`` (``None`` values are ignored).
 
-    Works on :class:`Recipe` and :class:`Self2SelfRecipe`; ``model__x`` changes the
-    model's constructor argument ``x``.
+    Works on :class:`Recipe`, :class:`Pix2PixRecipe` and :class:`Self2SelfRecipe`; ``model__x``
+    changes the model's constructor argument ``x``.
 
     Raises
     ------
@@ -180,4 +245,4 @@ def override(recipe, **changes):
                 updated[section] = dataclasses.replace(config, **fields)
         except ValueError as err:
             raise AstroTFError(f"bad option value: {err}") from None
-    return dataclasses.replace(recipe, **updated)
+    return dataclasses.replace(recipe, **updated)  # a recipe's own checks raise AstroTFError

@@ -108,9 +108,11 @@ class ModelConfig:
 
     #: Arguments that may be None in the recipe (filled in by the trainer).
     optional = ()
+    #: The registry table ``name`` is looked up in.
+    choices = registry.MODELS
 
     def __post_init__(self):
-        registry.check_name(self.name)
+        registry.check_name(self.name, self.choices)
         object.__setattr__(self, "arguments", dict(self.arguments))
         check_arguments(self.name, self.arguments, self.optional)
 

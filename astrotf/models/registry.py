@@ -24,6 +24,13 @@ MODELS = {
     "resunet": "astrotf.models.resunet:ResUNet",
     "nafnet": "astrotf.models.nafnet:NAFNet",
     "self2self": "astrotf.models.self2self:Self2Self",
+    "pix2pix": "astrotf.models.pix2pix:Pix2PixGenerator",
+}
+
+#: Discriminators of the GAN trainer (``[discriminator]`` of a Pix2Pix recipe): not denoisers, so
+#: not in :data:`MODELS`, but looked up, checked and built the same way.
+DISCRIMINATORS = {
+    "patchgan": "astrotf.models.patchgan:PatchGANDiscriminator",
 }
 
 #: Constructor keyword arguments that are not settings of the architecture.
@@ -33,17 +40,23 @@ NOT_SETTINGS = ("self", "name", "dtype", "trainable", "kwargs")
 UNKNOWN = object()
 
 
-def check_name(name: str) -> None:
-    """Raise ``ValueError`` naming the choices if ``name`` is not a registered model."""
-    if name not in MODELS:
-        msg = f"`name` must be one of {sorted(MODELS)}. Received: name={name!r}"
+def check_name(name: str, choices: dict | None = None) -> None:
+    """Raise ``ValueError`` naming the choices if ``name`` is not in ``choices`` (default :data:`MODELS`)."""
+    choices = MODELS if choices is None else choices
+    if name not in choices:
+        msg = f"`name` must be one of {sorted(choices)}. Received: name={name!r}"
         raise ValueError(msg)
 
 
+def _target(name: str) -> str:
+    """``"module:Class"`` of a registered model or discriminator."""
+    check_name(name, {**MODELS, **DISCRIMINATORS})
+    return {**MODELS, **DISCRIMINATORS}[name]
+
+
 def model_class(name: str) -> type:
-    """The model class registered as ``name`` (imports it, and so TensorFlow)."""
-    check_name(name)
-    module, cls = MODELS[name].split(":")
+    """The model (or discriminator) class registered as ``name`` (imports it, and so TensorFlow)."""
+    module, cls = _target(name).split(":")
     return getattr(importlib.import_module(module), cls)
 
 
@@ -63,8 +76,7 @@ def constructor_arguments(name: str) -> dict | None:
         the argument has none), without :data:`NOT_SETTINGS`; None if the source has no
         explicit ``__init__`` (then only :func:`resolve_arguments` can check).
     """
-    check_name(name)
-    module, cls = MODELS[name].split(":")
+    module, cls = _target(name).split(":")
     spec = importlib.util.find_spec(module)
     if spec is None or spec.origin is None or not os.path.isfile(spec.origin):
         return None

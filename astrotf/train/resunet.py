@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from astrotf import runs
-from astrotf.config import Recipe, TrainConfig, recipe_from_dict, resolve_precision
+from astrotf.config import ModelConfig, Recipe, TrainConfig, recipe_from_dict, resolve_precision
 from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,12 @@ def learning_rate(tcfg: TrainConfig):
         warmup_target=tcfg.lr if warmup else None, warmup_steps=warmup)
 
 
-def build_optimizer(tcfg: TrainConfig, precision: str, variables):
+def build_optimizer(tcfg: TrainConfig, precision: str, variables, beta_1: float = 0.9):
     """Adam with :func:`learning_rate` and ``clip_norm``, loss-scaled under ``mixed_float16``, built for ``variables``."""
     import keras
 
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(tcfg), global_clipnorm=tcfg.clip_norm)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate(tcfg), beta_1=beta_1,
+                                      global_clipnorm=tcfg.clip_norm)
     if precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     optimizer.build(variables)
@@ -80,9 +81,15 @@ def initialise_from(model, init: str | os.PathLike, recipe: Recipe) -> dict:
     def plain(value):  # a recipe's TOML list and a Keras config's list or tuple compare alike
         return tuple(value) if isinstance(value, (list, tuple)) else value
 
+    from astrotf.models.registry import model_class
+
+    expected = model_class(recipe.model.name).__name__
+    if type(base).__name__ != expected:
+        raise AstroTFError(f"{source}: is a {type(base).__name__}, the recipe's model is {recipe.model.name} "
+                           f"({expected}); --init needs the same model")
     wanted = {k: plain(v) for k, v in recipe.model.kwargs().items()}
     have = {k: plain(base.get_config().get(k)) for k in wanted}
-    if type(base).__name__.lower() != recipe.model.name or have != wanted:
+    if have != wanted:
         raise AstroTFError(f"{source}: its architecture {type(base).__name__} {have} differs from the recipe's "
                            f"{recipe.model.name} {wanted} (--init needs the same model)")
     model.set_weights(base.get_weights())
@@ -90,17 +97,28 @@ def initialise_from(model, init: str | os.PathLike, recipe: Recipe) -> dict:
     return runs.init_provenance(source)
 
 
+def _models(recipe) -> dict:
+    """The recipe's model tables (``model``; a GAN's ``discriminator`` too) by field name."""
+    return {f.name: getattr(recipe, f.name) for f in dataclasses.fields(recipe)
+            if isinstance(getattr(recipe, f.name), ModelConfig)}
+
+
 def _resolved(recipe: Recipe, where: str) -> Recipe:
-    """``recipe`` with every constructor argument of its model spelled out (checks them against the class)."""
-    try:
-        return dataclasses.replace(recipe, model=recipe.model.resolved())
-    except (TypeError, ValueError) as err:
-        raise AstroTFError(f"{where}: [model] {err}") from None
+    """``recipe`` with every constructor argument of its models spelled out (checks them against the classes)."""
+    resolved = {}
+    for field, config in _models(recipe).items():
+        try:
+            resolved[field] = config.resolved()
+        except (TypeError, ValueError) as err:
+            raise AstroTFError(f"{where}: [{field}] {err}") from None
+    return dataclasses.replace(recipe, **resolved)
 
 
-def run_recipe(recipe: Recipe, record: runs.RunRecord, data_dir, init) -> tuple[Recipe, Path]:
-    """The recipe and data folder of the run: on resume the model must be the run's, and a changed
-    recipe opens a new phase (the earlier steps' settings are kept in ``run.json``)."""
+def run_recipe(recipe: Recipe, record: runs.RunRecord, data_dir, init,
+               from_dict=recipe_from_dict) -> tuple[Recipe, Path]:
+    """The recipe and data folder of the run: on resume the models must be the run's, and a changed
+    recipe opens a new phase (the earlier steps' settings are kept in ``run.json``). ``from_dict``
+    reads the run's recorded recipe (:func:`astrotf.config.recipe_from_dict` or a GAN's)."""
     if record.resume and init is not None:
         raise AstroTFError("--init starts a new run; it cannot be combined with --resume")
     if not record.resume and data_dir is None:
@@ -109,9 +127,11 @@ def run_recipe(recipe: Recipe, record: runs.RunRecord, data_dir, init) -> tuple[
     state = record.state
     if not record.resume:
         return recipe, Path(data_dir)
-    saved = _resolved(recipe_from_dict(state["recipe"], str(record.dir / runs.RUN_FILE)), str(record.path))
-    if saved.model != recipe.model:
-        raise AstroTFError(f"{record.dir}: the run's model is {saved.model}, the recipe asks for {recipe.model}")
+    saved = _resolved(from_dict(state["recipe"], str(record.dir / runs.RUN_FILE)), str(record.path))
+    for field, config in _models(recipe).items():
+        if getattr(saved, field) != config:
+            raise AstroTFError(f"{record.dir}: the run's {field} is {getattr(saved, field)}, the recipe asks for "
+                               f"{config}")
     if saved != recipe:  # e.g. a fine-tuning phase: keep what the earlier steps were trained with
         state.setdefault("phases", []).append({"until_step": state.get("step"), "recipe": state["recipe"]})
     return recipe, Path(data_dir or state["data"]["data_dir"])
@@ -139,6 +159,8 @@ class Session:
     verbose: int
     linear: bool
     ema: object = None
+    #: The command that trains it, for the "continue with" hint after Ctrl-C.
+    command: str = "astrotf train resunet"
 
     def step(self) -> int:
         """Optimisation steps done (the optimizer's counter, restored on resume)."""
@@ -315,15 +337,15 @@ def run_epochs(session: Session) -> None:
                     end_epoch(session, epoch, step, sums, n_train, val, first)
                 session.save("running")  # the trained weights (and the averages) go to the checkpoint
         except KeyboardInterrupt:
-            raise session.record.interrupted(session.step(), f"astrotf train {session.recipe.model.name}",
-                                             **session.counters()) from None
+            raise session.record.interrupted(session.step(), session.command, **session.counters()) from None
         finally:
             for w in session.writers.values():
                 w.close()
 
 
 # ----------------------------------------------------------------------------- the run
-def _check_replicas(recipe: Recipe, strategy: str, replicas: int) -> None:
+def check_replicas(recipe: Recipe, strategy: str, replicas: int) -> None:
+    """Refuse a global batch that does not split evenly over the strategy's replicas."""
     if recipe.data.batch_size % replicas:
         raise AstroTFError(f"--batch-size {recipe.data.batch_size} (the global batch) must be a multiple of the "
                            f"{replicas} replicas of --strategy {strategy}")
@@ -354,7 +376,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
     precision = resolve_precision(tcfg.precision, bool(tf.config.list_physical_devices("GPU")))
     log.info("precision: %s", precision)
     keras.utils.set_random_seed(tcfg.seed)
-    _check_replicas(recipe, strategy, distribution.num_replicas_in_sync)
+    check_replicas(recipe, strategy, distribution.num_replicas_in_sync)
     with distribution.scope():  # model, optimizer and counters live on the strategy's devices
         model = _build_model(recipe, precision)
         init_record = initialise_from(model, init, recipe) if init is not None else record.state.get("init")
@@ -422,19 +444,28 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
         Bad data, model arguments or run folder. :class:`astrotf.runs.TrainingInterrupted`
         after a clean Ctrl-C stop.
     """
+    return run_training(recipe, data_dir, run_dir, _build_session, recipe_from_dict, resume=resume,
+                        verbose=verbose, strategy=strategy, init=init)
+
+
+def run_training(recipe, data_dir, run_dir, build_session, from_dict, *, resume: bool, verbose: int,
+                 strategy: str, init) -> dict:
+    """The run of :func:`train` with a trainer's own ``build_session(recipe, record, out_dir, distribution,
+    strategy, init, verbose, samples) -> (Session, precision, init_record)``; ``from_dict`` reads
+    the recipe a resumed run recorded. Shared by the GAN trainer (:mod:`astrotf.train.pix2pix`)."""
     run_dir = Path(run_dir)
     is_chief, task_id = runs.worker_task() if strategy == "multiworker" else (True, 0)
     out_dir = run_dir if is_chief else run_dir / "workers" / f"worker-{task_id}"
     record = runs.RunRecord(run_dir, resume, out_dir)
-    recipe, data_dir = run_recipe(recipe, record, data_dir, init)  # checks the model before the data
+    recipe, data_dir = run_recipe(recipe, record, data_dir, init, from_dict)  # checks the models before the data
 
     from astrotf.data import pipeline
 
     samples = pipeline.prepare_samples(data_dir, recipe.data, out_dir / "cache")
     split = pipeline.split_samples(samples, recipe.data.val_fraction, recipe.data.seed)
     distribution = runs.make_strategy(strategy)  # before any other TensorFlow op
-    session, precision, init_record = _build_session(recipe, record, out_dir, distribution, strategy, init,
-                                                     verbose, split)
+    session, precision, init_record = build_session(recipe, record, out_dir, distribution, strategy, init,
+                                                    verbose, split)
     record.start(
         recipe=recipe.to_dict(),
         data={**runs.folder_provenance(data_dir, [s.name for s in samples]),
