@@ -13,6 +13,7 @@ import keras
 from keras import layers, ops
 
 from astrotf.constants import MAD_TO_SIGMA
+from astrotf.layers.blocks import CropLike
 
 
 def background_stats(x, floor: float = 1e-6):
@@ -114,3 +115,17 @@ def denoiser_inputs(channels: int, normalization: str, noise_map: bool):
     scaled = sigma if stats is None else NoiseNormalization(dtype="float32", name="normalize_sigma")(sigma, stats[1])
     body = layers.Concatenate(dtype="float32", name="condition")([x, scaled])
     return [image, sigma], x, body, stats
+
+
+def denoiser_output(correction, x, stats):
+    """The output section shared by the denoisers: the global residual in float32.
+
+    ``correction`` is cropped to ``x``'s size (the body ran on a padded frame), added to ``x``, and
+    with ``stats`` (from :func:`denoiser_inputs`) mapped back to the data's units.
+    """
+    correction = CropLike(dtype="float32", name="crop")(correction, x)
+    out = layers.Add(dtype="float32", name="residual")([x, correction])
+    if stats is not None:
+        out = Denormalization(dtype="float32", name="denormalize")(out, *stats)
+    return out
+

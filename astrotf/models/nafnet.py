@@ -28,9 +28,9 @@ from collections.abc import Sequence
 import keras
 from keras import layers
 
-from astrotf.layers.blocks import CropLike, DepthToSpace, PadToMultiple
+from astrotf.layers.blocks import DepthToSpace, PadToMultiple
 from astrotf.layers.nafnet_blocks import NAFBlock
-from astrotf.layers.normalization import Denormalization, denoiser_inputs
+from astrotf.layers.normalization import denoiser_inputs, denoiser_output
 
 NORMALIZATIONS = ("none", "background")
 
@@ -126,10 +126,7 @@ class NAFNet(keras.Model):
                 h = NAFBlock(filters, dtype=policy, name=f"dec{level}_{i}")(h)
         correction = layers.Conv2D(channels, 3, padding="same", kernel_initializer=head_initializer,
                                    dtype="float32", name="head")(h)
-        correction = CropLike(dtype="float32", name="crop")(correction, x)
-        out = layers.Add(dtype="float32", name="residual")([x, correction])
-        if stats is not None:
-            out = Denormalization(dtype="float32", name="denormalize")(out, *stats)
+        out = denoiser_output(correction, x, stats)
         super().__init__(inputs=inputs, outputs=out, **kwargs)
 
         # === Config ===

@@ -35,8 +35,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from astrotf.layers.blocks import CropLike, PadToMultiple, ResidualBlock
-from astrotf.layers.normalization import Denormalization, denoiser_inputs
+from astrotf.layers.blocks import PadToMultiple, ResidualBlock
+from astrotf.layers.normalization import denoiser_inputs, denoiser_output
 from astrotf.layers.pix2pix_blocks import InstanceNormalization, LayerNormResidualBlock, SelfAttention2D
 
 NORMALIZATIONS = ("none", "background")
@@ -131,10 +131,7 @@ class Pix2PixGenerator(keras.Model):
         h = layers.Concatenate(dtype=dtype, name="skip0")([h, skips[0]])
         correction = layers.Conv2DTranspose(channels, 4, strides=2, padding="same",
                                             kernel_initializer=head_initializer, dtype="float32", name="head")(h)
-        correction = CropLike(dtype="float32", name="crop")(correction, x)
-        out = layers.Add(dtype="float32", name="residual")([x, correction])
-        if stats is not None:
-            out = Denormalization(dtype="float32", name="denormalize")(out, *stats)
+        out = denoiser_output(correction, x, stats)
         super().__init__(inputs=inputs, outputs=out, **kwargs)
 
         # === Config ===

@@ -44,13 +44,12 @@ from keras import layers
 
 from astrotf.layers.blocks import (
     BilinearUpsample2x,
-    CropLike,
     DepthToSpace,
     PadToMultiple,
     ResidualBlock,
     SpaceToDepth,
 )
-from astrotf.layers.normalization import Denormalization, denoiser_inputs
+from astrotf.layers.normalization import denoiser_inputs, denoiser_output
 
 NORMALIZATIONS = ("none", "background")
 
@@ -147,10 +146,7 @@ class ResUNet(keras.Model):
                                    dtype="float32", name="head")(h)
         if space_to_depth > 1:
             correction = DepthToSpace(space_to_depth, dtype="float32", name="shuffle")(correction)
-        correction = CropLike(dtype="float32", name="crop")(correction, x)
-        out = layers.Add(dtype="float32", name="residual")([x, correction])
-        if stats is not None:
-            out = Denormalization(dtype="float32", name="denormalize")(out, *stats)
+        out = denoiser_output(correction, x, stats)
         super().__init__(inputs=inputs, outputs=out, **kwargs)
 
         # === Config ===
