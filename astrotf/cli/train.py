@@ -63,13 +63,14 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
                   ema, precision, resume, init, strategy, quiet):
     """Train an image-to-image denoiser: the AstroPics ResUNet, or the recipe's [model] (nafnet).
 
-    Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume.
+    Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume, which also
+    continues a run whose process was killed (from its last checkpoint).
     """
     from astrotf.config import DEFAULT_RESUNET_RECIPE, load_recipe, override, recipe_from_dict
 
     # the recipe is validated before TensorFlow is imported: a typo answers at once
     recipe_path = _resolve_recipe(config)
-    if resume and recipe_path is None:
+    if resume and recipe_path is None and (out / "run.json").is_file():
         from astrotf.runs import load_run
 
         # continue with the run's own settings; options given now still override them
@@ -86,6 +87,8 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
     )
     if not resume and data is None:
         raise AstroTFError("--data is required to start a training run (or pass --resume)")
+    if data is None and not (out / "run.json").is_file():
+        raise AstroTFError(f"{out}: no run to resume (no run.json); pass --data to start one")
     if data is not None and not data.is_dir():
         raise AstroTFError(f"{data}: data folder does not exist (--data)")
 
@@ -144,7 +147,9 @@ def train_self2self_command(image, out, config, steps, keep_prob, mask_block, pa
     if resume and init is not None:
         raise AstroTFError("--init starts a new run; it cannot be combined with --resume")
     recipe_path = _resolve_recipe(config)
-    if resume and recipe_path is None:
+    if resume and image is None and not (out / "run.json").is_file():
+        raise AstroTFError(f"{out}: no run to resume (no run.json); IMAGE is required to start one")
+    if resume and recipe_path is None and (out / "run.json").is_file():
         from astrotf.runs import load_run
 
         recipe = self2self_recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))

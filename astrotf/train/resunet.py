@@ -112,7 +112,7 @@ def run_recipe(recipe: Recipe, record: runs.RunRecord, data_dir, init) -> tuple[
     saved = _resolved(recipe_from_dict(state["recipe"], str(record.dir / runs.RUN_FILE)), str(record.path))
     if saved.model != recipe.model:
         raise AstroTFError(f"{record.dir}: the run's model is {saved.model}, the recipe asks for {recipe.model}")
-    if saved != recipe:  # e.g. a fine-tuning phase: keep what the earlier steps were trained with
+    if saved != recipe and state.get("step"):  # e.g. a fine-tuning phase: keep what the earlier steps were trained with
         state.setdefault("phases", []).append({"until_step": state.get("step"), "recipe": state["recipe"]})
     return recipe, Path(data_dir or state["data"]["data_dir"])
 
@@ -292,8 +292,8 @@ def end_epoch(session: Session, epoch: int, step: int, sums: dict, n_train: int,
         log.info("val_loss %.5f (best %.5f)", val["loss"], min(best, val["loss"]))
     if val["loss"] < best:
         session.best_var.assign(val["loss"])
-        session.model.save(out / "model_best.keras")
-    session.model.save(out / "model_last.keras")
+        runs.save_model(session.model, out / "model_best.keras")
+    runs.save_model(session.model, out / "model_last.keras")
 
 
 def evaluated_weights(session: Session):
@@ -357,6 +357,8 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
     _check_replicas(recipe, strategy, distribution.num_replicas_in_sync)
     with distribution.scope():  # model, optimizer and counters live on the strategy's devices
         model = _build_model(recipe, precision)
+        if init is None and record.resume_checkpoint() is None:  # a run killed before its first checkpoint
+            init = record.state.get("init_source")
         init_record = initialise_from(model, init, recipe) if init is not None else record.state.get("init")
         optimizer = build_optimizer(tcfg, precision, model.trainable_variables)
         loss_fn = AstroPicsLoss(recipe.loss)
@@ -370,6 +372,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
             ema = WeightAverage(model, tcfg.ema)  # from the initial (or --init) weights
     trackables = {"ema": ema} if ema is not None else {}
     record.attach(model=model, optimizer=optimizer, epoch=epoch_var, best_val_loss=best_var, **trackables)
+    runs.trim_history(out_dir / "history.csv", "epoch", int(runs.scalar(epoch_var)))
     train_step, eval_step = make_steps(model, optimizer, loss_fn, distribution, linear, ema)
     val_ds = pipeline.make_dataset(samples[1], recipe.data, training=False)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -427,6 +430,8 @@ def train(recipe: Recipe, data_dir: str | os.PathLike | None, run_dir: str | os.
     out_dir = run_dir if is_chief else run_dir / "workers" / f"worker-{task_id}"
     record = runs.RunRecord(run_dir, resume, out_dir)
     recipe, data_dir = run_recipe(recipe, record, data_dir, init)  # checks the model before the data
+    record.begin(recipe=recipe.to_dict(), data={"data_dir": str(data_dir)},
+                 init_source=str(Path(init).resolve()) if init is not None else None)
 
     from astrotf.data import pipeline
 
