@@ -242,6 +242,8 @@ def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow",
     if backend not in BACKENDS:
         raise AstroTFError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
     path = resolve_model_path(name_or_path)
+    if (path / ".installing").is_file():  # astrotf.export.INSTALLING
+        raise AstroTFError(f"{path}: an export into this folder was interrupted; run it again with --force")
     metadata = find_metadata(path)
     if "data_domain" not in metadata and precision == "auto":
         domain = _keras_domain(path)
