@@ -155,6 +155,22 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     raise AstroTFError(f"{name_or_path}: no such model file or folder; shipped models: {', '.join(names) or 'none'}")
 
 
+def file_in_folder(folder: Path, name: str, what: str) -> Path:
+    """``folder / name`` for a file that a model folder's ``metadata.json`` names.
+
+    Raises
+    ------
+    AstroTFError
+        If ``name`` is not a plain relative name inside ``folder`` (``..``, an absolute path, a
+        symbolic link leading out): a model folder cannot make astrotf open files elsewhere.
+    """
+    candidate = folder / str(name)
+    inside = folder.resolve()
+    if Path(str(name)).is_absolute() or inside not in candidate.resolve().parents:
+        raise AstroTFError(f"{folder / 'metadata.json'}: {what} {name!r} points outside the model folder")
+    return candidate
+
+
 def find_metadata(path: Path) -> dict:
     for candidate in (path / "metadata.json", path.parent / "metadata.json",
                       path.with_suffix(".json"), path.parent.parent / "metadata.json"):
