@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -269,9 +270,10 @@ def validate(session: Session, stop_requested) -> tuple[dict, list]:
 
 
 def history_row(epoch: int, step: int, sums: dict, n_train: int, val: dict, lr: float) -> dict:
-    """The ``history.csv`` row of an epoch (1-based): mean train terms over its ``n_train`` steps, validation terms."""
+    """The ``history.csv`` row of an epoch (1-based): mean train terms over its ``n_train`` steps (NaN when
+    they all ran before the checkpoint the run resumed from), validation terms."""
     n_train = max(n_train, 1)
-    return {"epoch": epoch, "step": step, **{f"train_{k}": v / n_train for k, v in sums.items()},
+    return {"epoch": epoch, "step": step, **{f"train_{k}": sums.get(k, math.nan) / n_train for k in sums or val},
             **{f"val_{k}": v for k, v in val.items()}, "lr": lr}
 
 
