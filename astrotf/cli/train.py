@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from astrotf.cli._common import friendly_errors
+from astrotf.cli._common import friendly_errors, unsafe_model_option
 from astrotf.errors import AstroTFError
 
 
@@ -58,6 +58,7 @@ def _resolve_recipe(config: str | None) -> Path | None:
               help="tf.distribute: one device; all GPUs of this machine; or the machines of TF_CONFIG. "
                    "--batch-size is the global batch. Checkpoints work across strategies.")
 @click.option("-q", "--quiet", is_flag=True, help="One line per epoch instead of a progress bar.")
+@unsafe_model_option
 @friendly_errors
 def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size, tile, space_to_depth, lr, seed,
                   ema, precision, resume, init, strategy, quiet):
@@ -130,6 +131,7 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
               help="Fine-tune from a Self2Self run, exported model folder or .keras file (keeps its normalisation).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("-q", "--quiet", is_flag=True, help="Log lines instead of a progress bar.")
+@unsafe_model_option
 @friendly_errors
 def train_self2self_command(image, out, config, steps, keep_prob, mask_block, patch, batch_size, lr, seed, init,
                             resume, quiet):

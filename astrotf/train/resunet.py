@@ -69,13 +69,13 @@ def build_optimizer(tcfg: TrainConfig, precision: str, variables):
 
 def initialise_from(model, init: str | os.PathLike, recipe: Recipe) -> dict:
     """Copy the weights of the model at ``init`` into ``model`` (same architecture); return its provenance."""
-    import keras
-
-    import astrotf.models.registered  # noqa: F401  (registers the custom classes)
+    from astrotf.models.registry import load_model
 
     source = runs.init_model_file(init)
     try:
-        base = keras.saving.load_model(source, compile=False)
+        base = load_model(source)  # in Keras' safe mode unless --unsafe-model
+    except AstroTFError:
+        raise
     except Exception as err:  # keras raises many types for a bad archive
         raise AstroTFError(f"{source}: cannot be loaded as a Keras model ({str(err).splitlines()[0]})") from None
     def plain(value):  # a recipe's TOML list and a Keras config's list or tuple compare alike
