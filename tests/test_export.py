@@ -30,6 +30,15 @@ def fake_run(tmp_path, **model_kwargs):
     return run, model
 
 
+def two_runs(tmp_path):
+    """Two fake runs of different widths (base 4 and 6): ``(first, second, second's model)``."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, _ = fake_run(tmp_path / "a")
+    second, model2 = fake_run(tmp_path / "b", base_filters=6)
+    return first, second, model2
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
@@ -96,10 +105,7 @@ def test_export_refuses_to_overwrite(exported, tmp_path):
 def test_a_new_version_goes_beside_the_others_and_force_replaces_only_it(tmp_path):
     from astrotf.export import VERSION_FILES
 
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first, _ = fake_run(tmp_path / "a")
-    second, model2 = fake_run(tmp_path / "b", base_filters=6)
+    first, second, model2 = two_runs(tmp_path)
     out = tmp_path / "models" / "m"
     export_run(first, out, formats=("savedmodel", "onnx"))
     v1 = (out / "1" / "saved_model.pb").read_bytes()

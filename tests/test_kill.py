@@ -105,12 +105,9 @@ def test_batch_killed_between_files_completes_with_skip_existing(tmp_path):
 
 def test_export_killed_before_switching_the_top_level_keeps_version_1_and_force_finishes(tmp_path):
     from astrotf.export import VERSION_FILES, export_run
-    from tests.test_export import fake_run
+    from tests.test_export import two_runs
 
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first, _ = fake_run(tmp_path / "a")
-    second, _ = fake_run(tmp_path / "b", base_filters=6)
+    first, second, _ = two_runs(tmp_path)
     out = tmp_path / "models" / "m"
     export_run(first, out)
     v1 = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
