@@ -10,7 +10,8 @@ folder) is rewritten atomically afterwards, and the oldest checkpoints beyond th
 
 Resuming does not trust the state file: :func:`complete_checkpoints` lists every ``ckpt-N``
 whose index and shards are all present, newest first (a process killed between the
-renames and the state file still resumes from its newest checkpoint), and
+renames and the state file still resumes from its newest checkpoint; one killed while
+replacing a checkpoint of the same step resumes from the complete staged one), and
 :func:`unreadable` reads every tensor of one (checksums included) before it is restored.
 
 Importing this module does not import TensorFlow; the functions that need it do so.
@@ -29,26 +30,36 @@ log = logging.getLogger(__name__)
 #: How many of the newest checkpoints a run keeps.
 KEEP = 3
 STATE_FILE = "checkpoint"
-_SHARD = re.compile(r"^ckpt-(\d+)\.data-(\d+)-of-(\d+)$")
+_SHARD = re.compile(r"^(.+)\.data-(\d+)-of-(\d+)$")
 
 
-def complete_checkpoints(folder: str | os.PathLike) -> list[Path]:
-    """The checkpoint prefixes (``folder/ckpt-N``) whose index and every data shard exist, newest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    shards: dict[int, set[tuple[int, int]]] = {}
+def _complete_in(folder: Path) -> set[str]:
+    """Names of the checkpoint prefixes in ``folder`` whose index and every data shard exist."""
+    shards: dict[str, set[tuple[int, int]]] = {}
     indexed = set()
     for path in folder.iterdir():
         match = _SHARD.match(path.name)
         if match:
-            shards.setdefault(int(match[1]), set()).add((int(match[2]), int(match[3])))
-        elif path.name.startswith("ckpt-") and path.name.endswith(".index") and path.name[5:-6].isdigit():
-            indexed.add(int(path.name[5:-6]))
-    complete = [n for n in indexed
-                if (parts := shards.get(n)) and len({total for _, total in parts}) == 1
-                and {i for i, _ in parts} == set(range(next(iter(parts))[1]))]
-    return [folder / f"ckpt-{n}" for n in sorted(complete, reverse=True)]
+            shards.setdefault(match[1], set()).add((int(match[2]), int(match[3])))
+        elif path.name.endswith(".index"):
+            indexed.add(path.name[:-6])
+    return {name for name in indexed
+            if (parts := shards.get(name)) and len({total for _, total in parts}) == 1
+            and {i for i, _ in parts} == set(range(next(iter(parts))[1]))}
+
+
+def complete_checkpoints(folder: str | os.PathLike) -> list[Path]:
+    """The complete checkpoint prefixes of ``folder``, newest first: ``folder/ckpt-N``, or for a step
+    whose files were being moved into place when the process died, ``folder/.ckpt-N.partial/ckpt``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = {int(name[5:]): folder / name for name in _complete_in(folder) if re.fullmatch(r"ckpt-\d+", name)}
+    for staging in folder.glob(".ckpt-*.partial"):
+        number = staging.name[6:-8]
+        if number.isdigit() and int(number) not in found and staging.is_dir() and "ckpt" in _complete_in(staging):
+            found[int(number)] = staging / "ckpt"
+    return [found[n] for n in sorted(found, reverse=True)]
 
 
 def unreadable(prefix: str | os.PathLike) -> str | None:
@@ -112,12 +123,12 @@ def write(checkpoint, folder: str | os.PathLike, number: int, keep: int = KEEP) 
     checkpoint.save_counter.assign_add(1)  # as tf.train.Checkpoint.save does: restore() expects it
     checkpoint.write(str(staging / "ckpt"))
     prefix = folder / f"ckpt-{number}"
-    remove(prefix)  # one of the same number, written before a resume from an earlier one
+    remove(prefix)  # an earlier one of this step (killed from here on, the staged one is resumed from)
     staged = sorted(staging.iterdir(), key=lambda p: p.name.endswith(".index"))  # the index last
     for path in staged:
         os.replace(path, folder / (prefix.name + path.name[len("ckpt"):]))
     shutil.rmtree(staging, ignore_errors=True)
-    kept = complete_checkpoints(folder)
+    kept = [p for p in complete_checkpoints(folder) if p.parent == folder]
     write_state(folder, kept[:keep][::-1])
     for old in kept[keep:]:
         remove(old)

@@ -369,14 +369,14 @@ class RunRecord:
 
         ckpt = tf.train.Checkpoint(**trackables)
         self.checkpoint = ckpt
-        if self.out == self.dir:
-            checkpoints.remove_staging(self.out / CHECKPOINTS)
         prefix = self.resume_checkpoint()
         if prefix is not None:  # every worker resumes from the chief's
             ckpt.restore(str(prefix)).assert_existing_objects_matched()
             log.info("resumed from %s", prefix)
         elif self.resume:
             log.warning("%s: no checkpoint yet; starting from step 0", self.dir)
+        if self.out == self.dir:
+            checkpoints.remove_staging(self.out / CHECKPOINTS)
         return ckpt
 
     def start(self, **fields) -> None:

@@ -89,6 +89,20 @@ def test_a_checkpoint_killed_before_the_state_file_is_still_resumed(tmp_path):
     assert int(counter.numpy()) == 2 and not (folder / ".ckpt-3.partial").exists()
 
 
+def test_a_step_killed_while_replacing_its_checkpoint_resumes_from_the_staged_one(tmp_path):
+    import tensorflow as tf
+
+    folder = _saved_steps(tmp_path, [1, 2])
+    counter = tf.Variable(22)  # the same step saved again (end of the epoch) with new counters
+    staged = tf.train.Checkpoint(counter=counter)
+    staged.save_counter.assign_add(1)  # as checkpoints.write does
+    staged.write(str(folder / ".ckpt-2.partial" / "ckpt"))
+    checkpoints.remove(folder / "ckpt-2")  # killed after the old files went, before the new came in
+    counter.assign(0)
+    runs.RunRecord(tmp_path, resume=True).attach(counter=counter)
+    assert int(counter.numpy()) == 22 and not (folder / ".ckpt-2.partial").exists()
+
+
 @pytest.mark.parametrize("damage", ["truncated index", "missing shard", "truncated shard"])
 def test_a_damaged_checkpoint_is_never_restored_the_previous_one_is(tmp_path, caplog, damage):
     import tensorflow as tf
