@@ -392,6 +392,11 @@ def run(images: list[Path], options: InferOptions = InferOptions(), *, output: P
     """
     if manifest is None and out_dir is not None:
         manifest = out_dir / "astrotf-manifest.jsonl"
+    if out_dir is not None:
+        from astrotf.io import remove_stale_temporaries
+
+        if removed := remove_stale_temporaries(out_dir):
+            log.info("%s: removed %d temporary file(s) of killed runs", out_dir, removed)
     log_file = Manifest(manifest)
     models: dict = {}
     failures, skipped = [], 0
