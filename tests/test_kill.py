@@ -57,6 +57,8 @@ def test_training_killed_in_the_cache_and_between_a_checkpoint_and_its_state_fil
     assert state["status"] == "finished" and state["step"] == 4 and state["epoch"] == 2
     rows = (out / "history.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows] == ["epoch", "1", "2"]
+    assert not [p for p in (out / "cache").iterdir() if p.name.startswith(".")]
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
 def test_self2self_killed_between_checkpoint_and_state_file_resumes(tmp_path):

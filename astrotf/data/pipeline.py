@@ -128,6 +128,8 @@ def prepare_samples(data_dir, config: DataConfig, cache_dir: str | os.PathLike) 
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cache_dir.glob(".*.tmp-*"):  # left by a process killed while caching (one per run folder)
+        stale.unlink(missing_ok=True)
     samples = []
     for name, clean_path, noisy_path in find_images(data_dir, config.mode):
         cached = []
