@@ -8,7 +8,7 @@ a user would and checks the result:
 
 train   ``astrotf train resunet`` (2 epochs of 2 steps, a checkpoint every step); ``--resume`` must
         finish the run: status finished, step 4, one history row per epoch.
-batch   ``astrotf infer --out-dir`` on 6 frames; a rerun with ``--skip-existing`` must succeed, every
+batch   ``astrotf infer --out-dir`` on 12 frames; a rerun with ``--skip-existing`` must succeed, every
         output equal to an uninterrupted run's, every manifest line valid JSON, no temporary file left.
 export  ``astrotf export --version 2`` into a folder holding version 1; version 1 must stay whole
         (its SavedModel, and its files at the top level or in ``1/assets.extra/astrotf/``), and
@@ -37,6 +37,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = ("[model]\nchannels = 3\ndepth = 2\nbase_filters = 4\n[data]\nchannels = 3\ncrops_per_image = 2\n"
           "shuffle_buffer = 4\n[train]\ncheckpoint_every = 1\nwarmup_steps = 0\n")
+FRAMES = 12
 TINY = ["--tile", "32", "--batch-size", "2", "--steps-per-epoch", "2", "--precision", "float32", "-q"]
 
 
@@ -52,6 +53,14 @@ def astrotf(*args, kill_after: float | None = None) -> tuple[int, str]:
         proc.send_signal(signal.SIGKILL)
         output, _ = proc.communicate()
     return proc.returncode, output
+
+
+def python(code: str, *args) -> None:
+    """Run Python ``code`` with ``args`` in a child process (TensorFlow's start-up lines kept quiet)."""
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
 
 
 def timed(*args) -> float:
@@ -101,17 +110,16 @@ class Batch:
         self._save_model()
         rng = np.random.default_rng(0)
         self.inputs = []
-        for i in range(6):
+        for i in range(FRAMES):  # big enough that most kills land while files are being denoised
             self.inputs.append(work / "in" / f"f{i}.tif")
             self.inputs[-1].parent.mkdir(exist_ok=True)
-            tifffile.imwrite(self.inputs[-1], rng.integers(0, 65535, (96, 96, 3), np.uint16), photometric="rgb")
+            tifffile.imwrite(self.inputs[-1], rng.integers(0, 65535, (256, 256, 3), np.uint16), photometric="rgb")
         self.duration = timed(*self.command(work / "reference"))
 
     def _save_model(self):
         code = ("import keras, sys; from astrotf.models.resunet import ResUNet; keras.utils.set_random_seed(0); "
                 "ResUNet(channels=3, depth=2, base_filters=4, head_initializer='glorot_uniform').save(sys.argv[1])")
-        subprocess.run([sys.executable, "-c", code, str(self.model)], check=True, env={**os.environ,
-                       "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+        python(code, self.model)
 
     def command(self, out: Path) -> list:
         return ["infer", *self.inputs, "--out-dir", out, "--model", self.model, "--tile", "32", "-q"]
@@ -131,7 +139,7 @@ class Batch:
         except ValueError:
             return False, "a manifest line is not JSON"
         hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
-        ok = same and len(list(out.glob("*.tif"))) == 6 and not hidden
+        ok = same and len(list(out.glob("*.tif"))) == FRAMES and not hidden
         skipped = sum(r["status"] == "skipped" for r in lines)
         return ok, f"outputs {'identical' if same else 'DIFFER'}, {skipped} skipped on rerun, temporary files {hidden}"
 
@@ -157,8 +165,7 @@ class Export:
                 "recipe = {'model': {'name': 'resunet', 'channels': 3, 'depth': 2, 'base_filters': f}, "
                 "'data': {'tile': 32}, 'loss': {}, 'train': {}}; "
                 "(run / 'run.json').write_text(json.dumps({'recipe': recipe, 'step': 1, 'data': {}}))")
-        subprocess.run([sys.executable, "-c", code, str(run), str(filters)], check=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"})
+        python(code, run, filters)
         return run
 
     @staticmethod
@@ -199,6 +206,7 @@ def main(argv=None) -> int:
     failed = 0
     try:
         for name in args.scenarios:
+            (work / name).mkdir(parents=True)
             scenario = SCENARIOS[name](work / name)
             passed = 0
             for n in range(args.runs):
