@@ -166,19 +166,38 @@ def check_outputs(n_inputs: int, output: Path | None, out_dir: Path | None, skip
 class Manifest:
     """JSON lines, one per input, each appended by a single ``write`` to a file opened with
     ``O_APPEND``: a crash loses at most one line, and processes sharing the file never interleave
-    their lines. Without a ``path`` it writes nothing.
+    their lines. Without a ``path`` it writes nothing. A write that fails (a full disk) or is cut
+    short stops the manifest with one logged line; the batch goes on.
+
+    Raises
+    ------
+    AstroTFError
+        If the file cannot be opened (a read-only folder, say).
     """
 
     def __init__(self, path: Path | None):
-        self.fd = None
+        self.fd, self.path = None, path
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise AstroTFError(f"{path}: cannot write the manifest ({err.strerror or err})") from None
 
     def write(self, **record) -> None:
-        if self.fd is not None:
-            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
-            os.write(self.fd, (json.dumps(record, default=str) + "\n").encode("utf-8"))
+        if self.fd is None:
+            return
+        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **record}
+        line = (json.dumps(record, default=str) + "\n").encode("utf-8")
+        try:
+            written = os.write(self.fd, line)
+        except OSError as err:
+            written, reason = -1, err.strerror or str(err)
+        else:
+            reason = "disk full: its last line is cut short"
+        if written != len(line):
+            log.warning("%s: manifest stopped (%s)", self.path, reason)
+            self.close()
 
     def close(self) -> None:
         if self.fd is not None:
@@ -379,6 +398,11 @@ def run(images: list[Path], options: InferOptions = InferOptions(), *, output: P
     """
     if manifest is None and out_dir is not None:
         manifest = out_dir / "astrotf-manifest.jsonl"
+    if out_dir is not None:
+        from astrotf.io import remove_stale_temporaries
+
+        if removed := remove_stale_temporaries(out_dir):
+            log.info("%s: removed %d temporary file(s) of killed runs", out_dir, removed)
     log_file = Manifest(manifest)
     models: dict = {}
     failures, skipped = [], 0
@@ -390,6 +414,8 @@ def run(images: list[Path], options: InferOptions = InferOptions(), *, output: P
                 target = output_path(image, output, out_dir)
                 if target.resolve() == image.resolve():
                     raise AstroTFError(f"{target}: output would overwrite the input")
+                if target.is_dir():
+                    raise AstroTFError(f"{target}: output is a directory")
                 if target.exists() and skip_existing:
                     skipped += 1
                     log_file.write(input=image, output=target, status="skipped")

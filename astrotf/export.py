@@ -20,17 +20,19 @@ The top-level files always belong to the newest version, the one TF Serving serv
 ``--version N`` into an existing model folder adds ``N/`` beside the others; an earlier newest
 version's top-level files move into its own ``assets.extra/astrotf/``, where TF Serving ignores
 them. ``--force`` replaces version N only. Nothing else is ever deleted, and each step is a rename,
-so an export killed at any moment leaves every earlier version whole.
+so an export killed at any moment leaves every earlier version whole (:mod:`astrotf.model_folder`).
 
 The export is always float32, whatever precision the run trained in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +40,8 @@ from pathlib import Path
 from astrotf import __version__
 from astrotf.constants import INPUT_NAME, OUTPUT_NAME, SELF2SELF_SAMPLES
 from astrotf.errors import AstroTFError
+from astrotf.model_folder import VERSION_FILES, versions_in  # noqa: F401  (part of this module's API)
+from astrotf.model_folder import INSTALLING, install_version, replace_folder, version_history
 
 log = logging.getLogger(__name__)
 
@@ -222,69 +226,26 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> dict
     return {"file": Path(path).name, "opset": opset, "input": INPUT_NAME, "output": OUTPUT_NAME}
 
 
+@contextlib.contextmanager
+def failed_writes(out: Path):
+    """A write that fails (a full disk, a read-only folder, a file in the way) as one line naming ``out``."""
+    try:
+        yield
+    except OSError as err:
+        raise AstroTFError(f"{out}: cannot be written ({err.strerror or err})") from None
+    except Exception as err:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(err, tf.errors.OpError):
+            raise
+        raise AstroTFError(f"{out}: cannot be written ({(err.message or str(err)).splitlines()[0]})") from None
+
+
 def _staging_folder(out: Path) -> Path:
     """An empty folder beside ``out`` to write an export into before it is moved into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared model from other users
     return tmp
-
-
-def _replace_folder(tmp: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
-#: Where a version that is not the newest keeps its own model.keras, model.onnx and metadata.json.
-VERSION_FILES = Path("assets.extra") / "astrotf"
-
-
-def versions_in(out: Path) -> list[int]:
-    """The numbered SavedModel versions in the model folder ``out``, ascending."""
-    if not out.is_dir():
-        return []
-    return sorted(int(p.name) for p in out.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def _top_level_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def install_version(tmp: Path, out: Path, version: int) -> None:
-    """Move the staged export ``tmp`` (``tmp/version`` and its top-level files) into the model folder ``out``.
-
-    A new folder is renamed into place. Otherwise ``version`` goes beside the other versions (an
-    existing ``out/version``, allowed by ``--force``, is replaced). If it is the newest, the previous
-    newest version's top-level files are first copied into that version's ``assets.extra/astrotf/``,
-    then the new top-level files replace them one rename at a time, metadata.json last.
-    """
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    previous = versions_in(out)
-    target = out / str(version)
-    retired = out / f".{version}.replaced"
-    if target.exists():
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(target, retired)
-    os.replace(tmp / str(version), target)
-    shutil.rmtree(retired, ignore_errors=True)
-    if previous and version < max(previous):
-        shutil.copytree(tmp, target / VERSION_FILES, dirs_exist_ok=True)  # the newest keeps the top level
-        return
-    old = [v for v in previous if v != version]
-    if old:
-        keep = out / str(max(old)) / VERSION_FILES
-        keep.mkdir(parents=True, exist_ok=True)
-        for path in _top_level_files(out):
-            shutil.copy2(path, keep / path.name)
-    new = _top_level_files(tmp)
-    for path in sorted(new, key=lambda p: p.name == "metadata.json"):
-        os.replace(path, out / path.name)
-    for path in _top_level_files(out):
-        if path.name not in {p.name for p in new}:
-            path.unlink()  # the earlier version's own file, kept in its assets.extra/astrotf/
 
 
 def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
@@ -332,7 +293,7 @@ def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
         metadata.setdefault("re_exports", []).append(
             {"formats": list(formats), "astrotf_version": __version__, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
-        _replace_folder(tmp, out)
+        replace_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("%s re-exported to %s (%s)", source, out, ", ".join(formats))
@@ -368,6 +329,8 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
     source = run_dir / f"model_{checkpoint}.keras"
     if not source.is_file():
         raise AstroTFError(f"{source}: missing; has the run finished an epoch?")
+    if (out / INSTALLING).exists() and not force:
+        raise AstroTFError(f"{out}: an export into it was interrupted; pass --force with its --version to finish it")
     if (out / str(version)).exists() and not force:
         raise AstroTFError(f"{out / str(version)}: already exists; pass --force to replace this version "
                            f"(the others are kept) or another --version")
@@ -377,6 +340,14 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
     from astrotf.models.registry import load_model
 
     model = load_model(source, dtype="float32")
+    with failed_writes(out):
+        _write_version(model, run, out, version, formats, credits, trt_profile, trt_fp16)
+    log.info("exported %s to %s (version %d)", source, out, version)
+    return out
+
+
+def _write_version(model, run: dict, out: Path, version: int, formats, credits, trt_profile, trt_fp16) -> None:
+    """Stage the export of ``model`` beside ``out`` and install it as ``version`` (see :func:`export_run`)."""
     tmp = _staging_folder(out)
     try:
         export_saved_model(model, tmp / str(version))
@@ -388,23 +359,11 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
             add_tensorrt_engine(tmp, metadata, trt_profile, trt_fp16)
         if credits:
             metadata["credits"] = credits
-        metadata["versions"] = _version_history(out, version, metadata)
+        metadata["versions"] = version_history(out, version, metadata)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
         install_version(tmp, out, version)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    log.info("exported %s to %s (version %d)", source, out, version)
-    return out
-
-
-def _version_history(out: Path, version: int, metadata: dict) -> dict:
-    """``{version: {exported, steps}}`` of every version in ``out``, this one included."""
-    history = {}
-    if (out / "metadata.json").is_file():
-        history = json.loads((out / "metadata.json").read_text()).get("versions", {})
-    history = {k: v for k, v in history.items() if int(k) in versions_in(out)}
-    history[str(version)] = {"exported": metadata.get("exported"), "steps": metadata.get("training", {}).get("steps")}
-    return dict(sorted(history.items(), key=lambda kv: int(kv[0])))
 
 
 def trt_profile(channels: int, tile: int = 256, max_batch: int = 16):
@@ -445,7 +404,9 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, formats: 
                                "from its model.keras with --format (savedmodel, onnx, tensorrt)")
         channels = int(json.loads((source / "metadata.json").read_text()).get("channels", 3))
         profile = trt_profile(channels, trt_tile, trt_max_batch) if "tensorrt" in formats else None
-        path = export_model_folder(source, out, formats=formats, force=force, trt_profile=profile, trt_fp16=trt_fp16)
+        with failed_writes(Path(out)):
+            path = export_model_folder(source, out, formats=formats, force=force, trt_profile=profile,
+                                       trt_fp16=trt_fp16)
         return path, f"{source} -> {path} ({', '.join(formats)} rebuilt)"
     profile = None
     if "tensorrt" in formats:

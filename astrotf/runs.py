@@ -3,11 +3,13 @@
 A trainer (:mod:`astrotf.train.resunet`, :mod:`astrotf.train.self2self`, ...) is a
 small loop on top of this API:
 
-* :class:`RunRecord` — the run folder's ``run.json`` and ``tf.train`` checkpoints:
-  refuse to overwrite a run, restore on resume, atomic saves, wall time over sessions,
-  the Ctrl-C checkpoint (:meth:`RunRecord.interrupted`).
+* :class:`RunRecord` — the run folder's ``run.json`` and ``tf.train`` checkpoints
+  (:mod:`astrotf.checkpoints`): refuse to overwrite a run, restore on resume, atomic saves,
+  resume after a kill at any moment, wall time over sessions, the Ctrl-C checkpoint
+  (:meth:`RunRecord.interrupted`).
 * :func:`deferred_interrupt` — Ctrl-C stops at the next step boundary.
-* :func:`append_history` — one ``history.csv`` row; :func:`progress_bar`;
+* :func:`append_history`, :func:`trim_history` — ``history.csv`` rows; :func:`save_model` —
+  a ``.keras`` file written atomically; :func:`progress_bar`;
   :func:`check_finite_loss` — stop with a clear error when the loss becomes NaN/inf.
 * :func:`hardware_summary`, :func:`folder_provenance`, :func:`init_provenance` — what
   a run records about its machine, data and starting weights (``--init``).
@@ -33,11 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotf import checkpoints
 from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "run.json"
+CHECKPOINTS = "checkpoints"
 STRATEGIES = ("default", "mirrored", "multiworker")
 
 
@@ -47,13 +51,48 @@ class TrainingInterrupted(Exception):
 
 # ----------------------------------------------------------------------------- during the steps
 def append_history(path: Path, row: dict) -> None:
-    """Append one row to the run's ``history.csv`` (with the header when the file is new)."""
-    new_file = not path.exists()
+    """Append one row to the run's ``history.csv`` (with the header when the file is new; an existing
+    file keeps its header's columns, a missing value left empty)."""
+    fields = list(row)
+    if path.is_file() and path.stat().st_size:
+        with path.open(newline="") as fh:
+            fields = next(csv.reader(fh), fields)
+    new_file = not path.exists() or not path.stat().st_size
     with path.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(row))
+        writer = csv.DictWriter(fh, fieldnames=fields, restval="", extrasaction="ignore")
         if new_file:
             writer.writeheader()
         writer.writerow(row)
+
+
+def trim_history(path: Path, column: str, last: float) -> None:
+    """Drop the ``history.csv`` rows whose ``column`` is past ``last`` (written after the checkpoint a
+    run resumes from; they will be written again) and a torn last line; no rows left: no file."""
+    if not path.is_file():
+        return
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        lines.pop()
+    rows = list(csv.reader(lines))
+    if not rows or column not in rows[0]:
+        return
+    at = rows[0].index(column)
+    kept = [line for line, row in zip(lines[1:], rows[1:]) if len(row) > at and float(row[at]) <= last]
+    if not kept:
+        path.unlink()
+    elif len(kept) < len(lines) - 1 or not text.endswith("\n"):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join([lines[0], *kept]))
+        os.replace(tmp, path)
+
+
+def save_model(model, path: Path) -> None:
+    """``model.save(path)`` through a temporary ``.keras`` file: a killed process leaves the previous
+    file, never half a new one."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
 
 
 def check_finite_loss(loss: float, step: int, where: str | os.PathLike, hint: str) -> None:
@@ -250,20 +289,28 @@ def load_run(run_dir: str | os.PathLike) -> dict:
     path = Path(run_dir) / RUN_FILE
     if not path.is_file():
         raise AstroTFError(f"{run_dir}: not a training run (no {RUN_FILE})")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise AstroTFError(f"{path}: not valid JSON ({err})") from None
 
 
 class RunRecord:
-    """``run.json`` and ``tf.train`` checkpoints of a run directory: the resume machinery
-    every trainer shares.
+    """``run.json`` and checkpoints of a run directory: the resume machinery every trainer shares.
+
+    A process killed at any moment leaves a folder that ``--resume`` continues: ``run.json``
+    is written (atomically) as soon as the run's settings are known, before the data are
+    prepared (:meth:`begin`); checkpoints are written atomically and checked before they are
+    restored (:mod:`astrotf.checkpoints`), falling back to the previous complete one; a run
+    without a checkpoint yet starts again from step 0, whether resumed or started anew.
 
     Parameters
     ----------
     run_dir : path
         The run directory.
     resume : bool
-        Read the existing ``run.json`` (error if absent); otherwise refuse a folder that
-        already holds a run.
+        Continue the run of ``run_dir`` (a new one when it holds none, with a logged line);
+        otherwise refuse a folder whose run has a checkpoint.
     out_dir : path, optional
         Where this process writes ``run.json`` and checkpoints, if not ``run_dir``
         (a non-chief worker); it still resumes from ``run_dir``'s.
@@ -273,36 +320,75 @@ class RunRecord:
         self.dir = Path(run_dir)
         self.out = Path(out_dir) if out_dir is not None else self.dir
         self.path = self.out / RUN_FILE
+        if resume and not (self.dir / RUN_FILE).is_file():
+            log.warning("%s: no run to resume (no %s); starting a new one", self.dir, RUN_FILE)
+            resume = False
         self.resume = resume
         if resume:
             self.state = load_run(self.dir)
         else:
-            if self.path.exists():
+            if self.path.exists() and checkpoints.complete_checkpoints(self.out / CHECKPOINTS):
                 raise AstroTFError(f"{self.dir}: already holds a training run; pass --resume or choose another --out")
+            if self.path.exists():
+                log.warning("%s: its run stopped before its first checkpoint; starting it again", self.dir)
             self.state = {}
-        self.manager = None
+        self.checkpoint = None
+        self._resume_from: list = []
+
+    def begin(self, **fields) -> None:
+        """Record what a new run is (recipe, data folder, ``init_source``) in ``run.json`` before
+        the slow preparations, so that a process killed during them leaves a run to resume."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not self.resume:
+            self.state.update({**fields, "status": "starting", "step": 0})
+            atomic_json(self.path, self.state)
+
+    def resume_checkpoint(self) -> Path | None:
+        """The newest checkpoint of ``run_dir`` that reads back whole, or None (a new run, or one
+        killed before its first checkpoint). Damaged ones are skipped with a logged line (and
+        removed from this process's own folder)."""
+        if not self.resume:
+            return None
+        if not self._resume_from:
+            folder = self.dir / CHECKPOINTS
+            found = None
+            for prefix in checkpoints.complete_checkpoints(folder):
+                reason = checkpoints.unreadable(prefix)
+                if reason is None:
+                    found = prefix
+                    break
+                log.warning("%s: checkpoint is damaged (%s); falling back to the previous one", prefix, reason)
+                if self.out == self.dir:
+                    checkpoints.remove(prefix)
+            self._resume_from = [found]
+        return self._resume_from[0]
 
     def attach(self, **trackables):
         """Create the checkpoint of ``trackables`` (model, optimizer, counters); restore it on resume."""
         import tensorflow as tf
 
         ckpt = tf.train.Checkpoint(**trackables)
-        self.manager = tf.train.CheckpointManager(ckpt, self.out / "checkpoints", max_to_keep=3)
-        if self.resume:
-            latest = tf.train.latest_checkpoint(self.dir / "checkpoints")  # every worker resumes from the chief's
-            if latest is None:
-                raise AstroTFError(f"{self.dir}: no checkpoint to resume from")
-            ckpt.restore(latest).assert_existing_objects_matched()
-            log.info("resumed from %s", latest)
+        self.checkpoint = ckpt
+        prefix = self.resume_checkpoint()
+        if prefix is not None:  # every worker resumes from the chief's
+            ckpt.restore(str(prefix)).assert_existing_objects_matched()
+            log.info("resumed from %s", prefix)
+        elif self.resume:
+            log.warning("%s: no checkpoint yet; starting from step 0", self.dir)
+        if self.out == self.dir:
+            checkpoints.remove_staging(self.out / CHECKPOINTS)
         return ckpt
 
     def start(self, **fields) -> None:
-        """Record what the run is (recipe, data, hardware) and start the wall clock."""
+        """Record what the run is (recipe, data, hardware) in ``run.json`` and start the wall clock."""
         self.out.mkdir(parents=True, exist_ok=True)
         self.state.update({**fields, "hardware": hardware_summary(),
                            "astrotf_version": __import__("astrotf").__version__})
         self.state.setdefault("wall_time_s", 0.0)
         self.state.setdefault("started", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        if self.state.get("status") == "starting":
+            self.state["status"] = "running"
+        atomic_json(self.path, self.state)
         self._wall_start, self._wall_before = time.time(), self.state["wall_time_s"]
 
     def elapsed(self) -> float:
@@ -310,8 +396,8 @@ class RunRecord:
         return self._wall_before + time.time() - self._wall_start
 
     def save(self, status: str, step: int, **fields) -> None:
-        """Checkpoint (numbered by ``step``) and an atomic ``run.json`` update."""
-        self.manager.save(checkpoint_number=step)
+        """Checkpoint (numbered by ``step``, written atomically) and an atomic ``run.json`` update."""
+        checkpoints.write(self.checkpoint, self.out / CHECKPOINTS, step)
         self.state.update({"status": status, "step": step, **fields,
                            "wall_time_s": self.elapsed(),
                            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -320,5 +406,5 @@ class RunRecord:
     def interrupted(self, step: int, command: str, **fields) -> TrainingInterrupted:
         """Checkpoint after Ctrl-C; returns the exception that says how to continue."""
         self.save("interrupted", step, **fields)
-        return TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {self.dir / 'checkpoints'}; "
+        return TrainingInterrupted(f"stopped at step {step}; checkpoint saved in {self.dir / CHECKPOINTS}; "
                                    f"continue with: {command} --out {self.dir} --resume")

@@ -209,3 +209,28 @@ def test_archive_batch_resumes_logs_a_manifest_and_shards(tmp_path, models):
     error = records[6]
     assert error["input"].endswith("frame3.tif") and "frame3.tif" in error["error"]
     assert all(r["seconds"] >= 0 for r in records if r["status"] == "ok")
+
+
+def test_temporary_files_of_killed_processes_on_this_machine_are_removed_by_the_next_batch(tmp_path, monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from astrotf import io
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = io._owner().rsplit("-", 1)[0]
+    out = tmp_path / "out"
+    out.mkdir()
+    names = {"dead": f".a_denoised.tmp-{host}-{dead.pid}-0123abcd.tif",
+             "running": f".b_denoised.tmp-{host}-{os.getpid()}-0123abcd.tif",
+             "elsewhere": f".c_denoised.tmp-otherhost-{dead.pid}-0123abcd.tif"}
+    for name in names.values():
+        (out / name).write_bytes(b"half")
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, np.zeros((32, 32, 3), np.uint8), photometric="rgb")
+    monkeypatch.setattr(batch, "_load", lambda name, options, domain: LoadedModel(name, halve, {"channels": 3}))
+    assert batch.run([src], batch.InferOptions(model="any", tile=32), out_dir=out).exit_status == 0
+    left = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+    assert left == sorted([names["running"], names["elsewhere"]])

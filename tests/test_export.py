@@ -30,6 +30,15 @@ def fake_run(tmp_path, **model_kwargs):
     return run, model
 
 
+def two_runs(tmp_path):
+    """Two fake runs of different widths (base 4 and 6): ``(first, second, second's model)``."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, _ = fake_run(tmp_path / "a")
+    second, model2 = fake_run(tmp_path / "b", base_filters=6)
+    return first, second, model2
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
@@ -96,10 +105,7 @@ def test_export_refuses_to_overwrite(exported, tmp_path):
 def test_a_new_version_goes_beside_the_others_and_force_replaces_only_it(tmp_path):
     from astrotf.export import VERSION_FILES
 
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first, _ = fake_run(tmp_path / "a")
-    second, model2 = fake_run(tmp_path / "b", base_filters=6)
+    first, second, model2 = two_runs(tmp_path)
     out = tmp_path / "models" / "m"
     export_run(first, out, formats=("savedmodel", "onnx"))
     v1 = (out / "1" / "saved_model.pb").read_bytes()
@@ -153,3 +159,30 @@ def test_onnx_backend_without_onnx_file_is_a_clear_error(exported):
     out, _ = exported
     with pytest.raises(AstroTFError, match="no model.onnx"):
         load_model(out, backend="onnxruntime")
+
+
+def test_an_export_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path):
+    (tmp_path / "a").mkdir()
+    run, _ = fake_run(tmp_path / "a")
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(AstroTFError, match=r"^.*file/m: cannot be written \(.+\)$"):
+        export_run(run, tmp_path / "file" / "m")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "file"]
+
+
+def test_a_model_folder_left_half_switched_by_a_killed_export_is_refused(tmp_path):
+    folder = tmp_path / "m"
+    (folder / "1").mkdir(parents=True)
+    (folder / ".installing").write_text("2")
+    with pytest.raises(AstroTFError, match="export into this folder was interrupted; run it again with --force"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("name", ["../../outside.plan", "/etc/passwd", "link/x.plan"])
+def test_a_file_named_by_metadata_cannot_lie_outside_the_model_folder(tmp_path, name):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "link").symlink_to(tmp_path)
+    (folder / "metadata.json").write_text(json.dumps({"channels": 3, "tensorrt": {"file": name}}))
+    with pytest.raises(AstroTFError, match=r"metadata.json: TensorRT engine .* points outside the model folder"):
+        load_model(folder, backend="tensorrt")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from astrotf import runs
+from astrotf import checkpoints, runs
 from astrotf.errors import AstroTFError
 
 
@@ -25,14 +25,127 @@ def test_finite_loss_passes():
     runs.check_finite_loss(0.1, 1, "runs/x", "lower --lr")
 
 
-def test_run_record_refuses_an_existing_run_and_resume_needs_one(tmp_path):
+def test_run_record_refuses_a_run_with_a_checkpoint_and_resumes_it(tmp_path):
     with pytest.raises(AstroTFError, match="not a training run"):
-        runs.RunRecord(tmp_path, resume=True)
+        runs.load_run(tmp_path)
     runs.atomic_json(tmp_path / runs.RUN_FILE, {"step": 3})
+    (tmp_path / "checkpoints").mkdir()
+    for name in ("ckpt-3.index", "ckpt-3.data-00000-of-00001"):
+        (tmp_path / "checkpoints" / name).write_bytes(b"")
     with pytest.raises(AstroTFError, match="already holds a training run; pass --resume"):
         runs.RunRecord(tmp_path, resume=False)
     assert runs.RunRecord(tmp_path, resume=True).state == {"step": 3}
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write leaves no temporary file
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_or_restarts_from_step_0(tmp_path, caplog):
+    import tensorflow as tf
+
+    first = runs.RunRecord(tmp_path / "run", resume=True)  # nothing there yet: a new run, with a logged line
+    assert not first.resume and "no run to resume" in caplog.text
+    first.begin(recipe={"a": 1}, data={"data_dir": "d"})  # killed from here on: run.json says what the run is
+    assert runs.load_run(tmp_path / "run")["status"] == "starting"
+    resumed = runs.RunRecord(tmp_path / "run", resume=True)
+    assert resumed.state["recipe"] == {"a": 1} and resumed.resume_checkpoint() is None
+    counter = tf.Variable(7)
+    resumed.attach(counter=counter)
+    assert int(counter.numpy()) == 7 and "no checkpoint yet; starting from step 0" in caplog.text
+    again = runs.RunRecord(tmp_path / "run", resume=False)  # a plain restart is allowed too
+    assert again.state == {} and "stopped before its first checkpoint" in caplog.text
+
+
+def _saved_steps(tmp_path, steps):
+    import tensorflow as tf
+
+    record = runs.RunRecord(tmp_path, resume=False)
+    counter = tf.Variable(0)
+    record.attach(counter=counter)
+    record.start()
+    for step in steps:
+        counter.assign(step)
+        record.save("running", step)
+    return tmp_path / "checkpoints"
+
+
+def test_checkpoints_are_complete_kept_three_and_readable_by_tensorflow(tmp_path):
+    import tensorflow as tf
+
+    folder = _saved_steps(tmp_path, [1, 2, 3, 4])
+    assert [p.name for p in checkpoints.complete_checkpoints(folder)] == ["ckpt-4", "ckpt-3", "ckpt-2"]
+    assert tf.train.latest_checkpoint(folder).endswith("ckpt-4")
+    assert tf.train.get_checkpoint_state(folder).all_model_checkpoint_paths[0].endswith("ckpt-2")
+    assert not list(folder.glob(".*"))  # no staging folder or temporary state file left
+
+
+def test_a_checkpoint_killed_before_the_state_file_is_still_resumed(tmp_path):
+    import tensorflow as tf
+
+    folder = _saved_steps(tmp_path, [1, 2])
+    checkpoints.write_state(folder, [folder / "ckpt-1"])  # as if killed after the shards, before the state
+    (folder / ".ckpt-3.partial").mkdir()  # and one killed while writing its shards
+    counter = tf.Variable(0)
+    record = runs.RunRecord(tmp_path, resume=True)
+    record.attach(counter=counter)
+    assert int(counter.numpy()) == 2 and not (folder / ".ckpt-3.partial").exists()
+
+
+def test_a_step_killed_while_replacing_its_checkpoint_resumes_from_the_staged_one(tmp_path):
+    import tensorflow as tf
+
+    folder = _saved_steps(tmp_path, [1, 2])
+    counter = tf.Variable(22)  # the same step saved again (end of the epoch) with new counters
+    staged = tf.train.Checkpoint(counter=counter)
+    staged.save_counter.assign_add(1)  # as checkpoints.write does
+    staged.write(str(folder / ".ckpt-2.partial" / "ckpt"))
+    checkpoints.remove(folder / "ckpt-2")  # killed after the old files went, before the new came in
+    counter.assign(0)
+    runs.RunRecord(tmp_path, resume=True).attach(counter=counter)
+    assert int(counter.numpy()) == 22 and not (folder / ".ckpt-2.partial").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated index", "missing shard", "truncated shard"])
+def test_a_damaged_checkpoint_is_never_restored_the_previous_one_is(tmp_path, caplog, damage):
+    import tensorflow as tf
+
+    folder = _saved_steps(tmp_path, [1, 2])
+    if damage == "truncated index":
+        index = folder / "ckpt-2.index"
+        index.write_bytes(index.read_bytes()[:20])
+    elif damage == "missing shard":
+        (folder / "ckpt-2.data-00000-of-00001").unlink()
+    else:
+        shard = folder / "ckpt-2.data-00000-of-00001"
+        shard.write_bytes(shard.read_bytes()[:-4])
+    counter = tf.Variable(0)
+    runs.RunRecord(tmp_path, resume=True).attach(counter=counter)
+    assert int(counter.numpy()) == 1
+    if damage != "missing shard":  # an incomplete one is not even a candidate
+        assert "ckpt-2: checkpoint is damaged" in caplog.text and "falling back to the previous one" in caplog.text
+    assert [p.name for p in checkpoints.complete_checkpoints(folder)] == ["ckpt-1"]
+
+
+def test_history_rows_past_the_resumed_checkpoint_and_a_torn_line_are_dropped(tmp_path):
+    path = tmp_path / "history.csv"
+    for epoch in (1, 2, 3):
+        runs.append_history(path, {"epoch": epoch, "loss": 0.5})
+    path.write_text(path.read_text() + "4,0.")
+    runs.trim_history(path, "epoch", 2)
+    assert path.read_text().splitlines() == ["epoch,loss", "1,0.5", "2,0.5"]
+    runs.append_history(path, {"epoch": 3})  # a row without every column keeps the header's order
+    assert path.read_text().splitlines()[-1] == "3,"
+    runs.trim_history(path, "epoch", 0)
+    assert not path.exists()
+
+
+def test_save_model_replaces_the_file_at_once(tmp_path):
+    class Model:
+        def save(self, path):
+            path.write_text("new")
+
+    target = tmp_path / "model_last.keras"
+    target.write_text("old")
+    runs.save_model(Model(), target)
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["model_last.keras"]
 
 
 def test_run_record_saves_checkpoint_and_run_json(tmp_path):

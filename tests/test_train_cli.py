@@ -204,9 +204,10 @@ def test_ctrl_c_saves_and_resume_continues(rgb_folder, tmp_path):
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
-    while time.time() < deadline and not (out / "run.json").exists() and proc.poll() is None:
+    first_checkpoint = out / "checkpoints" / "checkpoint"  # run.json is written before the data are ready
+    while time.time() < deadline and not first_checkpoint.exists() and proc.poll() is None:
         time.sleep(0.2)
-    if not (out / "run.json").exists():
+    if not first_checkpoint.exists():
         proc.kill()
         pytest.fail(f"training never wrote its first checkpoint:\n{proc.communicate()[0]}")
     time.sleep(1.0)

@@ -160,6 +160,22 @@ def resolve_model_path(name_or_path: str | os.PathLike) -> Path:
     raise AstroTFError(f"{name_or_path}: no such model file or folder; shipped models: {', '.join(names) or 'none'}")
 
 
+def file_in_folder(folder: Path, name: str, what: str) -> Path:
+    """``folder / name`` for a file that a model folder's ``metadata.json`` names.
+
+    Raises
+    ------
+    AstroTFError
+        If ``name`` is not a plain relative name inside ``folder`` (``..``, an absolute path, a
+        symbolic link leading out): a model folder cannot make astrotf open files elsewhere.
+    """
+    candidate = folder / str(name)
+    inside = folder.resolve()
+    if Path(str(name)).is_absolute() or inside not in candidate.resolve().parents:
+        raise AstroTFError(f"{folder / 'metadata.json'}: {what} {name!r} points outside the model folder")
+    return candidate
+
+
 def find_metadata(path: Path) -> dict:
     for candidate in (path / "metadata.json", path.parent / "metadata.json",
                       path.with_suffix(".json"), path.parent.parent / "metadata.json"):
@@ -247,6 +263,8 @@ def load_model(name_or_path: str | os.PathLike, backend: str = "tensorflow",
     if backend not in BACKENDS:
         raise AstroTFError(f"unknown backend {backend!r}; expected one of {list(BACKENDS)}")
     path = resolve_model_path(name_or_path)
+    if (path / ".installing").is_file():  # astrotf.export.INSTALLING
+        raise AstroTFError(f"{path}: an export into this folder was interrupted; run it again with --force")
     metadata = find_metadata(path)
     if "data_domain" not in metadata and precision == "auto":
         domain = _keras_domain(path)

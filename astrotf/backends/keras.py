@@ -90,6 +90,8 @@ def _load_keras_file(path: Path, metadata: dict, precision: str) -> LoadedModel:
         raise AstroTFError(f"{path}: not a model (expected a .keras file or a SavedModel folder)")
     try:  # the configs hold no dtype: the model is built with the policy of the precision asked for
         model = load_keras_model(path, dtype="mixed_bfloat16" if precision == "bfloat16" else "float32")
+    except AstroTFError:
+        raise
     except Exception as err:  # keras raises many types for a bad archive
         raise AstroTFError(f"{path}: cannot be loaded as a Keras model ({str(err).splitlines()[0]})") from None
     if type(model).__name__ == "Self2Self":

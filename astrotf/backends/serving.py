@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 
@@ -34,6 +35,13 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("grpc", "rest")
 SIGNATURE = "serving_default"
+#: Answers worth another try: the server is starting, restarting, overloaded or too slow.
+RETRIED_HTTP = (502, 503, 504)
+RETRIED_GRPC = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED")
+
+
+class _Transient(Exception):
+    """A failure that another try may not have (connection refused, timeout, 503)."""
 
 
 class ServingClient:
@@ -51,15 +59,20 @@ class ServingClient:
         A model version; the server's latest when None.
     timeout : float
         Seconds to wait for one request.
+    retries : int
+        Further tries of a request that failed for a reason that may pass (connection refused or
+        reset, timeout, HTTP 502/503/504, gRPC UNAVAILABLE/DEADLINE_EXCEEDED/RESOURCE_EXHAUSTED).
+    backoff : float
+        Seconds before the first retry, doubled before each next one.
 
     Raises
     ------
     AstroTFError
-        Bad address or protocol, server unreachable, unknown model, a request that fails.
+        Bad address or protocol, server down (after the retries), unknown model, a request that fails.
     """
 
     def __init__(self, address: str, model: str, protocol: str = "grpc", version: int | None = None,
-                 timeout: float = 120.0):
+                 timeout: float = 120.0, retries: int = 3, backoff: float = 0.5):
         if protocol not in PROTOCOLS:
             msg = f"`protocol` must be one of {PROTOCOLS}. Received: protocol={protocol!r}"
             raise AstroTFError(msg)
@@ -67,7 +80,7 @@ class ServingClient:
         if not host or not port.isdigit():
             raise AstroTFError(f"--server must be HOST:PORT. Received: --server={address}")
         self.address, self.model, self.protocol = address, model, protocol
-        self.version, self.timeout = version, timeout
+        self.version, self.timeout, self.retries, self.backoff = version, timeout, retries, backoff
         self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME
         if protocol == "grpc":
             try:
@@ -85,25 +98,51 @@ class ServingClient:
         version = f"/versions/{self.version}" if self.version else ""
         return f"http://{self.address}/v1/models/{self.model}{version}{verb}"
 
+    def _retried(self, attempt):
+        """``attempt()``, tried again after a :class:`_Transient` failure with exponential backoff."""
+        for n in range(self.retries + 1):
+            try:
+                return attempt()
+            except _Transient as err:
+                last = err
+                if n < self.retries:
+                    delay = self.backoff * 2**n
+                    log.warning("%s: %s; retrying in %.1f s (%d of %d)", self.address, err, delay, n + 1, self.retries)
+                    time.sleep(delay)
+        raise AstroTFError(f"{self.address}: TF Serving is down or not answering ({last}) after {self.retries + 1} "
+                           f"tries; is tensorflow_model_server running on this {self.protocol} port?")
+
     def _rest(self, url: str, body: dict | None = None) -> dict:
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                return json.loads(response.read())
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:200]
-            raise AstroTFError(f"{url}: TF Serving answered {err.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as err:
-            raise AstroTFError(f"{self.address}: cannot reach TF Serving over REST ({err})") from None
+
+        def attempt():
+            request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as err:
+                detail = err.read().decode(errors="replace")[:200]
+                if err.code in RETRIED_HTTP:
+                    raise _Transient(f"HTTP {err.code}") from None
+                raise AstroTFError(f"{url}: TF Serving answered {err.code}: {detail}") from None
+            except (urllib.error.URLError, OSError) as err:
+                reason = getattr(err, "reason", None) or err
+                raise _Transient(str(getattr(reason, "strerror", None) or reason)) from None
+
+        return self._retried(attempt)
 
     def _grpc_call(self, method, request):
         import grpc
 
-        try:
-            return method(request, timeout=self.timeout)
-        except grpc.RpcError as err:
-            raise AstroTFError(f"{self.address}: TF Serving gRPC {err.code().name}: {err.details()}") from None
+        def attempt():
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as err:
+                if err.code().name in RETRIED_GRPC:
+                    raise _Transient(f"gRPC {err.code().name}: {(err.details() or '').splitlines()[0][:200]}") from None
+                raise AstroTFError(f"{self.address}: TF Serving gRPC {err.code().name}: {err.details()}") from None
+
+        return self._retried(attempt)
 
     def _signature_channels(self) -> int | None:
         """Channels of the served signature's input (and its input/output names)."""

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astrotf.backends import LoadedModel
+from astrotf.backends import LoadedModel, file_in_folder
 from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,7 @@ def load_tensorrt(path: Path, metadata: dict) -> LoadedModel:
         if not entry:
             raise AstroTFError(f"{path}: no TensorRT engine; build one for this GPU with "
                                f"`astrotf export {path} --out DIR --format tensorrt`")
-        engine = path / entry["file"]
+        engine = file_in_folder(path, entry.get("file", ""), "TensorRT engine")
     if not engine.is_file():
         raise AstroTFError(f"{engine}: TensorRT engine missing")
     require_gpu()

@@ -87,3 +87,17 @@ def friendly_errors(func):
             sys.exit(2)
 
     return wrapper
+
+
+def unsafe_model_option(func):
+    """``--unsafe-model``: load ``.keras`` files holding Python code (Keras ``safe_mode=False``)."""
+
+    def allow(ctx, param, value):
+        if value:
+            from astrotf.models.registry import allow_unsafe_models
+
+            allow_unsafe_models()
+
+    return click.option("--unsafe-model", is_flag=True, expose_value=False, callback=allow,
+                        help="Load .keras models holding Python code (Lambda layers), which runs when they "
+                             "load: only models you trust. By default they are refused (Keras safe mode).")(func)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from astrotf.cli._common import friendly_errors
+from astrotf.cli._common import friendly_errors, unsafe_model_option
 
 
 @click.command()
@@ -75,6 +75,7 @@ from astrotf.cli._common import friendly_errors
               help="Value range whose histogram gives the noise level (--report, --restore-sigma, "
                    "--soft-restore). "
                    "[-20 20 for magnetograms (G), else the input's background ± 5 sigma]")
+@unsafe_model_option
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
           server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,

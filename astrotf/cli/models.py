@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from astrotf.cli._common import friendly_errors
+from astrotf.cli._common import friendly_errors, unsafe_model_option
 
 
 @click.command("models")
@@ -49,6 +49,7 @@ def models() -> None:
 @click.option("--trt-max-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="TensorRT: largest batch of tiles the engine takes (tuned for 8, or this if smaller).")
 @click.option("--force", is_flag=True, help="Replace this --version of an existing export (the others are kept).")
+@unsafe_model_option
 @friendly_errors
 def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precision, trt_tile, trt_max_batch,
            force):

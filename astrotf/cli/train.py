@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from astrotf.cli._common import friendly_errors
+from astrotf.cli._common import friendly_errors, unsafe_model_option
 from astrotf.errors import AstroTFError
 
 
@@ -64,7 +64,7 @@ def _load_recipe(config, resume, out, default, load, from_dict):
     """The recipe of ``--config`` (a file or a shipped recipe's name), or on ``--resume`` without it the
     run's own; validated before TensorFlow is imported, so a typo answers at once."""
     recipe_path = _resolve_recipe(config)
-    if resume and recipe_path is None:
+    if resume and recipe_path is None and (out / "run.json").is_file():
         from astrotf.runs import load_run
 
         # continue with the run's own settings; options given now still override them
@@ -80,10 +80,13 @@ def _common_overrides(paired, batch_size, tile, seed, epochs, steps_per_epoch, l
                 train__precision=precision)
 
 
-def _check_data_and_init(data, resume, init):
-    """``--data`` present and a folder; ``--init`` as a path (a shipped model's name resolved)."""
+def _check_data_and_init(data, resume, init, out):
+    """``--data`` present and a folder (or a run in ``out`` to resume); ``--init`` as a path (a shipped
+    model's name resolved)."""
     if not resume and data is None:
         raise AstroTFError("--data is required to start a training run (or pass --resume)")
+    if data is None and not (out / "run.json").is_file():
+        raise AstroTFError(f"{out}: no run to resume (no run.json); pass --data to start one")
     if data is not None and not data.is_dir():
         raise AstroTFError(f"{data}: data folder does not exist (--data)")
     if init is not None and not Path(init).exists():
@@ -111,19 +114,21 @@ def _run(trainer, recipe, data, out, resume, quiet, strategy, init) -> dict:
 @click.option("--space-to-depth", type=click.Choice(["1", "2", "4"]),
               help="Fold B x B pixel blocks into channels before the U-Net: 2 runs it at half resolution, "
                    "several times faster. [recipe: 1]")
+@unsafe_model_option
 @friendly_errors
 def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size, tile, space_to_depth, lr, seed,
                   ema, precision, resume, init, strategy, quiet):
     """Train an image-to-image denoiser: the AstroPics ResUNet, or the recipe's [model] (nafnet).
 
-    Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume.
+    Stop with Ctrl-C at any time: the run is checkpointed and continues with --resume, which also
+    continues a run whose process was killed (from its last checkpoint).
     """
     from astrotf.config import DEFAULT_RESUNET_RECIPE, load_recipe, override, recipe_from_dict
 
     recipe = _load_recipe(config, resume, out, DEFAULT_RESUNET_RECIPE, load_recipe, recipe_from_dict)
     recipe = override(recipe, model__space_to_depth=None if space_to_depth is None else int(space_to_depth),
                       **_common_overrides(paired, batch_size, tile, seed, epochs, steps_per_epoch, lr, ema, precision))
-    init = _check_data_and_init(data, resume, init)
+    init = _check_data_and_init(data, resume, init, out)
 
     from astrotf.train import train as run_training
 
@@ -142,6 +147,7 @@ def train_resunet(data, paired, out, config, epochs, steps_per_epoch, batch_size
                    "the recipe's [loss]. [recipe: l1]")
 @click.option("--l1-weight", type=click.FloatRange(min=0, min_open=True),
               help="Weight of the reconstruction term against the adversarial one (lambda). [recipe: 100]")
+@unsafe_model_option
 @friendly_errors
 def train_pix2pix_command(data, paired, out, config, reconstruction, l1_weight, epochs, steps_per_epoch, batch_size,
                           tile, lr, seed, ema, precision, resume, init, strategy, quiet):
@@ -155,7 +161,7 @@ def train_pix2pix_command(data, paired, out, config, reconstruction, l1_weight, 
     recipe = _load_recipe(config, resume, out, DEFAULT_PIX2PIX_RECIPE, load_pix2pix_recipe, pix2pix_recipe_from_dict)
     recipe = override(recipe, gan__reconstruction=reconstruction, gan__l1_weight=l1_weight,
                       **_common_overrides(paired, batch_size, tile, seed, epochs, steps_per_epoch, lr, ema, precision))
-    init = _check_data_and_init(data, resume, init)
+    init = _check_data_and_init(data, resume, init, out)
 
     from astrotf.train import train_pix2pix
 
@@ -183,6 +189,7 @@ def train_pix2pix_command(data, paired, out, config, reconstruction, l1_weight, 
               help="Fine-tune from a Self2Self run, exported model folder or .keras file (keeps its normalisation).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("-q", "--quiet", is_flag=True, help="Log lines instead of a progress bar.")
+@unsafe_model_option
 @friendly_errors
 def train_self2self_command(image, out, config, steps, keep_prob, mask_block, patch, batch_size, lr, seed, init,
                             resume, quiet):
@@ -200,7 +207,9 @@ def train_self2self_command(image, out, config, steps, keep_prob, mask_block, pa
     if resume and init is not None:
         raise AstroTFError("--init starts a new run; it cannot be combined with --resume")
     recipe_path = _resolve_recipe(config)
-    if resume and recipe_path is None:
+    if resume and image is None and not (out / "run.json").is_file():
+        raise AstroTFError(f"{out}: no run to resume (no run.json); IMAGE is required to start one")
+    if resume and recipe_path is None and (out / "run.json").is_file():
         from astrotf.runs import load_run
 
         recipe = self2self_recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))

@@ -108,9 +108,13 @@ def _cache_file(path: Path, cache_dir: Path) -> Path:
 
 
 def _write_cache(data: np.ndarray, target: Path) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    np.ascontiguousarray(data, dtype="<f4").tofile(tmp)
-    os.replace(tmp, target)
+    """The shape sidecar, then the raw data, each through a temporary file: a cached file whose
+    writing was killed is missing, never half there or without its shape."""
+    for path, write in ((target.with_suffix(".shape"), lambda tmp: tmp.write_text(" ".join(map(str, data.shape)))),
+                        (target, np.ascontiguousarray(data, dtype="<f4").tofile)):
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        write(tmp)
+        os.replace(tmp, path)
 
 
 def prepare_samples(data_dir, config: DataConfig, cache_dir: str | os.PathLike) -> list[Sample]:
@@ -124,6 +128,8 @@ def prepare_samples(data_dir, config: DataConfig, cache_dir: str | os.PathLike) 
     """
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    for stale in cache_dir.glob(".*.tmp-*"):  # left by a process killed while caching (one per run folder)
+        stale.unlink(missing_ok=True)
     samples = []
     for name, clean_path, noisy_path in find_images(data_dir, config.mode):
         cached = []
@@ -145,7 +151,6 @@ def prepare_samples(data_dir, config: DataConfig, cache_dir: str | os.PathLike) 
                     )
                 shape = data.shape
                 _write_cache(data, target)
-                target.with_suffix(".shape").write_text(" ".join(map(str, data.shape)))
             cached.append(target)
         samples.append(Sample(name, cached[0], cached[1], shape[0], shape[1]))
     log.info("%d image(s) ready in %s", len(samples), cache_dir)

@@ -30,7 +30,9 @@ from __future__ import annotations
 import logging
 import os
 import pathlib
+import re
 import secrets
+import socket
 from functools import partial
 
 import numpy as np
@@ -41,7 +43,7 @@ from astrotf.io.raster import read_cv2, read_tiff, write_cv2, write_tiff
 from astrotf.io.xisf import read_xisf, write_xisf
 
 __all__ = ["SUPPORTED_SUFFIXES", "ImageIOError", "ImageInfo", "format_of", "list_images", "read_image",
-           "write_image"]
+           "remove_stale_temporaries", "write_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ def write_image(
     suffix = _suffix_of(path)
     fmt = _FORMATS[suffix] if suffix else info.format
     ending = path.name[len(path.name) - len(suffix):] if suffix else path.suffix
-    tmp = path.with_name(f".{path.name[:len(path.name) - len(ending)]}.tmp-{secrets.token_hex(4)}{ending}")
+    tmp = path.with_name(f".{path.name[:len(path.name) - len(ending)]}.tmp-{_owner()}-{secrets.token_hex(4)}{ending}")
     try:
         _encode(fmt, tmp, data, info, list(history or []))
         os.replace(tmp, path)
@@ -191,6 +193,35 @@ def write_image(
         tmp.unlink(missing_ok=True)
     logger.info("wrote %s", path)
     return path
+
+
+def _owner() -> str:
+    """``HOST-PID`` of this process, in the names of its temporary files."""
+    return f"{re.sub(r'[^A-Za-z0-9]', '', socket.gethostname())}-{os.getpid()}"
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Delete the temporary files that :func:`write_image` calls of this machine left in ``folder``
+    when their process was killed (a process that is still running keeps its own); returns how many."""
+    host = _owner().rsplit("-", 1)[0]
+    pattern = re.compile(rf"^\..*\.tmp-{re.escape(host)}-(\d+)-[0-9a-f]{{8}}")
+    removed = 0
+    for path in pathlib.Path(folder).iterdir() if pathlib.Path(folder).is_dir() else ():
+        match = pattern.match(path.name)
+        if match and not _running(int(match[1])):
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _encode(fmt: str, tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: list[str]) -> None:

@@ -144,18 +144,49 @@ def build_model(name: str, dtype=None, **kwargs):
     return model_class(name)(**kwargs, dtype=dtype)
 
 
-def load_model(path: str | os.PathLike, dtype=None):
+#: Whether ``.keras`` files may hold Python code (Lambda layers), run when they load: Keras'
+#: ``safe_mode`` is off only after :func:`allow_unsafe_models` (``--unsafe-model``).
+_UNSAFE = []
+
+
+def allow_unsafe_models() -> None:
+    """Let :func:`load_model` load ``.keras`` files that hold Python code (``--unsafe-model``)."""
+    _UNSAFE.append(True)
+
+
+def load_model(path: str | os.PathLike, dtype=None, *, safe_mode: bool | None = None):
     """Load a ``.keras`` model of any registered class, built with the ``dtype`` policy.
 
     The saved configs hold no dtype (the policy is chosen where the model runs):
     ``dtype=None`` takes Keras' global policy, like :func:`keras.saving.load_model`;
     ``"float32"`` gives a float32 model whatever the global policy is.
+
+    Parameters
+    ----------
+    path : path
+    dtype : str, optional
+    safe_mode : bool, optional
+        Keras' ``safe_mode``: refuse Python code (a ``Lambda`` layer's bytecode) in the file, which
+        would run on load. None: True unless :func:`allow_unsafe_models` was called.
+
+    Raises
+    ------
+    AstroTFError
+        A file holding Python code in safe mode.
     """
     import keras
 
     import astrotf.models.registered  # noqa: F401  (registers the custom classes)
+    from astrotf.errors import AstroTFError
 
-    model = keras.saving.load_model(path, compile=False)
+    safe_mode = not _UNSAFE if safe_mode is None else safe_mode
+    try:
+        model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
+    except ValueError as err:
+        if "safe_mode" not in str(err):
+            raise
+        raise AstroTFError(f"{path}: holds Python code (a Lambda layer) that would run on load; "
+                           "pass --unsafe-model only if you trust where it comes from") from None
     if dtype is None or keras.dtype_policies.get(dtype).name == keras.config.dtype_policy().name:
         return model  # built under the global policy, which is the one asked for
     rebuilt = type(model).from_config({**model.get_config(), "dtype": dtype})

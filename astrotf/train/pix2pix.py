@@ -30,7 +30,6 @@ import os
 
 import numpy as np
 
-from astrotf import runs
 from astrotf.config import Pix2PixRecipe, pix2pix_recipe_from_dict, resolve_precision
 from astrotf.errors import AstroTFError
 from astrotf.train import resunet

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -69,13 +70,13 @@ def build_optimizer(tcfg: TrainConfig, precision: str, variables, beta_1: float 
 
 def initialise_from(model, init: str | os.PathLike, recipe: Recipe) -> dict:
     """Copy the weights of the model at ``init`` into ``model`` (same architecture); return its provenance."""
-    import keras
-
-    import astrotf.models.registered  # noqa: F401  (registers the custom classes)
+    from astrotf.models.registry import load_model
 
     source = runs.init_model_file(init)
     try:
-        base = keras.saving.load_model(source, compile=False)
+        base = load_model(source)  # in Keras' safe mode unless --unsafe-model
+    except AstroTFError:
+        raise
     except Exception as err:  # keras raises many types for a bad archive
         raise AstroTFError(f"{source}: cannot be loaded as a Keras model ({str(err).splitlines()[0]})") from None
     def plain(value):  # a recipe's TOML list and a Keras config's list or tuple compare alike
@@ -132,7 +133,7 @@ def run_recipe(recipe: Recipe, record: runs.RunRecord, data_dir, init,
         if getattr(saved, field) != config:
             raise AstroTFError(f"{record.dir}: the run's {field} is {getattr(saved, field)}, the recipe asks for "
                                f"{config}")
-    if saved != recipe:  # e.g. a fine-tuning phase: keep what the earlier steps were trained with
+    if saved != recipe and state.get("step"):  # a later phase: keep what the earlier steps were trained with
         state.setdefault("phases", []).append({"until_step": state.get("step"), "recipe": state["recipe"]})
     return recipe, Path(data_dir or state["data"]["data_dir"])
 
@@ -291,9 +292,10 @@ def validate(session: Session, stop_requested) -> tuple[dict, list]:
 
 
 def history_row(epoch: int, step: int, sums: dict, n_train: int, val: dict, lr: float) -> dict:
-    """The ``history.csv`` row of an epoch (1-based): mean train terms over its ``n_train`` steps, validation terms."""
+    """The ``history.csv`` row of an epoch (1-based): mean train terms over its ``n_train`` steps (NaN when
+    they all ran before the checkpoint the run resumed from), validation terms."""
     n_train = max(n_train, 1)
-    return {"epoch": epoch, "step": step, **{f"train_{k}": v / n_train for k, v in sums.items()},
+    return {"epoch": epoch, "step": step, **{f"train_{k}": sums.get(k, math.nan) / n_train for k in sums or val},
             **{f"val_{k}": v for k, v in val.items()}, "lr": lr}
 
 
@@ -314,8 +316,8 @@ def end_epoch(session: Session, epoch: int, step: int, sums: dict, n_train: int,
         log.info("val_loss %.5f (best %.5f)", val["loss"], min(best, val["loss"]))
     if val["loss"] < best:
         session.best_var.assign(val["loss"])
-        session.model.save(out / "model_best.keras")
-    session.model.save(out / "model_last.keras")
+        runs.save_model(session.model, out / "model_best.keras")
+    runs.save_model(session.model, out / "model_last.keras")
 
 
 def evaluated_weights(session: Session):
@@ -379,6 +381,8 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
     check_replicas(recipe, strategy, distribution.num_replicas_in_sync)
     with distribution.scope():  # model, optimizer and counters live on the strategy's devices
         model = _build_model(recipe, precision)
+        if init is None and record.resume_checkpoint() is None:  # a run killed before its first checkpoint
+            init = record.state.get("init_source")
         init_record = initialise_from(model, init, recipe) if init is not None else record.state.get("init")
         optimizer = build_optimizer(tcfg, precision, model.trainable_variables)
         loss_fn = AstroPicsLoss(recipe.loss)
@@ -392,6 +396,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
             ema = WeightAverage(model, tcfg.ema)  # from the initial (or --init) weights
     trackables = {"ema": ema} if ema is not None else {}
     record.attach(model=model, optimizer=optimizer, epoch=epoch_var, best_val_loss=best_var, **trackables)
+    runs.trim_history(out_dir / "history.csv", "epoch", int(runs.scalar(epoch_var)))
     train_step, eval_step = make_steps(model, optimizer, loss_fn, distribution, linear, ema)
     val_ds = pipeline.make_dataset(samples[1], recipe.data, training=False)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -458,6 +463,8 @@ def run_training(recipe, data_dir, run_dir, build_session, from_dict, *, resume:
     out_dir = run_dir if is_chief else run_dir / "workers" / f"worker-{task_id}"
     record = runs.RunRecord(run_dir, resume, out_dir)
     recipe, data_dir = run_recipe(recipe, record, data_dir, init, from_dict)  # checks the models before the data
+    record.begin(recipe=recipe.to_dict(), data={"data_dir": str(data_dir)},
+                 init_source=str(Path(init).resolve()) if init is not None else None)
 
     from astrotf.data import pipeline
 

@@ -196,8 +196,10 @@ class Session:
         """Checkpoint, ``run.json`` and the model files."""
         run_dir = self.record.dir
         self.record.save(status, self.step())
-        self.model.save(run_dir / "model_last.keras")
-        shutil.copyfile(run_dir / "model_last.keras", run_dir / "model_best.keras")
+        runs.save_model(self.model, run_dir / "model_last.keras")
+        tmp = run_dir / ".model_best.tmp.keras"
+        shutil.copyfile(run_dir / "model_last.keras", tmp)
+        os.replace(tmp, run_dir / "model_best.keras")
 
     def preview(self, step: int) -> None:
         """``previews/step-NNNNNN.png``: noisy | one dropout sample | 8-sample mean | keep mask."""
@@ -252,7 +254,7 @@ def run_steps(session: Session) -> int:
                     session.preview(step)
         except KeyboardInterrupt:
             err = record.interrupted(session.step(), "astrotf train self2self")
-            session.model.save(record.dir / "model_last.keras")
+            runs.save_model(session.model, record.dir / "model_last.keras")
             raise err from None
     return step
 
@@ -281,6 +283,8 @@ def _build_session(recipe, record, image_path, data, finite, init, verbose):
     tcfg = recipe.train
     keras.utils.set_random_seed(tcfg.seed)
     base = None
+    if init is None and record.resume_checkpoint() is None:  # a run killed before its first checkpoint
+        init = record.state.get("init_source")
     if init is not None:
         base, init_path = _load_init(init)
     args = model_arguments(recipe, data, base, init, image_path)
@@ -296,6 +300,7 @@ def _build_session(recipe, record, image_path, data, finite, init, verbose):
                                                                                           alpha=0.05))
     optimizer.build(model.trainable_variables)
     record.attach(model=model, optimizer=optimizer)
+    runs.trim_history(record.dir / "history.csv", "step", int(optimizer.iterations))
     filled = np.where(finite, data, np.float32(args["offset"])).astype(np.float32)
     valid = finite.astype(np.float32)
     preview_rng = np.random.default_rng([tcfg.seed, 2**31 - 1])
@@ -339,14 +344,16 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
         after a clean Ctrl-C stop.
     """
     record = runs.RunRecord(run_dir, resume)
-    if resume:
+    if record.resume:
         saved = self2self_recipe_from_dict(record.state["recipe"], str(record.path))
         recipe = dataclasses.replace(recipe, model=saved.model)
         image_path = Path(image_path or record.state["data"]["image"])
         init = None
     elif image_path is None:
-        raise AstroTFError("IMAGE is required to start a Self2Self run")
+        raise AstroTFError(f"{run_dir}: no run to resume (no {runs.RUN_FILE}); IMAGE is required to start one")
     image_path = Path(image_path)
+    record.begin(recipe=recipe.to_dict(), data={"image": str(image_path)},
+                 init_source=str(Path(init).resolve()) if init is not None else None)
     data, info, finite = _read_image(image_path, recipe.train)
     session, recipe = _build_session(recipe, record, image_path, data, finite, init, verbose)
     record.start(
@@ -354,7 +361,7 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
         data={"image": str(image_path), "name": image_path.name, "shape": list(data.shape),
               "format": info.format, "finite_fraction": round(float(finite.mean()), 4),
               "bunit": (info.header or {}).get("BUNIT") if info.format == "fits" else None},
-        init=str(init) if init is not None else record.state.get("init"),
+        init=str(init) if init is not None else record.state.get("init", record.state.get("init_source")),
         precision="float32",
     )
     (record.dir / "previews").mkdir(exist_ok=True)
