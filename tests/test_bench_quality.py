@@ -63,3 +63,14 @@ def test_invented_sources_check_counts_false_detections_per_method(bench):
     for row in rows.values():
         assert row["n_truth"] == len(truth) and row["tp_own"] + row["fp_own"] >= 0
     assert "| Gaussian blur |" in bench.invented_markdown(report)
+
+
+def test_rgb_case_scores_every_model_and_its_identity(bench):
+    rng = np.random.default_rng(0)
+    images = [(f"sky{i}", np.clip(rng.normal(0.3, 0.1, (40, 48, 3)), 0, 1).astype(np.float32)) for i in range(2)]
+    methods = {"astrotf exact": lambda x: x, "astrotf dim": lambda x: 0.9 * x, "mean": lambda x: np.full_like(x, 0.3)}
+    report = bench.bench_rgb(images, methods, ["astrotf dim", "astrotf exact"])
+    assert set(report["methods"]) == {"noisy input", *methods}
+    assert report["identities"]["astrotf exact"]["min_psnr"] > 90  # the identity itself
+    assert report["identity"] == report["identities"]["astrotf dim"] and not report["identity"]["pass"]
+    assert "Identity of astrotf exact" in bench.rgb_markdown(report, 40)

@@ -401,8 +401,9 @@ def bench_rgb(images, methods: dict, model_label: str | list[str] | None) -> dic
         identity = [metrics.psnr(clean, np.clip(methods[label](clean), 0, 1), data_range=1.0) for _, clean in images]
         report["identities"][label] = {"mean_psnr": float(np.mean(identity)), "min_psnr": float(np.min(identity)),
                                        "pass": bool(np.min(identity) >= 40.0)}
-    if model_label in report["identities"]:
-        report["identity"] = report["identities"][model_label]
+    primary = model_label[0] if isinstance(model_label, list) and model_label else model_label
+    if isinstance(primary, str) and primary in report["identities"]:
+        report["identity"] = report["identities"][primary]
     return report
 
 
