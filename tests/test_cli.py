@@ -37,7 +37,7 @@ def test_infer_writes_nothing_to_stderr_beyond_our_own_lines(tmp_path):
         return done.stderr.splitlines()
 
     (line,) = infer()
-    assert line.startswith(f"{sample} -> {out} (resunet-rgb, ") and line.endswith(" s)"), line
+    assert line.startswith(f"{sample} -> {out} (resunet-rgb-v2, ") and line.endswith(" s)"), line
     # -vv shows TensorFlow's own log (here at least its CPU/oneDNN notices)
     assert any(NATIVE_LOG.match(text.encode()) for text in infer("-vv"))
 
@@ -60,7 +60,8 @@ def test_models_lists_the_shipped_models_from_their_metadata(tmp_path, monkeypat
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line for line in result.output.splitlines()[1:] if line and not line.startswith("(")}
-    assert set(rows) >= {"my-model", "resunet-rgb", "resunet-mono", "self2self-hmi"}
-    assert "stretched" in rows["resunet-rgb"] and "default for stretched data" in rows["resunet-rgb"]
+    assert set(rows) >= {"my-model", "resunet-rgb", "resunet-rgb-v2", "resunet-mono", "self2self-hmi"}
+    assert "stretched" in rows["resunet-rgb"] and "default for stretched data" in rows["resunet-rgb-v2"]
+    assert "default for" not in rows["resunet-rgb"]
     assert " 1 resunet-16" in rows["my-model"] and "psnr_db 33.1" in rows["my-model"]
     assert "default for" not in rows["my-model"]

@@ -55,7 +55,7 @@ def test_cli_picks_the_model_that_fits_the_data(tmp_path):
     io.write_image(tmp_path / "mono.fits", mono[:200, :300], mono_info)
     result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "rgb.tif"), str(tmp_path / "mono.fits")])
     assert result.exit_code == 0, result.output
-    assert "(resunet-rgb, " in result.output and "(resunet-mono, " in result.output
+    assert "(resunet-rgb-v2, " in result.output and "(resunet-mono, " in result.output
     assert (tmp_path / "rgb_denoised.tif").exists() and (tmp_path / "mono_denoised.fits").exists()
 
 
@@ -75,7 +75,7 @@ def test_cli_sends_a_magnetogram_to_the_self2self_model_not_the_flux_model(tmp_p
     assert np.abs(out - field).max() <= 20.0 + 1e-3
 
 
-@pytest.mark.parametrize("name", ["resunet-rgb", "resunet-mono"])
+@pytest.mark.parametrize("name", ["resunet-rgb", "resunet-rgb-v2", "resunet-mono"])
 def test_shipped_onnx_matches_the_savedmodel(name):
     pytest.importorskip("onnxruntime")
     rng = np.random.default_rng(3)

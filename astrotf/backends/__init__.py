@@ -30,7 +30,7 @@ from astrotf.errors import AstroTFError
 from astrotf.infer import TileOptions
 
 #: The shipped model for each data domain (see :func:`astrotf.infer.guess_domain`).
-DEFAULT_MODELS = {"stretched": "resunet-rgb", "linear": "resunet-mono", "magnetogram": "self2self-hmi"}
+DEFAULT_MODELS = {"stretched": "resunet-rgb-v2", "linear": "resunet-mono", "magnetogram": "self2self-hmi"}
 BACKENDS = ("tensorflow", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
