@@ -31,6 +31,7 @@ import numpy as np
 from astrotf.batch import InferOptions, denoise_frame
 from astrotf.constants import MAGNETOGRAM_UNITS
 from astrotf.errors import AstroTFError
+from astrotf.infer import looks_stretched
 from astrotf.restore import RestoreOptions
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,7 @@ def array_domain(data: np.ndarray, unit=None) -> str:
     ``"stretched"`` for values in [0, 1] with a bright median (> 0.05, display data), else ``"linear"``."""
     if unit is not None and str(unit).strip().lower() in MAGNETOGRAM_UNITS:
         return "magnetogram"
-    finite = data[np.isfinite(data)]
-    if finite.size and finite.min() >= 0 and finite.max() <= 1 and np.median(finite) > 0.05:
-        return "stretched"
-    return "linear"
+    return "stretched" if looks_stretched(data) else "linear"
 
 
 def _as_frame(data) -> np.ndarray:
@@ -105,15 +103,15 @@ class Denoiser:
         if isinstance(data, NDData):
             return self._nddata(data)
         array = _as_frame(data)
-        return self._run(array, None).reshape(np.shape(data))
+        return self._run(array, None).data.reshape(np.shape(data))
 
-    def _run(self, frame: np.ndarray, unit) -> np.ndarray:
+    def _run(self, frame: np.ndarray, unit):
+        """The :class:`astrotf.batch.Frame` of ``frame``; its restore and report lines are logged."""
         domain = self.domain or array_domain(frame, unit)
         result = denoise_frame(frame, self.options, domain=domain, models=self._models)
-        self.last_history = result.history
         for line in result.lines:
             log.info("%s", line)
-        return result.data
+        return result
 
     def _nddata(self, nd):
         data = np.asarray(nd.data, dtype=np.float32)
@@ -125,12 +123,13 @@ class Denoiser:
             warnings.warn("the uncertainty is dropped: a denoised image has no per-pixel uncertainty to "
                           "propagate honestly", UserWarning, stacklevel=3)
         frame = _as_frame(np.where(mask, np.nan, data) if mask is not None else data)
-        result = self._run(frame, nd.unit).reshape(data.shape)
+        done = self._run(frame, nd.unit)
+        result = done.data.reshape(data.shape)
         if mask is not None:
             result = np.where(mask, data, result).astype(np.float32)  # masked pixels come back as they were
         meta = copy.deepcopy(dict(nd.meta)) if nd.meta is not None else {}
         meta.setdefault("HISTORY", [])
-        meta["HISTORY"] = [*list(np.atleast_1d(meta["HISTORY"])), *self.last_history]
+        meta["HISTORY"] = [*list(np.atleast_1d(meta["HISTORY"])), *done.history]
         kwargs = {"mask": None if mask is None else mask.copy(), "wcs": nd.wcs, "meta": meta, "unit": nd.unit}
         return type(nd)(result, **kwargs)
 

@@ -392,11 +392,15 @@ def guess_domain(data: np.ndarray, info) -> str:
         content = str(header.get("CONTENT", "")).lower()
         if unit in MAGNETOGRAM_UNITS or "magnetogram" in content:
             return "magnetogram"
-    if info.format in ("tiff", "xisf"):
-        finite = data[np.isfinite(data)]
-        if finite.size and finite.min() >= 0 and finite.max() <= 1 and np.median(finite) > 0.05:
-            return "stretched"
+    if info.format in ("tiff", "xisf") and looks_stretched(data):
+        return "stretched"
     return "linear"
+
+
+def looks_stretched(data: np.ndarray) -> bool:
+    """Float values in [0, 1] with a bright median (> 0.05): a stretched export, not linear data."""
+    finite = data[np.isfinite(data)]
+    return bool(finite.size and finite.min() >= 0 and finite.max() <= 1 and np.median(finite) > 0.05)
 
 
 def adapt_channels(predict: Callable, model_channels: int, image_channels: int) -> Callable:
