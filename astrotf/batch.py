@@ -241,9 +241,11 @@ def _with_options_ensemble(model: LoadedModel, options: InferOptions) -> LoadedM
     return with_ensemble(model, options.samples or int(default_samples), options.seed, options.average)
 
 
-def _history(model: LoadedModel, tiles, step: float | None, options: InferOptions) -> list[str]:
+def _history(model: LoadedModel, tiles, step: float | None, options: InferOptions, source: str | None) -> list[str]:
     history = [f"astrotf {__version__} infer: model={model.name} v{model.metadata.get('version', '?')}",
                f"astrotf tile={tiles.tile} overlap={tiles.overlap} precision={model.precision}"]
+    if source is not None:
+        history.append(f"astrotf input: {source}")
     if step is not None:
         history.append(f"astrotf quantised input: dithered by one step ({step:g}, seeded) for the "
                        f"network's tile normalisation")
@@ -302,8 +304,7 @@ def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions
         echo(f"{image.name}: {line}")
     if create_folder:
         output.parent.mkdir(parents=True, exist_ok=True)
-    history = [*frame.history[:2], f"astrotf input: {image.name}", *frame.history[2:]]
-    io.write_image(output, frame.data, info, history=history, overwrite=force)
+    io.write_image(output, frame.data, info, history=frame.history, overwrite=force)
     return Denoised(output=output, model=frame.model.name, shape=tuple(data.shape))
 
 
@@ -344,7 +345,7 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
     models : dict, optional
         Models loaded so far, by name (filled here).
     info : astrotf.io.ImageInfo, optional
-        The file's: its grid step and integer grid (restores stay exact in the file).
+        The file's: its name (in the HISTORY), grid step and integer grid (restores stay exact in the file).
     step : float, "auto" or None
         Grid step of quantised values when there is no ``info`` (see :func:`astrotf.infer.denoise_image`).
     label, progress
@@ -364,7 +365,7 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
     step = resolve_step(data, step) if model.normalises_tiles else None
     with progress(f"{label} ({model.name}, {model.precision})") if progress else contextlib.nullcontext() as update:
         result = denoise_image(data, model, tiles, update, step=step)
-    history, lines = _history(model, tiles, step, options), []
+    history, lines = _history(model, tiles, step, options, info.path.name if info is not None else None), []
     if options.restore.restores or options.restore.report or soft or options.restore.strength != 1.0:
         result, lines = restore_and_report(data, result, options.restore, soft=soft, info=info, domain=domain)
         history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore", "strength"))]

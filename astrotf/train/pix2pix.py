@@ -123,9 +123,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
     record.attach(**trackables)
     train_step, eval_step = make_steps(gan, distribution)
     val_ds = pipeline.make_dataset(samples[1], recipe.data, training=False)
-    for sub in ("previews", "logs"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    writers = {k: tf.summary.create_file_writer(str(out_dir / "logs" / k)) for k in ("train", "validation")}
+    writers = resunet.log_writers(out_dir)
     session = resunet.Session(recipe, record, out_dir, distribution, strategy, gan.generator, gan.g_optimizer,
                               trackables["epoch"], trackables["best_val_loss"], train_step, eval_step, samples[0],
                               val_ds, writers, verbose, gan.linear, gan.ema, command=COMMAND)

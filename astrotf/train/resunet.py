@@ -365,6 +365,15 @@ def _build_model(recipe: Recipe, precision: str):
         raise AstroTFError(f"[model]: {err}") from None
 
 
+def log_writers(out_dir: Path) -> dict:
+    """The run's ``previews/`` and ``logs/`` folders, and TensorBoard writers for ``train`` and ``validation``."""
+    import tensorflow as tf
+
+    for sub in ("previews", "logs"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    return {k: tf.summary.create_file_writer(str(out_dir / "logs" / k)) for k in ("train", "validation")}
+
+
 def _build_session(recipe, record, out_dir, distribution, strategy, init, verbose, samples):
     """Model, optimizer, counters (restored on resume), compiled steps and log writers; returns
     the session, the precision and the ``--init`` provenance."""
@@ -399,10 +408,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
     runs.trim_history(out_dir / "history.csv", "epoch", int(runs.scalar(epoch_var)))
     train_step, eval_step = make_steps(model, optimizer, loss_fn, distribution, linear, ema)
     val_ds = pipeline.make_dataset(samples[1], recipe.data, training=False)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for sub in ("previews", "logs"):
-        (out_dir / sub).mkdir(exist_ok=True)
-    writers = {k: tf.summary.create_file_writer(str(out_dir / "logs" / k)) for k in ("train", "validation")}
+    writers = log_writers(out_dir)
     session = Session(recipe, record, out_dir, distribution, strategy, model, optimizer, epoch_var, best_var,
                       train_step, eval_step, samples[0], val_ds, writers, verbose, linear, ema)
     return session, precision, init_record
