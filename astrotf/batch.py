@@ -431,6 +431,11 @@ def run(images: list[Path], options: InferOptions = InferOptions(), *, output: P
                 counter = f"[{number}/{len(images)}] " if len(images) > 1 else ""
                 echo(f"{counter}{image} -> {target} ({done.model}, {seconds:.1f} s)", err=True)
             except Exception as err:  # one file's failure, foreseen or not, never stops the batch
+                if skip_existing and not force and target is not None and target.is_file():
+                    # another process sharing --out-dir wrote it meanwhile (outputs are written whole)
+                    skipped += 1
+                    log_file.write(input=image, output=target, status="skipped")
+                    continue
                 message = str(err) if isinstance(err, AstroTFError) else unexpected_error(image, err)
                 failures.append(message)
                 log_file.write(input=image, output=target, status="error", error=message,
