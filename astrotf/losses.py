@@ -277,6 +277,67 @@ def compact_residual_penalty(y_true, y_pred, noise_sigma, sky_mask, fwhm: float)
     return power / white
 
 
+def noise_normalized_huber(y_true, y_pred, noise_sigma, delta: float = 3.0):
+    """Mean Huber loss of ``z = (y_pred - y_true) / sigma`` per sample: ``z**2`` for ``|z| <= delta``,
+    ``2 * delta * |z| - delta**2`` beyond.
+
+    Equal to :func:`noise_normalized_error` squared for errors within ``delta`` σ, so the estimate on
+    the sky and on stars is the unbiased mean; linear beyond, so a cosmic ray of a few hundred σ
+    that the network has not yet learned to remove does not outweigh the rest of the tile.
+    """
+    if not delta > 0:
+        msg = f"`delta` must be > 0. Received: delta={delta!r}"
+        raise ValueError(msg)
+    y_true, y_pred, noise_sigma = _f32(y_true, y_pred, noise_sigma)
+    z = ops.abs(y_pred - y_true) / ops.maximum(noise_sigma, 1e-12)
+    return ops.mean(ops.where(z <= delta, ops.square(z), 2.0 * delta * z - delta**2), axis=(1, 2, 3))
+
+
+def block_flux_error(y_true, y_pred, noise_sigma, block: int = 8):
+    """Mean over ``block``-px cells of ``|sum(y_pred - y_true)| / sqrt(sum(sigma**2))``, per sample.
+
+    The flux of every cell, a star's or the sky's, in units of its noise: a denoiser that dims stars
+    or shifts the sky level pays for it even where each pixel's error is small. The cells tile the
+    frame from its top-left corner; a partial last row or column of cells is left out.
+    """
+    y_true, y_pred, noise_sigma = _f32(y_true, y_pred, noise_sigma)
+    cells = (block, block)
+    flux = ops.average_pool(y_pred - y_true, cells, strides=cells, padding="valid")
+    noise = ops.sqrt(ops.average_pool(ops.square(noise_sigma), cells, strides=cells, padding="valid"))
+    return ops.mean(ops.abs(flux) * float(block) / ops.maximum(noise, 1e-12), axis=(1, 2, 3))
+
+
+class ScienceLoss:
+    """Loss of the noise-conditioned linear models: ``Huber(Δ/σ) + w_f·flux + w_c·compact``, batch mean.
+
+    Call with ``(y_true, y_pred, star_mask, noise_sigma)``; every term is in units of the input's
+    per-pixel σ (:func:`noise_normalized_huber`, :func:`block_flux_error`,
+    :func:`compact_residual_penalty` on the sky where ``star_mask`` is 0), so frames of any depth
+    and units weigh alike. :meth:`terms` returns every term for logging.
+    """
+
+    def __init__(self, config: LossConfig = LossConfig(kind="science")):
+        self.config = config
+
+    def terms(self, y_true, y_pred, star_mask, noise_sigma) -> dict:
+        """Batch means of every term and of the total, as a dict of scalars."""
+        c = self.config
+        sky = ops.cast(_f32(star_mask)[0] <= 1e-3, "float32")
+        terms = {"sigma_huber": noise_normalized_huber(y_true, y_pred, noise_sigma, c.huber_delta)}
+        total = terms["sigma_huber"]
+        if c.flux_weight > 0:
+            terms["flux"] = block_flux_error(y_true, y_pred, noise_sigma, c.flux_block)
+            total = total + c.flux_weight * terms["flux"]
+        if c.compact_weight > 0:
+            terms["compact"] = compact_residual_penalty(y_true, y_pred, noise_sigma, sky, c.compact_fwhm)
+            total = total + c.compact_weight * terms["compact"]
+        terms["loss"] = total
+        return {name: ops.mean(value) for name, value in terms.items()}
+
+    def __call__(self, y_true, y_pred, star_mask, noise_sigma):
+        return self.terms(y_true, y_pred, star_mask, noise_sigma)["loss"]
+
+
 class NoiseNormalizedError:
     """Class form of :func:`noise_normalized_error`: ``loss(y_true, y_pred, noise_sigma)``, batch mean."""
 

@@ -40,6 +40,22 @@ def rgb_folder(tmp_path):
     return tmp_path / "data"
 
 
+@pytest.fixture
+def electron_folder(tmp_path):
+    """DIR/clean with four 64x64 noise-free fields in electrons (FITS), drawn from the broad training prior."""
+    from astropy.io import fits
+
+    from astrotf.data.prior import training_prior
+    from astrotf.data.simulate import simulate_star_field
+
+    clean = tmp_path / "fields" / "clean"
+    clean.mkdir(parents=True)
+    for i in range(4):
+        image, _ = simulate_star_field(training_prior((64, 64)).field, seed=i)
+        fits.PrimaryHDU(image).writeto(clean / f"field{i}.fits")
+    return tmp_path / "fields"
+
+
 @pytest.fixture(autouse=True)
 def _float32_policy():
     """Inference may set a global dtype policy; put it back after every test."""

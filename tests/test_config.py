@@ -216,3 +216,23 @@ def test_pix2pix_discriminator_takes_the_generator_channels_and_overrides_rechec
     assert [config.gan.patch_receptive_field(n) for n in range(1, 7)] == [16, 34, 70, 142, 286, 574]
     with pytest.raises(AstroTFError, match="larger than the 32 px tile"):
         config.override(recipe, data__tile=32)
+
+
+@pytest.mark.parametrize("tables, message", [
+    ({"model": {"noise_map": True, "channels": 1}, "data": {"channels": 1}}, "noise_map = true and .data. noise = 'astropics'"),
+    ({"model": {"channels": 1}, "data": {"channels": 1, "noise": "detector"}}, "noise_map = false and .data. noise = 'detector'"),
+    ({"loss": {"kind": "science"}}, "needs .model. noise_map = true"),
+    ({"loss": {"kind": "l2"}}, "kind"),
+    ({"loss": {"kind": "science", "huber_delta": 0.0}}, "huber_delta"),
+])
+def test_noise_conditioned_settings_must_go_together(tables, message):
+    with pytest.raises(AstroTFError, match=message):
+        config.recipe_from_dict(tables)
+
+
+def test_the_noise_conditioned_recipe_pairs_its_model_data_and_loss():
+    recipe = config.load_recipe(config.resolve_recipe_path("resunet-linear"))
+    assert recipe.model.kwargs()["noise_map"] and recipe.data.noise == "detector" and recipe.loss.kind == "science"
+    with pytest.raises(AstroTFError, match="GAN trainer"):
+        config.pix2pix_recipe_from_dict({"model": {"channels": 1}, "discriminator": {"channels": 1},
+                                  "data": {"channels": 1, "noise": "detector"}})

@@ -235,3 +235,44 @@ def test_compact_residual_penalty_scores_white_noise_by_its_variance_and_blobs_f
     blob_score = float(losses.compact_residual_penalty(y_true, y_true + sigma * blobs[None, ..., None], sigma,
                                                        mask, 3.0)[0])
     assert blob_score > 5 * white_score
+
+
+def test_noise_normalized_huber_is_squared_within_delta_and_linear_beyond(linear_batch):
+    y_true, y_pred, sigma = linear_batch
+    y_pred = y_pred.copy()
+    y_pred[0, 3, 4, 0] = y_true[0, 3, 4, 0] + 300 * sigma[0, 3, 4, 0]  # a cosmic ray left in
+    z = np.abs(y_pred - y_true) / sigma
+    expected = np.where(z <= 3.0, z**2, 6.0 * z - 9.0).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(np.asarray(losses.noise_normalized_huber(y_true, y_pred, sigma, 3.0)), expected,
+                               rtol=1e-5)
+    squared = np.asarray(losses.noise_normalized_error(y_true, y_pred, sigma, 2))
+    assert squared[0] > 10 * expected[0]  # the squared error is dominated by the one pixel
+    with pytest.raises(ValueError, match="delta"):
+        losses.noise_normalized_huber(y_true, y_pred, sigma, 0.0)
+
+
+def test_block_flux_error_matches_numpy_and_sees_a_sky_offset(linear_batch):
+    y_true, y_pred, sigma = linear_batch
+    d, s2 = (y_pred - y_true)[:, :40, :48], (sigma**2)[:, :40, :48]
+    cells = d.reshape(2, 5, 8, 6, 8, 1).sum(axis=(2, 4)) / np.sqrt(s2.reshape(2, 5, 8, 6, 8, 1).sum(axis=(2, 4)))
+    got = np.asarray(losses.block_flux_error(y_true, y_pred, sigma, 8))
+    np.testing.assert_allclose(got, np.abs(cells).mean(axis=(1, 2, 3)), rtol=1e-4)
+    # a sky 0.1 sigma too high: each cell of 64 px is off by 0.1 * 64 / 8 = 0.8 sigma_F
+    shifted = np.asarray(losses.block_flux_error(y_true, y_true + 0.1 * sigma, sigma, 8))
+    np.testing.assert_allclose(shifted, 0.8, rtol=0.05)
+
+
+def test_science_loss_sums_its_weighted_terms_and_is_zero_for_the_truth(linear_batch):
+    from astrotf.config import LossConfig
+
+    y_true, y_pred, sigma = linear_batch
+    mask = np.zeros(y_true.shape, np.float32)
+    mask[:, 10:20, 10:20] = 1.0
+    config = LossConfig(kind="science", flux_weight=0.3, compact_weight=0.2)
+    terms = {k: float(v) for k, v in losses.ScienceLoss(config).terms(y_true, y_pred, mask, sigma).items()}
+    sky = (mask <= 1e-3).astype(np.float32)
+    np.testing.assert_allclose(terms["compact"], float(np.mean(losses.compact_residual_penalty(
+        y_true, y_pred, sigma, sky, 3.0))), rtol=1e-5)
+    np.testing.assert_allclose(terms["loss"], terms["sigma_huber"] + 0.3 * terms["flux"] + 0.2 * terms["compact"],
+                               rtol=1e-5)
+    assert float(losses.ScienceLoss(config)(y_true, y_true, mask, sigma)) < 1e-6

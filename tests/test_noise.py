@@ -269,3 +269,65 @@ def test_physical_noise_keeps_negative_pixels_unbiased_and_passes_nan_through():
 def test_physical_noise_rejects_ratio_below_one():
     with pytest.raises(ValueError, match="ratio=0.5"):
         noise.add_physical_noise(flat(), noise.PhysicalNoiseConfig(), SEED, ratio=0.5)
+
+
+# --------------------------------------------------------------------------- a detector drawn per tile
+
+
+def test_detector_noise_is_the_short_exposure_with_the_noise_model_sigma():
+    from astrotf.config.data import DetectorNoiseConfig
+    from astrotf.noise_model import NoiseModel
+
+    config = DetectorNoiseConfig(gain=(2.0, 2.0), read_noise=(5.0, 5.0), exposure_ratio=(4.0, 4.0),
+                                 hot_pixel_rate=(0.0, 0.0), cosmic_ray_rate=(0.0, 0.0))
+    clean = np.full((256, 256, 1), 4000.0, np.float32)
+    noisy, target, sigma = (t.numpy() for t in noise.add_detector_noise(clean, config, tf.constant([1, 2])))
+    np.testing.assert_allclose(target, 4000.0 / (4 * 2))  # clean / (r * g), ADU
+    # Poisson(1000 e-) + N(0, 5 e-), in ADU: sd sqrt(1000 + 25) / 2
+    assert abs(noisy.mean() - 500.0) < 0.2
+    assert abs(noisy.std() - np.sqrt(1025.0) / 2) / (np.sqrt(1025.0) / 2) < 0.02
+    np.testing.assert_allclose(sigma, NoiseModel(2.0, 5.0).sigma_map(noisy), rtol=1e-5)
+
+
+def test_detector_noise_draws_a_detector_per_seed_and_is_reproducible():
+    from astrotf.config.data import DetectorNoiseConfig
+
+    config = DetectorNoiseConfig(hot_pixel_rate=(0.0, 0.0), cosmic_ray_rate=(0.0, 0.0))
+    clean = np.full((64, 64, 1), 1000.0, np.float32)
+    a = noise.add_detector_noise(clean, config, tf.constant([3, 4]))
+    b = noise.add_detector_noise(clean, config, tf.constant([3, 4]))
+    c = noise.add_detector_noise(clean, config, tf.constant([3, 5]))
+    np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+    assert float(a[1][0, 0, 0]) != float(c[1][0, 0, 0])  # another gain or ratio: another target level
+
+
+def test_detector_artefacts_are_sparse_positive_and_cosmic_rays_are_tracks():
+    from astrotf.config.data import DetectorNoiseConfig
+
+    config = DetectorNoiseConfig(hot_pixel_rate=(0.0, 0.0), cosmic_ray_rate=(1e-3, 1e-3),
+                                 artefact_electrons=(1000.0, 2000.0))
+    hits = noise.detector_artefacts(tf.constant([512, 512, 1]), config, tf.constant([0, 9])).numpy()[..., 0]
+    assert hits.min() == 0.0
+    starts = hits.size * 1e-3
+    # about 3 px per ray (fewer where rays overlap or leave the frame), each 1000-2000 e-
+    assert 2.5 * starts * 0.8 < np.count_nonzero(hits) < 3 * starts * 1.2
+    assert hits[hits > 0].min() >= 1000.0
+    lone = (hits > 0) & (np.roll(hits, 1, 0) == 0) & (np.roll(hits, -1, 0) == 0) & (np.roll(hits, 1, 1) == 0) \
+        & (np.roll(hits, -1, 1) == 0) & (np.roll(hits, (1, 1), (0, 1)) == 0) & (np.roll(hits, (-1, -1), (0, 1)) == 0) \
+        & (np.roll(hits, (1, -1), (0, 1)) == 0) & (np.roll(hits, (-1, 1), (0, 1)) == 0)
+    assert lone.sum() < 0.02 * np.count_nonzero(hits)  # tracks, not single pixels
+    hot = noise.detector_artefacts(tf.constant([512, 512, 1]),
+                                   DetectorNoiseConfig(hot_pixel_rate=(1e-3, 1e-3), cosmic_ray_rate=(0.0, 0.0)),
+                                   tf.constant([0, 9])).numpy()
+    assert 0.7 * 262 < np.count_nonzero(hot) < 1.3 * 262
+
+
+def test_detector_noise_config_refuses_bad_ranges():
+    from astrotf.config.data import DetectorNoiseConfig
+
+    with pytest.raises(ValueError, match="exposure_ratio"):
+        DetectorNoiseConfig(exposure_ratio=(0.5, 2.0))
+    with pytest.raises(ValueError, match="hot_pixel_rate"):
+        DetectorNoiseConfig(hot_pixel_rate=(0.0, 2.0))
+    with pytest.raises(ValueError, match="gain"):
+        DetectorNoiseConfig(gain=(0.0, 1.0))

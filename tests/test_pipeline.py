@@ -94,3 +94,30 @@ def test_paired_size_mismatch_is_reported(tmp_path):
     cfg = DataConfig(mode="paired", noise="none", tile=16)
     with pytest.raises(AstroTFError, match="p0.tif: 44 x 40 px but its clean partner is 40 x 40"):
         pipeline.prepare_samples(root, cfg, tmp_path / "cache")
+
+
+def test_detector_noise_gives_the_input_its_sigma_map_and_the_target_in_adu(electron_folder, tmp_path):
+    from astrotf.config.data import DetectorNoiseConfig, StarMaskConfig
+    from astrotf.noise_model import NoiseModel
+
+    detector = DetectorNoiseConfig(gain=(2.0, 2.0), read_noise=(4.0, 4.0), exposure_ratio=(5.0, 5.0),
+                                   hot_pixel_rate=(0.0, 0.0), cosmic_ray_rate=(0.0, 0.0))
+    cfg = DataConfig(tile=32, batch_size=4, channels=1, noise="detector", crops_per_image=2, shuffle_buffer=4,
+                     detector=detector, star_mask=StarMaskConfig(threshold_sigma=0.5, dilation=1, blur_sigma=0.0))
+    samples = pipeline.prepare_samples(electron_folder, cfg, tmp_path / "cache")
+    (noisy, sigma), target, mask = next(iter(pipeline.make_dataset(samples, cfg, training=True)))
+    noisy, sigma, target, mask = (np.asarray(a) for a in (noisy, sigma, target, mask))
+    np.testing.assert_allclose(sigma, NoiseModel(2.0, 4.0).sigma_map(noisy), rtol=1e-5)
+    z = (noisy - target) / np.sqrt(np.maximum(target, 0) / 2.0 + 4.0)  # true sigma of the short exposure
+    assert abs(z.mean()) < 0.1 and abs(z.std() - 1.0) < 0.1
+    assert set(np.unique(mask)) <= {0.0, 1.0} and 0 < mask.mean() < 1
+
+
+def test_detector_noise_refuses_negative_electrons(tmp_path):
+    from astropy.io import fits
+
+    (tmp_path / "neg").mkdir()
+    fits.PrimaryHDU(np.full((40, 40), -1.0, np.float32)).writeto(tmp_path / "neg" / "a.fits")
+    cfg = DataConfig(tile=32, channels=1, noise="detector")
+    with pytest.raises(AstroTFError, match="a.fits.*electrons"):
+        pipeline.prepare_samples(tmp_path / "neg", cfg, tmp_path / "cache")

@@ -137,6 +137,21 @@ def test_a_nafnet_recipe_trains_and_seeds_a_new_run(rgb_folder, tmp_path):
     assert json.loads((second / "run.json").read_text())["init"]["model"].endswith("model_best.keras")
 
 
+def test_a_noise_conditioned_recipe_trains_on_electron_fields_with_the_science_loss(electron_folder, tmp_path):
+    """The shipped resunet-linear recipe on tiny tiles: (image, sigma) in, loss in units of sigma."""
+    out = tmp_path / "run"
+    result = run(["train", "resunet", "--data", str(electron_folder), "--out", str(out), "--config",
+                  "resunet-linear", "--epochs", "1", *TINY])
+    assert result.exit_code == 0, result.output
+    history = (out / "history.csv").read_text().splitlines()
+    assert history[0].split(",")[2:5] == ["train_sigma_huber", "train_flux", "train_compact"]
+    assert np.isfinite(float(history[1].split(",")[5]))
+    import keras
+
+    model = keras.saving.load_model(out / "model_best.keras")
+    assert [t.name for t in model.inputs] == ["image", "noise_sigma"]
+
+
 @pytest.mark.parametrize(
     "setup,args,message",
     [

@@ -4,6 +4,7 @@ Run from the repository root::
 
     python tools/make_datasets.py stellarium --out datasets/stellarium-rgb [--src DIR] [--reserved-out DIR]
     python tools/make_datasets.py starfields --out datasets/starfields --n 200 --size 512 --seed 0
+    python tools/make_datasets.py starfields --prior --out datasets/prior-fields --n 1500 --size 256 --seed 7
     python tools/make_datasets.py sample
 
 Nothing is downloaded except, for ``stellarium`` without ``--src``, Debian's ``stellarium-data`` package
@@ -208,12 +209,17 @@ def stellarium(out: Path, src: Path | None, reserved_out: Path | None):
 @click.option("--size", type=click.IntRange(16), default=512, show_default=True, help="Field side in px.")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
               help="Field i uses seed * 1000000 + i.")
-def starfields(out: Path, n: int, size: int, seed: int):
+@click.option("--prior", is_flag=True,
+              help="Draw the fields from the broad training prior of the noise-conditioned linear models "
+                   "(astrotf.data.prior.training_prior) instead of the default StarFieldConfig.")
+def starfields(out: Path, n: int, size: int, seed: int, prior: bool):
     """Noise-free simulated star fields (float32 FITS, electrons) with truth catalogues (CSV)."""
     from astropy.io import fits
 
+    from astrotf.data.prior import training_prior
+
     clean = _empty_dir(out / "clean")
-    config = StarFieldConfig(shape=(size, size))
+    config = training_prior((size, size)).field if prior else StarFieldConfig(shape=(size, size))
     files = []
     for i in range(n):
         field_seed = seed * 1_000_000 + i
@@ -227,7 +233,8 @@ def starfields(out: Path, n: int, size: int, seed: int):
                       "n_stars": header["NSTARS"], "n_galaxies": header["NGALAXY"],
                       "fwhm": header["FWHM"], "sky": header["SKY"]})
     _write_json(out / "MANIFEST.json", {
-        "generator": "astrotf.data.simulate.simulate_star_field (tools/make_datasets.py starfields)",
+        "generator": "astrotf.data.simulate.simulate_star_field (tools/make_datasets.py starfields"
+                     + (" --prior)" if prior else ")"),
         "units": "electron", "noise": "none", "seed": seed, "config": dataclasses.asdict(config),
         "counts": {"fields": n}, "files": files,
     })

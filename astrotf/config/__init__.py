@@ -8,7 +8,7 @@ A Pix2Pix recipe (:class:`Pix2PixRecipe`) has a ResUNet recipe's tables plus
 
 A ResUNet recipe (:class:`Recipe`) has four tables, one per stage: ``[model]``
 (:class:`ModelConfig`), ``[data]`` (:class:`DataConfig`, with ``[data.astropics]``,
-``[data.physical]``, ``[data.star_mask]``), ``[loss]`` (:class:`LossConfig`) and
+``[data.physical]``, ``[data.detector]``, ``[data.star_mask]``), ``[loss]`` (:class:`LossConfig`) and
 ``[train]`` (:class:`TrainConfig`). A Self2Self recipe (:class:`Self2SelfRecipe`) has
 ``[model]`` and ``[train]``. Each table is validated by its dataclass; unknown keys
 are errors, so a typo never silently falls back to a default.
@@ -25,7 +25,7 @@ import sys
 import typing
 from pathlib import Path
 
-from astrotf.config.data import AstroPicsNoiseConfig, DataConfig, PhysicalNoiseConfig, StarMaskConfig
+from astrotf.config.data import AstroPicsNoiseConfig, DataConfig, DetectorNoiseConfig, PhysicalNoiseConfig, StarMaskConfig
 from astrotf.config.gan import AdversarialConfig, DiscriminatorConfig
 from astrotf.config.model import ModelConfig, Self2SelfModelConfig
 from astrotf.config.training import PRECISIONS, LossConfig, Self2SelfTrainConfig, TrainConfig, resolve_precision
@@ -38,7 +38,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
-    "PIPELINES", "PRECISIONS", "AdversarialConfig", "AstroPicsNoiseConfig", "DataConfig", "DiscriminatorConfig",
+    "PIPELINES", "PRECISIONS", "AdversarialConfig", "AstroPicsNoiseConfig", "DataConfig", "DetectorNoiseConfig", "DiscriminatorConfig",
     "LossConfig", "ModelConfig", "PhysicalNoiseConfig", "Pix2PixRecipe", "Recipe", "Self2SelfModelConfig", "Self2SelfRecipe", "Self2SelfTrainConfig",
     "StarMaskConfig", "TrainConfig", "load_recipe", "load_pix2pix_recipe", "load_self2self_recipe", "override",
     "pix2pix_recipe_from_dict", "read_toml", "recipe_from_dict", "resolve_precision", "resolve_recipe_path", "self2self_recipe_from_dict",
@@ -62,6 +62,16 @@ class Recipe:
     data: DataConfig = DataConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+
+    def __post_init__(self):
+        conditioned = bool(self.model.kwargs().get("noise_map"))
+        if conditioned != (self.data.noise == "detector"):
+            raise AstroTFError(
+                f"[model] noise_map = {str(conditioned).lower()} and [data] noise = '{self.data.noise}' do not go "
+                "together: a noise-conditioned model needs the σ map of noise = 'detector', and only it takes one")
+        if self.loss.kind == "science" and not conditioned:
+            raise AstroTFError("[loss] kind = 'science' measures errors in units of the input's σ map: it needs "
+                               "[model] noise_map = true")
 
     def to_dict(self) -> dict:
         """Nested dicts, as in a recipe file (the ``[model]`` table flat)."""
@@ -105,6 +115,9 @@ class Pix2PixRecipe:
 
     def __post_init__(self):
         args = self.model.kwargs()
+        if self.data.noise == "detector" or self.loss.kind == "science":
+            raise AstroTFError("[data] noise = 'detector' and [loss] kind = 'science' are for noise-conditioned "
+                               "models, which the GAN trainer does not take")
         if self.model.name == "self2self" or args.get("noise_map"):
             setting = "name = 'self2self'" if self.model.name == "self2self" else "noise_map = true"
             raise AstroTFError(f"[model] {setting}: the GAN trainer takes single-input denoisers "

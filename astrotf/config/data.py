@@ -1,9 +1,10 @@
 """Settings of the data stage: synthetic noise, star masks and training tiles (TensorFlow-free).
 
 :class:`DataConfig` is the ``[data]`` table of a recipe; its ``[data.astropics]``,
-``[data.physical]`` and ``[data.star_mask]`` sub-tables are :class:`AstroPicsNoiseConfig`
-(AstroPics Lab §2.2), :class:`PhysicalNoiseConfig` (Astro U-net §2.1, eqs. 1-4) and
-:class:`StarMaskConfig` (AstroPics Lab §2.3). The stage modules (:mod:`astrotf.data.noise`,
+``[data.physical]``, ``[data.detector]`` and ``[data.star_mask]`` sub-tables are
+:class:`AstroPicsNoiseConfig` (AstroPics Lab §2.2), :class:`PhysicalNoiseConfig` (Astro U-net §2.1,
+eqs. 1-4), :class:`DetectorNoiseConfig` (the broad detector prior of the noise-conditioned linear
+models) and :class:`StarMaskConfig` (AstroPics Lab §2.3). The stage modules (:mod:`astrotf.data.noise`,
 :mod:`astrotf.data.masks`, :mod:`astrotf.data.pipeline`) take them as arguments.
 """
 
@@ -189,6 +190,57 @@ class PhysicalNoiseConfig:
             check_nonnegative(name, getattr(self, name))
 
 
+@dataclasses.dataclass(frozen=True)
+class DetectorNoiseConfig:
+    """A detector and exposure drawn per tile, for noise-conditioned linear models (issue #21).
+
+    A clean tile holds electrons of a long exposure. Per tile a gain ``g``, read noise ``rn`` and
+    exposure ratio ``r`` are drawn uniformly from their ranges; the input is the short exposure in ADU,
+    ``(Pois(clean / r) + artefacts + N(0, rn)) / g``, the target its expectation ``clean / (r * g)``,
+    and the σ map the model is conditioned on is ``NoiseModel(g, rn).sigma_map(input)``
+    (:mod:`astrotf.noise_model`), exactly what inference computes from a frame's noise model.
+    Hot pixels and cosmic rays (in the input only: the model must neither keep them nor take them for
+    stars) fall on a fraction of pixels drawn from ``hot_pixel_rate`` and ``cosmic_ray_rate``, with
+    log-uniform charges in ``artefact_electrons``; a cosmic ray is a 3-px track.
+
+    Attributes
+    ----------
+    gain : (float, float)
+        e⁻/ADU, low > 0.
+    read_noise : (float, float)
+        e⁻ rms.
+    exposure_ratio : (float, float)
+        ``r >= 1``.
+    hot_pixel_rate, cosmic_ray_rate : (float, float)
+        Fraction of pixels hit per tile, in [0, 1].
+    artefact_electrons : (float, float)
+        Charge of a hot pixel or of a cosmic ray's pixels, e⁻, low > 0.
+
+    Raises
+    ------
+    ValueError
+        A range that is not ``(low, high)`` with ``low <= high`` inside its bounds.
+    """
+
+    gain: tuple[float, float] = (0.3, 5.0)
+    read_noise: tuple[float, float] = (1.0, 15.0)
+    exposure_ratio: tuple[float, float] = (1.5, 10.0)
+    hot_pixel_rate: tuple[float, float] = (0.0, 3e-4)
+    cosmic_ray_rate: tuple[float, float] = (0.0, 2e-4)
+    artefact_electrons: tuple[float, float] = (200.0, 50000.0)
+
+    def __post_init__(self):
+        _check_range("gain", self.gain, minimum=1e-6)
+        _check_range("read_noise", self.read_noise)
+        _check_range("exposure_ratio", self.exposure_ratio, minimum=1.0)
+        _check_range("hot_pixel_rate", self.hot_pixel_rate)
+        _check_range("cosmic_ray_rate", self.cosmic_ray_rate)
+        _check_range("artefact_electrons", self.artefact_electrons, minimum=1e-6)
+        for name in ("hot_pixel_rate", "cosmic_ray_rate"):
+            if getattr(self, name)[1] > 1:
+                msg = f"`{name}` must lie in [0, 1]. Received: {name}={getattr(self, name)}"
+                raise ValueError(msg)
+
 
 @dataclasses.dataclass(frozen=True)
 class StarMaskConfig:
@@ -238,7 +290,7 @@ class StarMaskConfig:
 
 
 MODES = ("paired", "clean-only")
-NOISES = ("astropics", "physical", "none")
+NOISES = ("astropics", "physical", "detector", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,9 +308,11 @@ class DataConfig:
         Tiles per batch (8 in the paper).
     channels : int
         Expected channels of every image (1 or 3).
-    noise : {"astropics", "physical", "none"}
+    noise : {"astropics", "physical", "detector", "none"}
         Synthetic noise added to the input: AstroPics §2.2 (stretched data in
-        [0, 1]), Astro U-net eq. 4 (linear data), or none (paired data as given).
+        [0, 1]), Astro U-net eq. 4 (linear data), a detector drawn per tile with the
+        input's σ map (noise-conditioned linear models; clean images in electrons), or
+        none (paired data as given).
     crops_per_image : int
         Random tiles cut from an image each time it is read.
     shuffle_buffer : int
@@ -280,6 +334,7 @@ class DataConfig:
     seed: int = 0
     astropics: AstroPicsNoiseConfig = AstroPicsNoiseConfig()
     physical: PhysicalNoiseConfig = PhysicalNoiseConfig()
+    detector: DetectorNoiseConfig = DetectorNoiseConfig()
     star_mask: StarMaskConfig = StarMaskConfig()
 
     def __post_init__(self):

@@ -15,6 +15,10 @@ from astrotf.errors import check_fields
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
+#: The losses of ``[loss] kind``.
+LOSS_KINDS = ("astropics", "science")
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """Weights of the composite loss (§2.5).
@@ -34,6 +38,21 @@ class LossConfig:
         data a few background sigmas).
     brightness_block : int
         Cell size in px of the brightness term.
+    kind : {"astropics", "science"}
+        ``"astropics"``: the composite loss above (§2.5). ``"science"``: the loss of the
+        noise-conditioned linear models (issue #21), every term in units of the input's per-pixel σ:
+        the squared error (linear beyond ``huber_delta`` σ, so artefacts do not outweigh a tile), plus ``flux_weight`` times the flux error of ``flux_block``-px cells
+        (sources and sky level alike), plus ``compact_weight`` times the residual power at the PSF
+        scale (Gaussian of ``compact_fwhm`` px) in source-free sky, what a source finder takes for
+        faint sources. The AstroPics weights above are then unused.
+    huber_delta : float
+        Error in σ where the science loss turns from squared to linear, > 0.
+    flux_weight, compact_weight : float
+        Weights of the science terms, >= 0.
+    flux_block : int
+        Cell size in px of the science flux term.
+    compact_fwhm : float
+        FWHM in px of the matched filter of the compact-residual term, > 0.
     """
 
     beta: float = 0.2
@@ -42,8 +61,30 @@ class LossConfig:
     star_weight: float = 0.5
     ssim_data_range: float = 1.0
     brightness_block: int = 8
+    kind: str = "astropics"
+    huber_delta: float = 3.0
+    flux_weight: float = 0.1
+    flux_block: int = 8
+    compact_weight: float = 0.1
+    compact_fwhm: float = 3.0
 
     def __post_init__(self):
+        if self.kind not in LOSS_KINDS:
+            msg = f"`kind` must be one of {LOSS_KINDS}. Received: kind={self.kind!r}"
+            raise ValueError(msg)
+        for name in ("flux_weight", "compact_weight"):
+            if not getattr(self, name) >= 0:
+                msg = f"`{name}` must be >= 0. Received: {name}={getattr(self, name)}"
+                raise ValueError(msg)
+        if not (isinstance(self.flux_block, int) and self.flux_block >= 1):
+            msg = f"`flux_block` must be an integer >= 1. Received: flux_block={self.flux_block}"
+            raise ValueError(msg)
+        if not self.huber_delta > 0:
+            msg = f"`huber_delta` must be > 0. Received: huber_delta={self.huber_delta}"
+            raise ValueError(msg)
+        if not self.compact_fwhm > 0:
+            msg = f"`compact_fwhm` must be > 0. Received: compact_fwhm={self.compact_fwhm}"
+            raise ValueError(msg)
         if not 0.0 <= self.beta <= 1.0:
             msg = f"`beta` must be in [0, 1]. Received: beta={self.beta}"
             raise ValueError(msg)

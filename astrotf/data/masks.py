@@ -69,6 +69,26 @@ def _sigma_threshold(lum: tf.Tensor, finite: tf.Tensor, k: float) -> tf.Tensor:
     return tf.reshape(median + k * MAD_TO_SIGMA * mad, [-1, 1, 1, 1])
 
 
+#: Side in px of the grey opening that gives a noise-free image's background (wider than any star).
+OPENING_SIZE = 25
+
+
+def _opening(lum: tf.Tensor, size: int) -> tf.Tensor:
+    """Grey opening (min filter, then max filter) of (N, H, W, 1): the smooth background under
+    sources smaller than ``size`` px, sky gradients included."""
+    eroded = -tf.nn.max_pool2d(-lum, ksize=size, strides=1, padding="SAME")
+    return tf.nn.max_pool2d(eroded, ksize=size, strides=1, padding="SAME")
+
+
+def _noise_threshold(lum: tf.Tensor, finite: tf.Tensor, sigma: tf.Tensor, k: float) -> tf.Tensor:
+    """``opening(L) + k * median(sigma)`` per pixel (N, H, W, 1): the k-sigma rule for a noise-free
+    image, whose own MAD is no measure of the noise and whose sky may be tilted."""
+    flat_shape = tf.stack([tf.shape(lum)[0], -1])
+    noise = _finite_median(tf.reshape(sigma, flat_shape), tf.reshape(finite, flat_shape))
+    background = _opening(tf.where(finite, lum, tf.reduce_min(tf.where(finite, lum, math.inf))), OPENING_SIZE)
+    return background + k * tf.reshape(noise, [-1, 1, 1, 1])
+
+
 def _gaussian_blur(folded: tf.Tensor, sigma: float) -> tf.Tensor:
     """Separable Gaussian blur of masks folded to (1, H, W, N), normalised at the borders.
 
@@ -89,7 +109,7 @@ def _gaussian_blur(folded: tf.Tensor, sigma: float) -> tf.Tensor:
     return blur(folded) / blur(tf.ones_like(folded[..., :1]))
 
 
-def star_mask(image, config: StarMaskConfig = StarMaskConfig()) -> tf.Tensor:
+def star_mask(image, config: StarMaskConfig = StarMaskConfig(), noise_sigma=None) -> tf.Tensor:
     """Soft star mask: threshold the luminance, dilate, blur (AstroPics Lab §2.3).
 
     Pixels whose luminance exceeds the threshold are star cores; a square max-pool of
@@ -104,6 +124,11 @@ def star_mask(image, config: StarMaskConfig = StarMaskConfig()) -> tf.Tensor:
         Shape (H, W, C) or (N, H, W, C), C = 1 or 3; stretched [0, 1] data for the
         absolute threshold, any linear scale with ``threshold_sigma``.
     config : StarMaskConfig
+    noise_sigma : tf.Tensor, optional
+        Per-pixel noise σ shaped like ``image``: with ``threshold_sigma`` the threshold is then
+        ``opening(L) + threshold_sigma * median(luminance(noise_sigma))`` (a grey opening of
+        :data:`OPENING_SIZE` px as the background), so a noise-free target (whose MAD is ~0) gets the
+        sources that rise ``threshold_sigma`` times the input's noise above its local sky.
 
     Returns
     -------
@@ -129,8 +154,11 @@ def star_mask(image, config: StarMaskConfig = StarMaskConfig()) -> tf.Tensor:
     finite = tf.math.is_finite(lum)
     if config.threshold_sigma is None:
         threshold = tf.constant(config.threshold, tf.float32)
-    else:
+    elif noise_sigma is None:
         threshold = _sigma_threshold(lum, finite, config.threshold_sigma)
+    else:
+        sigma = tf.cast(noise_sigma if rank == 4 else tf.convert_to_tensor(noise_sigma)[tf.newaxis], tf.float32)
+        threshold = _noise_threshold(lum, finite, luminance(sigma), config.threshold_sigma)
 
     # Fold the batch into channels, (N, H, W, 1) -> (1, H, W, N): TensorFlow's CPU
     # pooling and depthwise kernels vectorise over channels, which makes the separable

@@ -6,7 +6,8 @@ Two families, one per data domain:
   blotches, banding, and identity / low-noise variants, combined by
   :func:`add_astropics_noise`;
 * linear data in ADU (Astro U-net §2.1, eqs. 1-4): photon, dark and read noise of an
-  ``r``-times shorter exposure, :func:`add_physical_noise`.
+  ``r``-times shorter exposure, :func:`add_physical_noise`; with a detector (gain, read noise,
+  ratio, hot pixels, cosmic rays) drawn per tile and the input's σ map, :func:`add_detector_noise`.
 
 Every function is pure TensorFlow, so it runs inside ``tf.data.Dataset.map`` in graph
 mode with unknown height and width. Images are (H, W, C); the output dtype follows the
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 from astrotf.config.data import (  # noqa: F401  (the configs are re-exported here)
     AstroPicsNoiseConfig,
+    DetectorNoiseConfig,
     PhysicalNoiseConfig,
     check_nonnegative,
     is_number,
@@ -396,3 +398,74 @@ def physical_noise_sigma(image, config: PhysicalNoiseConfig, ratio) -> tf.Tensor
         + config.read_noise**2
     )
     return tf.cast(tf.sqrt(variance) * r / config.gain, dtype)
+
+
+# --------------------------------------------------------------------------- a detector drawn per tile (issue #21)
+
+
+def _log_uniform(value_range, shape, seed) -> tf.Tensor:
+    low, high = (tf.math.log(tf.constant(v, tf.float32)) for v in value_range)
+    return tf.exp(tf.random.stateless_uniform(shape, seed, minval=low, maxval=high))
+
+
+def detector_artefacts(shape, config: DetectorNoiseConfig, seed) -> tf.Tensor:
+    """Electrons of hot pixels and cosmic rays on a (H, W, C) frame (``shape`` a 1-D int tensor).
+
+    Each pixel is a hot pixel with a probability drawn from ``config.hot_pixel_rate`` and the start
+    of a cosmic ray with one drawn from ``config.cosmic_ray_rate``; charges are log-uniform in
+    ``config.artefact_electrons``. A cosmic ray is a 3-px track, horizontal, vertical or diagonal
+    (one direction per frame), far sharper than any PSF.
+    """
+    seeds = _split(seed, 6)
+    hot_rate = _uniform(config.hot_pixel_rate, seeds[0])
+    ray_rate = _uniform(config.cosmic_ray_rate, seeds[1])
+    hot = tf.cast(tf.random.stateless_uniform(shape, seeds[2]) < hot_rate, tf.float32)
+    rays = tf.cast(tf.random.stateless_uniform(shape, seeds[3]) < ray_rate, tf.float32)
+    charge = _log_uniform(config.artefact_electrons, shape, seeds[4])
+    tracks = tf.constant([[[0, 0, 0], [1, 1, 1], [0, 0, 0]], [[0, 1, 0], [0, 1, 0], [0, 1, 0]],
+                          [[1, 0, 0], [0, 1, 0], [0, 0, 1]], [[0, 0, 1], [0, 1, 0], [1, 0, 0]]], tf.float32)
+    track = tf.gather(tracks, tf.random.stateless_uniform([], seeds[5], maxval=4, dtype=tf.int32))
+    channels = shape[-1]
+    kernel = tf.tile(tf.reshape(track, [3, 3, 1, 1]), tf.stack([1, 1, channels, 1]))
+    spread = tf.nn.depthwise_conv2d((rays * charge)[None], kernel, [1, 1, 1, 1], "SAME")[0]
+    return hot * charge + spread
+
+
+def add_detector_noise(clean, config: DetectorNoiseConfig, seed) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """A short exposure of a clean long one, on a detector drawn from ``config``, and its σ map.
+
+    With ``g``, ``rn`` and ``r`` drawn per call (see :class:`~astrotf.config.data.DetectorNoiseConfig`)::
+
+        noisy  = (Pois(clean / r) + artefacts + N(0, rn)) / g           (ADU)
+        target = clean / (r * g)                                        (its expectation, ADU)
+        sigma  = sqrt(max(noisy, 0) / g + (rn / g)**2)                  (ADU)
+
+    ``sigma`` is :meth:`astrotf.noise_model.NoiseModel.sigma_map` of ``noisy`` for ``NoiseModel(g, rn)``:
+    the model is trained on the σ map inference computes, evaluated on the noisy data, not on the
+    truth it never sees.
+
+    Parameters
+    ----------
+    clean : tf.Tensor
+        (H, W, C) long exposure in electrons, >= 0 and finite.
+    config : DetectorNoiseConfig
+    seed : tf.Tensor
+        Shape [2], int32 or int64.
+
+    Returns
+    -------
+    noisy, target, sigma : tf.Tensor
+        float32, the shape of ``clean``.
+    """
+    x, _ = _to_float32(clean)
+    seeds = _split(seed, 6)
+    gain = _uniform(config.gain, seeds[0])
+    read_noise = _uniform(config.read_noise, seeds[1])
+    ratio = _uniform(config.exposure_ratio, seeds[2])
+    short = tf.nn.relu(x) / ratio
+    shape = tf.shape(short)
+    electrons = tf.random.stateless_poisson(shape, seeds[3], short, dtype=tf.float32)
+    electrons += detector_artefacts(shape, config, seeds[4])
+    noisy = (electrons + tf.random.stateless_normal(shape, seeds[5], stddev=read_noise)) / gain
+    sigma = tf.sqrt(tf.nn.relu(noisy) / gain + tf.square(read_noise / gain))
+    return noisy, short / gain, sigma

@@ -25,7 +25,7 @@ import tensorflow as tf
 from astrotf import io
 from astrotf.config.data import DataConfig
 from astrotf.data.masks import star_mask
-from astrotf.data.noise import add_astropics_noise, add_physical_noise
+from astrotf.data.noise import add_astropics_noise, add_detector_noise, add_physical_noise
 from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
@@ -98,6 +98,9 @@ def _load_checked(path: Path, config: DataConfig) -> np.ndarray:
     bad = int(np.size(data) - np.count_nonzero(np.isfinite(data)))
     if bad:
         raise AstroTFError(f"{path}: {bad} non-finite pixel(s) (NaN/Inf); training needs finite data")
+    if config.noise == "detector" and data.min() < 0:
+        raise AstroTFError(f"{path}: minimum {data.min():.4g} < 0; noise = 'detector' takes clean frames in "
+                           "electrons (>= 0)")
     return data
 
 
@@ -196,6 +199,25 @@ def _synthetic_noisy(clean: tf.Tensor, config: DataConfig, seed) -> tf.Tensor:
     return clean
 
 
+def _mask_adder(config: DataConfig):
+    """``(x, y) -> (x, y, star_mask)`` for a batch (the mask ops run much faster on a batch than tile by tile).
+
+    The absolute threshold (stretched data) applies to the clean target as in §2.3; the sigma
+    threshold (linear data) needs a noise scale, which a noise-free target lacks (its MAD is ~0), so
+    there the cores are the k-sigma detections in the noisy input. With a σ map (noise = "detector")
+    the mask is the noise-free target's sources above ``threshold_sigma`` times the input's noise, and
+    the sky the science loss scores is where it is 0.
+    """
+    from_noisy = config.star_mask.threshold_sigma is not None
+
+    def with_mask(x, y):
+        if config.noise == "detector":
+            return x, y, star_mask(y, config.star_mask, noise_sigma=x[1])
+        return x, y, star_mask(x if from_noisy else y, config.star_mask)
+
+    return with_mask
+
+
 def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, epoch: int = 0):
     """Batched ``(noisy, clean, star_mask)`` tiles; infinite when ``training``.
 
@@ -214,7 +236,9 @@ def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, e
     Returns
     -------
     tf.data.Dataset
-        Elements ``(x, y, mask)`` shaped (B, T, T, C), (B, T, T, C), (B, T, T, 1).
+        Elements ``(x, y, mask)`` shaped (B, T, T, C), (B, T, T, C), (B, T, T, 1); with
+        ``noise = "detector"`` ``x`` is the pair ``(noisy, noise_sigma)``, the two inputs of a
+        noise-conditioned model, and ``y`` the noise-free short exposure in ADU.
     """
     if not samples:
         raise AstroTFError("no images to make tiles from")
@@ -244,6 +268,9 @@ def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, e
     def to_example(counter, stack):
         seed = tf.random.experimental.stateless_fold_in(base_seed + 7919, counter)
         clean = stack[..., :c]
+        if config.noise == "detector":
+            noisy, target, sigma = add_detector_noise(clean, config.detector, seed)
+            return (noisy, sigma), target
         return (stack[..., c:] if paired else _synthetic_noisy(clean, config, seed)), clean
 
     files = tf.data.Dataset.from_tensor_slices(table)
@@ -259,13 +286,7 @@ def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, e
         tiles = tiles.shuffle(config.shuffle_buffer, seed=config.seed + epoch)
     tiles = tiles.enumerate().map(to_example, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     batches = tiles.batch(config.batch_size, drop_remainder=training)
-    # Star masks per batch (the mask ops run much faster on a batch than tile by tile).
-    # The absolute threshold (stretched data) applies to the clean target as in §2.3; the
-    # sigma threshold (linear data) needs a noise scale, which a noise-free target lacks
-    # (its MAD is ~0), so there the cores are the k-sigma detections in the noisy input.
-    from_noisy = config.star_mask.threshold_sigma is not None
-    batches = batches.map(lambda x, y: (x, y, star_mask(x if from_noisy else y, config.star_mask)),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    batches = batches.map(_mask_adder(config), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if not training:
         batches = batches.cache()
     return batches.prefetch(tf.data.AUTOTUNE)

@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from astrotf.config.data import DetectorNoiseConfig
 from astrotf.data.simulate import StarFieldConfig, _check_range
 
 _REFERENCE_AREA = 512 * 512  # px: the star and artefact counts below are per 512 x 512 field
@@ -34,9 +35,9 @@ class DetectorPrior:
         ``r``: the noisy input is an ``r`` times shorter exposure than the truth (Astro U-net eq. 3).
     """
 
-    gain: tuple[float, float] = (0.3, 5.0)
-    read_noise: tuple[float, float] = (1.0, 15.0)
-    exposure_ratio: tuple[float, float] = (1.5, 10.0)
+    gain: tuple[float, float] = DetectorNoiseConfig.gain  # the ranges the trainer draws ([data.detector])
+    read_noise: tuple[float, float] = DetectorNoiseConfig.read_noise
+    exposure_ratio: tuple[float, float] = DetectorNoiseConfig.exposure_ratio
 
     def __post_init__(self):
         _check_range("gain", self.gain, 0, inclusive=False)

@@ -190,17 +190,22 @@ def make_steps(model, optimizer, loss_fn, distribution, linear: bool, ema=None):
 
     replicas = distribution.num_replicas_in_sync
 
-    def scored(x, y, pred):
-        """Prediction and target in the units the loss sees (normalised for linear data)."""
+    conditioned = isinstance(model.input, (list, tuple))  # (image, noise_sigma): the science loss
+
+    def loss_terms(x, y, pred, mask):
+        """The loss terms, with prediction and target in the units the loss sees: normalised for linear
+        data; a noise-conditioned model's loss is in units of its σ map already."""
+        if conditioned:
+            return loss_fn.terms(y, pred, mask, x[1])
         if not linear:
-            return y, pred
+            return loss_fn.terms(y, pred, mask)
         offset, scale = background_stats(x)
-        return (y - offset) / scale, (tf.cast(pred, tf.float32) - offset) / scale
+        return loss_fn.terms((y - offset) / scale, (tf.cast(pred, tf.float32) - offset) / scale, mask)
 
     def replica_step(x, y, mask):
         with tf.GradientTape() as tape:
             pred = model(x, training=True)
-            terms = loss_fn.terms(*scored(x, y, pred), mask)
+            terms = loss_terms(x, y, pred, mask)
             scaled = optimizer.scale_loss(terms["loss"] / replicas)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -216,7 +221,7 @@ def make_steps(model, optimizer, loss_fn, distribution, linear: bool, ema=None):
     @tf.function
     def eval_step(x, y, mask):
         pred = model(x, training=False)
-        return loss_fn.terms(*scored(x, y, pred), mask), pred
+        return loss_terms(x, y, pred, mask), pred
 
     return train_step, eval_step
 
@@ -286,8 +291,8 @@ def validate(session: Session, stop_requested) -> tuple[dict, list]:
         for k, v in terms.items():
             val_sums[k] = val_sums.get(k, 0.0) + float(v)
         n_val += 1
-        if first is None:
-            first = [np.asarray(a, np.float32) for a in (x, pred, y, mask)]
+        if first is None:  # a noise-conditioned model's input is (image, noise_sigma): the image is shown
+            first = [np.asarray(a, np.float32) for a in (x[0] if isinstance(x, tuple) else x, pred, y, mask)]
     return {k: v / n_val for k, v in val_sums.items()}, first
 
 
@@ -381,7 +386,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
     import tensorflow as tf
 
     from astrotf.data import pipeline
-    from astrotf.losses import AstroPicsLoss
+    from astrotf.losses import AstroPicsLoss, ScienceLoss
 
     tcfg = recipe.train
     precision = resolve_precision(tcfg.precision, bool(tf.config.list_physical_devices("GPU")))
@@ -394,7 +399,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
             init = record.state.get("init_source")
         init_record = initialise_from(model, init, recipe) if init is not None else record.state.get("init")
         optimizer = build_optimizer(tcfg, precision, model.trainable_variables)
-        loss_fn = AstroPicsLoss(recipe.loss)
+        loss_fn = ScienceLoss(recipe.loss) if recipe.loss.kind == "science" else AstroPicsLoss(recipe.loss)
         linear = recipe.model.kwargs().get("normalization") == "background"
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         best_var = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
