@@ -132,3 +132,19 @@ def test_strength_zero_returns_the_input_bit_for_bit_and_is_recorded(tmp_path, m
 def test_strength_outside_zero_to_one_is_a_one_line_error(tmp_path, models):
     result = invoke(tmp_path / "any.fits", "--strength", "1.5")
     assert result.exit_code == 2 and "--strength" in result.output and "Traceback" not in result.output
+
+
+def test_ctrl_c_outside_training_is_one_line_and_status_130(tmp_path, monkeypatch):
+    from astrotf import batch
+
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, np.full((32, 32, 3), 0.5, np.float32), photometric="rgb")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch, "run", interrupted)
+    result = CliRunner().invoke(main, ["infer", "-q", str(src)])
+    assert result.exit_code == 130
+    assert "Traceback" not in result.output and result.output.strip().startswith("Interrupted (Ctrl-C).")
+    assert len(result.output.strip().splitlines()) == 1

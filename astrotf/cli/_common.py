@@ -76,7 +76,8 @@ def filter_native_stderr() -> None:
 
 
 def friendly_errors(func):
-    """Turn AstroTFError into ``Error: <one line>`` and exit status 2."""
+    """Turn AstroTFError into ``Error: <one line>`` and exit status 2, and a Ctrl-C that no stage
+    handles itself (during imports, caching or inference) into one line and exit status 130."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -85,6 +86,10 @@ def friendly_errors(func):
         except AstroTFError as err:
             click.echo(f"Error: {err}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("Interrupted (Ctrl-C). Outputs are written whole or not at all: none is left half-written.",
+                       err=True)
+            sys.exit(130)
 
     return wrapper
 
