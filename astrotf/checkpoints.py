@@ -89,17 +89,34 @@ def remove_staging(folder: str | os.PathLike) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file (or, on POSIX, a folder's entries) to the disk, so a power cut keeps what was renamed."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder cannot be opened on Windows: its renames are durable there anyway
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_state(folder: Path, prefixes: list[Path]) -> None:
-    """TensorFlow's ``checkpoint`` state file for ``prefixes`` (oldest first), written atomically."""
+    """TensorFlow's ``checkpoint`` state file for ``prefixes`` (oldest first), written atomically and durably."""
     lines = [f'model_checkpoint_path: "{prefixes[-1].name}"']
     lines += [f'all_model_checkpoint_paths: "{p.name}"' for p in prefixes]
     tmp = folder / f".{STATE_FILE}.tmp"
     tmp.write_text("\n".join(lines) + "\n")
+    _fsync(tmp)
     os.replace(tmp, folder / STATE_FILE)
+    _fsync(folder)
 
 
 def write(checkpoint, folder: str | os.PathLike, number: int, keep: int = KEEP) -> Path:
-    """Write ``checkpoint`` (a ``tf.train.Checkpoint``) as ``folder/ckpt-<number>``, atomically.
+    """Write ``checkpoint`` (a ``tf.train.Checkpoint``) as ``folder/ckpt-<number>``, atomically and
+    durably (its files are flushed to the disk before they are renamed into place).
 
     Parameters
     ----------
@@ -126,7 +143,10 @@ def write(checkpoint, folder: str | os.PathLike, number: int, keep: int = KEEP) 
     remove(prefix)  # an earlier one of this step (killed from here on, the staged one is resumed from)
     staged = sorted(staging.iterdir(), key=lambda p: p.name.endswith(".index"))  # the index last
     for path in staged:
+        _fsync(path)  # on the disk before the rename makes it a checkpoint
+    for path in staged:
         os.replace(path, folder / (prefix.name + path.name[len("ckpt"):]))
+    _fsync(folder)
     shutil.rmtree(staging, ignore_errors=True)
     kept = [p for p in complete_checkpoints(folder) if p.parent == folder]
     write_state(folder, kept[:keep][::-1])

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from pathlib import Path
 
 from astrotf import checkpoints, runs
 from astrotf.errors import AstroTFError
@@ -212,3 +213,24 @@ def test_ctrl_c_is_deferred_to_the_next_step_and_a_second_one_stops_at_once():
             for _ in range(1000):
                 pass
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="names open files through /proc (Linux)")
+def test_checkpoint_files_reach_the_disk_before_they_are_renamed_into_place(tmp_path, monkeypatch):
+    import os
+
+    import tensorflow as tf
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(a))), real_replace(a, b))[1])
+    ckpt = tf.train.Checkpoint(v=tf.Variable(3.0))
+    prefix = checkpoints.write(ckpt, tmp_path / "checkpoints", 7)
+    synced = [p for kind, p in events if kind == "fsync"]
+    for kind, path in events:
+        if kind == "replace" and ".ckpt-7.partial" in path:
+            assert path in synced[: synced.index(str(tmp_path / "checkpoints"))]  # flushed before any rename
+    assert synced.count(str(tmp_path / "checkpoints")) >= 2  # the folder after the files and after the state
+    assert prefix.with_name("ckpt-7.index").exists()
