@@ -1,9 +1,9 @@
 """Training scaffolding (astrotf.runs): run folder, run.json, history, NaN check, Ctrl-C, provenance."""
 
 import json
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from astrotf import checkpoints, runs
 from astrotf.errors import AstroTFError
