@@ -127,9 +127,11 @@ def main() -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
                platform.processor()) if os.path.exists("/proc/cpuinfo") else platform.processor()
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA")  # e.g. AVX2: what a CPU without AVX-512 would run
-    print(f"{time.strftime('%Y-%m-%d')}, {cpu}{f' limited to {isa} (ONEDNN_MAX_CPU_ISA)' if isa else ''}, "
-          f"{len(os.sched_getaffinity(0))} cores, "
-          f"frame {args.size}x{args.size}, batch {args.batch_size or 'as astrotf infer'}")
+    setup = {"date": time.strftime('%Y-%m-%d'),
+             "machine": f"{cpu}{f' limited to {isa} (ONEDNN_MAX_CPU_ISA)' if isa else ''}, "
+                        f"{len(os.sched_getaffinity(0))} cores",
+             "frame": f"{args.size}x{args.size}", "batch": args.batch_size or "as astrotf infer"}
+    print(", ".join(f"{k} {v}" if k in ("frame", "batch") else str(v) for k, v in setup.items()))
     rows = []
     if "tensorrt" in args.backends:
         from astrotf.backends.tensorrt import cuda_available
@@ -162,7 +164,7 @@ def main() -> None:
     print(f"(this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB peak RSS)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+            json.dump({"setup": setup, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":
