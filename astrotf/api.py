@@ -15,6 +15,11 @@ and shape it was given:
   uncertainty is dropped with a warning, because a denoiser's output has no honest per-pixel
   uncertainty to give.
 
+A noise-conditioned model gets the frame's noise σ map as ``astrotf infer`` makes it
+(:mod:`astrotf.noise_map`): ``gain=`` (e⁻/ADU) and ``read_noise=`` (e⁻), else the ``meta`` of an
+``NDData`` (``GAIN``, ``RDNOISE``, ``EXPTIME``; its unit as ``BUNIT``), else a fit of the frame.
+A noise model the frame contradicts raises unless ``trust_noise_model=True``.
+
 Arrays carry no file format, so the data domain is guessed from the values and the unit (see
 :func:`array_domain`); pass ``domain=`` to say it.
 """
@@ -32,6 +37,7 @@ from astrotf.batch import InferOptions, denoise_frame
 from astrotf.constants import MAGNETOGRAM_UNITS
 from astrotf.errors import AstroTFError
 from astrotf.infer import looks_stretched
+from astrotf.noise_map import NoiseOptions
 from astrotf.restore import RestoreOptions
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,11 @@ class Denoiser:
     restore_mode : {"input", "clip"}
     soft_restore : bool, optional
         None: on for Self2Self models.
+    gain, read_noise : float, optional
+        Noise-conditioned models: the gain in e⁻/ADU and the read noise in e⁻, instead of those of
+        the ``NDData``'s meta or a fit of the frame (a finite number > 0; refused for other models).
+    trust_noise_model : bool
+        Noise-conditioned models: use a noise model that the frame's own noise contradicts.
     **options
         Any other field of :class:`astrotf.batch.InferOptions` (``overlap``, ``tile``,
         ``batch_size``, ``backend``, ``precision``, ``samples``, ``seed``, ``average``).
@@ -81,18 +92,20 @@ class Denoiser:
 
     def __init__(self, model: str | None = None, *, domain: str | None = None, strength: float = 1.0,
                  restore: float | None = None, restore_sigma: float | None = None, restore_mode: str = "input",
-                 soft_restore: bool | None = None, **options):
+                 soft_restore: bool | None = None, gain: float | None = None, read_noise: float | None = None,
+                 trust_noise_model: bool = False, **options):
         if domain is not None and domain not in DOMAINS:
             msg = f"`domain` must be one of {DOMAINS}. Received: domain={domain!r}"
             raise AstroTFError(msg)
-        known = {f.name for f in dataclasses.fields(InferOptions)} - {"model", "restore"}
+        known = {f.name for f in dataclasses.fields(InferOptions)} - {"model", "restore", "noise"}
         unknown = sorted(set(options) - known)
         if unknown:
             msg = f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             raise AstroTFError(msg)
         after = RestoreOptions(threshold=restore, sigmas=restore_sigma, mode=restore_mode, soft=soft_restore,
                                strength=strength)
-        self.options = InferOptions(model=model, restore=after, **options)
+        noise = NoiseOptions(gain=gain, read_noise=read_noise, trust=trust_noise_model)
+        self.options = InferOptions(model=model, restore=after, noise=noise, **options)
         self.domain = domain
         self._models: dict = {}
 
@@ -105,12 +118,12 @@ class Denoiser:
         array = _as_frame(data)
         return self._run(array, None).data.reshape(np.shape(data))
 
-    def _run(self, frame: np.ndarray, unit):
+    def _run(self, frame: np.ndarray, unit, meta=None):
         """The :class:`astrotf.batch.Frame` of ``frame``; its restore and report lines are logged."""
         domain = self.domain or array_domain(frame, unit)
-        result = denoise_frame(frame, self.options, domain=domain, models=self._models)
+        result = denoise_frame(frame, self.options, domain=domain, models=self._models, header=_header(meta, unit))
         for line in result.lines:
-            log.info("%s", line)
+            (log.warning if line.startswith("Warning: ") else log.info)("%s", line.removeprefix("Warning: "))
         return result
 
     def _nddata(self, nd):
@@ -123,7 +136,7 @@ class Denoiser:
             warnings.warn("the uncertainty is dropped: a denoised image has no per-pixel uncertainty to "
                           "propagate honestly", UserWarning, stacklevel=3)
         frame = _as_frame(np.where(mask, np.nan, data) if mask is not None else data)
-        done = self._run(frame, nd.unit)
+        done = self._run(frame, nd.unit, nd.meta)
         result = done.data.reshape(data.shape)
         if mask is not None:
             result = np.where(mask, data, result).astype(np.float32)  # masked pixels come back as they were
@@ -132,6 +145,17 @@ class Denoiser:
         meta["HISTORY"] = [*list(np.atleast_1d(meta["HISTORY"])), *done.history]
         kwargs = {"mask": None if mask is None else mask.copy(), "wcs": nd.wcs, "meta": meta, "unit": nd.unit}
         return type(nd)(result, **kwargs)
+
+
+def _header(meta, unit) -> dict | None:
+    """The keywords of an ``NDData``'s meta (upper case; ``HISTORY`` and ``COMMENT`` left out), with its
+    unit as ``BUNIT`` unless the meta has one: what the noise model of the frame is read from."""
+    if meta is None and unit is None:
+        return None
+    header = {str(k).upper(): v for k, v in (meta or {}).items() if str(k).upper() not in ("HISTORY", "COMMENT")}
+    if unit is not None:
+        header.setdefault("BUNIT", unit.to_string())
+    return header
 
 
 def denoise(data, model: str | None = None, **options):

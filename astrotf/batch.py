@@ -27,10 +27,12 @@ import numpy as np
 from astrotf import __version__
 from astrotf.constants import SELF2SELF_SAMPLES
 from astrotf.errors import AstroTFError
+from astrotf.noise_map import NoiseOptions
 from astrotf.restore import RestoreOptions
 
 if TYPE_CHECKING:
     from astrotf.backends import LoadedModel
+    from astrotf.noise_map import FrameNoise
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,8 @@ class InferOptions:
         Self2Self ensemble average (:func:`astrotf.ensemble.ensemble_predictor`).
     restore : RestoreOptions
         Soft restore, restore and report after the network.
+    noise : NoiseOptions
+        Gain, read noise, σ-map file and trust of a noise-conditioned model (:mod:`astrotf.noise_map`).
     """
 
     model: str | None = None
@@ -82,6 +86,7 @@ class InferOptions:
     seed: int = 0
     average: str = "dropped"
     restore: RestoreOptions = RestoreOptions()
+    noise: NoiseOptions = NoiseOptions()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,13 +285,18 @@ def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions
     Raises
     ------
     AstroTFError
-        Unreadable input, unknown model, a restore into a lossy or other format, a failed write.
+        Unreadable input, unknown model, a restore into a lossy or other format, a noise model that
+        cannot be found or trusted, a failed write.
     """
     from astrotf import io
     from astrotf.checks import check_restore_threshold, unit_warning
     from astrotf.infer import guess_domain
+    from astrotf.noise_map import MAP_HISTORY, check_noise_map_target, noise_map_path, write_noise_map
     from astrotf.restore import check_restore_target
 
+    noise_path = noise_map_path(image, output) if options.noise.write_map else None
+    if noise_path is not None:
+        check_noise_map_target(noise_path, image, output, force)
     data, info = io.read_image(image)
     if options.restore.restores:
         check_restore_target(output, info)
@@ -300,22 +310,28 @@ def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions
         echo(f"Warning: {image}: {units}", err=True)
     frame = denoise_frame(data, options, domain=domain, model=model, info=info, label=image.name,
                           progress=progress)
-    for line in frame.lines:
-        echo(f"{image.name}: {line}")
+    for line in frame.lines:  # a warning (noise model used despite its check) goes to stderr with the path
+        warning = line.startswith("Warning: ")
+        echo(f"Warning: {image}: {line[9:]}" if warning else f"{image.name}: {line}", err=warning)
     if create_folder:
         output.parent.mkdir(parents=True, exist_ok=True)
+    if noise_path is not None:  # before the output, whose presence --skip-existing takes for "done"
+        write_noise_map(noise_path, frame.noise.sigma, info, [f"{MAP_HISTORY} of {image.name} for model "
+                        f"{frame.model.name}", *frame.noise.history], overwrite=force)
     io.write_image(output, frame.data, info, history=frame.history, overwrite=force)
     return Denoised(output=output, model=frame.model.name, shape=tuple(data.shape))
 
 
 @dataclasses.dataclass
 class Frame:
-    """What :func:`denoise_frame` made: the result, the model that ran, HISTORY lines and report lines."""
+    """What :func:`denoise_frame` made: the result, the model that ran, HISTORY lines, report lines and,
+    for a noise-conditioned model, the noise model and σ map it was given."""
 
     data: np.ndarray
     model: LoadedModel
     history: list[str]
     lines: list[str]
+    noise: FrameNoise | None = None
 
 
 def pick_model(domain: str, options: InferOptions, models: dict | None = None) -> LoadedModel:
@@ -331,7 +347,7 @@ def pick_model(domain: str, options: InferOptions, models: dict | None = None) -
 
 def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, domain: str,
                   model: LoadedModel | None = None, models: dict | None = None, info=None, step="auto",
-                  label: str = "frame", progress: ProgressFactory | None = None) -> Frame:
+                  label: str = "frame", progress: ProgressFactory | None = None, header=None) -> Frame:
     """The network, then the strength blend, soft restore and restore of ``options.restore``, on one frame.
 
     Parameters
@@ -350,12 +366,18 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
         Grid step of quantised values when there is no ``info`` (see :func:`astrotf.infer.denoise_image`).
     label, progress
         ``progress(label)`` as in :func:`denoise_file`.
+    header : mapping, optional
+        Read for the noise model of a noise-conditioned model when there is no ``info`` (whose header
+        is used otherwise): see :func:`astrotf.noise_map.frame_noise`.
     """
     from astrotf.infer import denoise_image
+    from astrotf.noise_map import noise_for
     from astrotf.quantise import resolve_step
     from astrotf.restore import restore_and_report
 
     model = model if model is not None else pick_model(domain, options, models)
+    noise = noise_for(model.name, model.noise_conditioned, data, info.header if info is not None else header,
+                      options.noise, str(info.path) if info is not None else None)
     soft = options.restore.soft if options.restore.soft is not None else _is_self2self(model)
     model = _with_options_ensemble(model, options)
     tiles = model.tile_options(data.shape, options.overlap, options.tile, options.batch_size)
@@ -364,12 +386,14 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
         step = info.step if info.step is not None else "auto"
     step = resolve_step(data, step) if model.normalises_tiles else None
     with progress(f"{label} ({model.name}, {model.precision})") if progress else contextlib.nullcontext() as update:
-        result = denoise_image(data, model, tiles, update, step=step)
-    history, lines = _history(model, tiles, step, options, info.path.name if info is not None else None), []
+        result = denoise_image(data, model, tiles, update, step=step, noise_sigma=noise.sigma if noise else None)
+    history = _history(model, tiles, step, options, info.path.name if info is not None else None)
+    history, lines = history + (noise.history if noise else []), list(noise.lines if noise else [])
     if options.restore.restores or options.restore.report or soft or options.restore.strength != 1.0:
-        result, lines = restore_and_report(data, result, options.restore, soft=soft, info=info, domain=domain)
-        history += [f"astrotf {line}" for line in lines if line.startswith(("restore", "soft restore", "strength"))]
-    return Frame(result, model, history, lines)
+        result, restored = restore_and_report(data, result, options.restore, soft=soft, info=info, domain=domain)
+        history += [f"astrotf {line}" for line in restored if line.startswith(("restore", "soft restore", "strength"))]
+        lines += restored
+    return Frame(result, model, history, lines, noise)
 
 
 # ----------------------------------------------------------------------------- many files

@@ -26,3 +26,6 @@ SELF2SELF_SAMPLES = 16
 #: Names of the serving signature's image input and denoised output (SavedModel, ONNX, TF Serving).
 INPUT_NAME = "image"
 OUTPUT_NAME = "denoised"
+
+#: Name of the second input of a noise-conditioned model: the per-pixel noise σ map, shaped like the image.
+NOISE_INPUT_NAME = "noise_sigma"

@@ -5,10 +5,12 @@ Layout (TF Serving's model base path)::
     saved_models/NAME/
       1/                  SavedModel, signature ``serving_default``:
                             input  "image"    float32 [None, None, None, C]  (tiles, any H x W)
+                            (input "noise_sigma", same shape: a noise-conditioned model's σ map)
                             output "denoised" float32 [None, None, None, C]
       model.keras         the same weights as a Keras model (fine-tuning, Python API)
       model.onnx          with ``formats`` including "onnx": the same graph for ONNX Runtime
-                          (input "image", output "denoised", dynamic N, H, W; needs tf2onnx)
+                          (input "image" [and "noise_sigma"], output "denoised", dynamic N, H, W;
+                          needs tf2onnx)
       model.fp16.plan     with "tensorrt": a TensorRT engine built from model.onnx for the GPU of
                           this machine (see :mod:`astrotf.backends.tensorrt`)
       metadata.json       channels, data domain, normalisation, tile, recipe, provenance, version
@@ -38,7 +40,7 @@ import time
 from pathlib import Path
 
 from astrotf import __version__
-from astrotf.constants import INPUT_NAME, OUTPUT_NAME, SELF2SELF_SAMPLES
+from astrotf.constants import INPUT_NAME, NOISE_INPUT_NAME, OUTPUT_NAME, SELF2SELF_SAMPLES
 from astrotf.errors import AstroTFError
 from astrotf.model_folder import VERSION_FILES, versions_in  # noqa: F401  (part of this module's API)
 from astrotf.model_folder import INSTALLING, install_version, replace_folder, version_history
@@ -46,11 +48,36 @@ from astrotf.model_folder import INSTALLING, install_version, replace_folder, ve
 log = logging.getLogger(__name__)
 
 
-def build_metadata(run: dict, name: str, version: int) -> dict:
-    """What a user and :mod:`astrotf.infer` need to know about an exported model."""
+#: What ``metadata.json`` says of a noise-conditioned model's second input.
+NOISE_INPUT_NOTE = ("per-pixel noise sigma of the image, in its units, same shape: sigma^2 = max(x - offset, 0)/k"
+                    " + (read_noise/k)^2 (astrotf.noise_model); astrotf infer takes gain and read noise from "
+                    "--gain/--read-noise, the header (GAIN/EGAIN/CCDGAIN, RDNOISE/READNOIS/RON, EXPTIME, BUNIT) "
+                    "or a fit of the frame")
+
+
+def build_metadata(run: dict, name: str, version: int, noise_map: bool | None = None) -> dict:
+    """What a user and :mod:`astrotf.infer` need to know about an exported model.
+
+    ``noise_map``: whether the model takes a noise σ map (input ``noise_sigma``); None: as the recipe says.
+    """
     recipe = run["recipe"]
     if recipe["model"].get("name") == "self2self":
         return _self2self_metadata(run, name, version)
+    if noise_map is None:
+        noise_map = bool(recipe["model"].get("noise_map", False))
+    metadata = _denoiser_metadata(run, name, version)
+    metadata["noise_map"] = noise_map
+    if noise_map:
+        signature = metadata["signature"]
+        metadata["signature"] = {"name": signature["name"], "inputs": [INPUT_NAME, NOISE_INPUT_NAME],
+                                 **{k: v for k, v in signature.items() if k not in ("name", "input")}}
+        metadata["noise_sigma"] = NOISE_INPUT_NOTE
+    return metadata
+
+
+def _denoiser_metadata(run: dict, name: str, version: int) -> dict:
+    """Metadata of a ResUNet, NAFNet or Pix2Pix generator (one image input)."""
+    recipe = run["recipe"]
     linear = recipe["model"].get("normalization") == "background"
     return {
         "name": name,
@@ -144,13 +171,24 @@ def export_saved_model(model, path: str | os.PathLike) -> None:
     """Write a Keras model as a SavedModel with a named ``serving_default`` signature.
 
     Self2Self models take two inputs, ``image`` and ``mask`` (1 = kept pixel); each
-    call of their signature is one dropout sample.
+    call of their signature is one dropout sample. Noise-conditioned models take
+    ``image`` and ``noise_sigma`` (its per-pixel σ, same shape).
     """
     import keras
     import tensorflow as tf
 
     archive = keras.export.ExportArchive()
     archive.track(model)
+    if getattr(model, "noise_map", False):
+        spec = [None, None, None, int(model.inputs[0].shape[-1])]
+        archive.add_endpoint(
+            name="serving_default",
+            fn=lambda image, noise_sigma: {OUTPUT_NAME: model([image, noise_sigma], training=False)},
+            input_signature=[tf.TensorSpec(spec, tf.float32, name=INPUT_NAME),
+                             tf.TensorSpec(spec, tf.float32, name=NOISE_INPUT_NAME)],
+        )
+        archive.write_out(str(path), verbose=False)
+        return
     if isinstance(model.input, (list, tuple)) and len(model.input) == 2:
         channels = int(model.input[0].shape[-1])
         spec = [None, None, None, channels]
@@ -193,6 +231,8 @@ def add_tensorrt_engine(folder: Path, metadata: dict, profile=None, fp16: bool =
 def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> dict:
     """Write a Keras model as ONNX with input ``image`` and output ``denoised`` (dynamic N, H, W).
 
+    A noise-conditioned model gets its second input, ``noise_sigma``, of the image's shape.
+
     Returns what ``metadata.json`` records of it: file, opset, input and output names.
 
     Keras converts through tf2onnx; the model is called once first, as Keras requires.
@@ -212,10 +252,13 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> dict
         raise AstroTFError(msg) from None
     import tensorflow as tf
 
-    channels = int(model.input_shape[-1])
-    model(np.zeros((1, 32, 32, channels), np.float32))
-    spec = tf.TensorSpec([None, None, None, channels], tf.float32, name=INPUT_NAME)
-    model.export(str(path), format="onnx", input_signature=[spec], opset_version=opset, verbose=False)
+    channels = int(model.inputs[0].shape[-1])
+    names = [INPUT_NAME, NOISE_INPUT_NAME] if getattr(model, "noise_map", False) else [INPUT_NAME]
+    zeros = [np.zeros((1, 32, 32, channels), np.float32) for _ in names]
+    model(zeros if len(names) > 1 else zeros[0])
+    specs = [tf.TensorSpec([None, None, None, channels], tf.float32, name=name) for name in names]
+    signature = [specs] if len(names) > 1 else specs  # one argument: the list of a two-input model's inputs
+    model.export(str(path), format="onnx", input_signature=signature, opset_version=opset, verbose=False)
     graph = onnx.load(str(path))
     (output,) = graph.graph.output
     for node in graph.graph.node:  # tf2onnx names the output after the TF tensor ("Identity:0")
@@ -223,7 +266,8 @@ def export_onnx(model, path: str | os.PathLike, opset: int = ONNX_OPSET) -> dict
     output.name = OUTPUT_NAME
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
-    return {"file": Path(path).name, "opset": opset, "input": INPUT_NAME, "output": OUTPUT_NAME}
+    inputs = {"inputs": names} if len(names) > 1 else {"input": INPUT_NAME}
+    return {"file": Path(path).name, "opset": opset, **inputs, "output": OUTPUT_NAME}
 
 
 @contextlib.contextmanager
@@ -352,7 +396,7 @@ def _write_version(model, run: dict, out: Path, version: int, formats, credits, 
     try:
         export_saved_model(model, tmp / str(version))
         model.save(tmp / "model.keras")
-        metadata = build_metadata(run, out.name, version)
+        metadata = build_metadata(run, out.name, version, noise_map=bool(getattr(model, "noise_map", False)))
         if "onnx" in formats:
             metadata["onnx"] = export_onnx(model, tmp / "model.onnx")
         if "tensorrt" in formats:

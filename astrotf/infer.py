@@ -19,6 +19,11 @@ the (border-padded) input and the output. NaN pixels (off-disk,
 masked) are filled before the network and come back as NaN; tiles with no finite pixel
 are skipped.
 
+A noise-conditioned model takes the frame's per-pixel noise σ map (``noise_sigma``, same shape)
+beside it: the map is filled, reflected and cut exactly as the frame, so each tile goes to the
+network with the σ of its own pixels. Where the frame has no data σ gets its channel's median: the
+frame there holds its channel's median, and σ(x) rises with x, so that is σ of the filled value.
+
 Models come from :func:`astrotf.backends.load_model` (a ``.keras`` file, a SavedModel,
 ONNX Runtime, TensorRT or TF Serving: any :class:`~astrotf.backends.LoadedModel`).
 """
@@ -205,6 +210,7 @@ def denoise_tiled(
     progress: Callable[[int, int], None] | None = None,
     *,
     keep_nonfinite: bool = False,
+    noise_sigma: np.ndarray | None = None,
 ) -> np.ndarray:
     """Denoise a whole frame with overlapping, Gaussian-feathered tiles.
 
@@ -213,7 +219,8 @@ def denoise_tiled(
     image : ndarray, shape (H, W, C), float32
         Any size, NaN allowed.
     predict : callable
-        Maps a batch (N, T, T, C) float32 to (N, T, T, C).
+        Maps a batch (N, T, T, C) float32 to (N, T, T, C); with ``noise_sigma``, called as
+        ``predict(batch, sigma_batch)`` with the σ tiles of the same pixels.
     options : TileOptions
     progress : callable, optional
         Called as ``progress(done_tiles, total_tiles)``.
@@ -222,6 +229,9 @@ def denoise_tiled(
         out of the network itself (a Self2Self ensemble drops them with its keep mask).
         By default they are filled with the channel's median, which a network without a
         mask input cannot tell from data.
+    noise_sigma : ndarray, shape (H, W, C), optional
+        Per-pixel noise σ of ``image`` in its units, for a noise-conditioned ``predict``; tiled
+        with the image, its gaps filled by :func:`fill_sigma`.
 
     Returns
     -------
@@ -235,6 +245,9 @@ def denoise_tiled(
     t = options.tile
     filled, bad = fill_nonfinite(image.astype(np.float32, copy=False), "nan" if keep_nonfinite else "median")
     padded, has_finite = _pad_frame(filled, bad, t, options.border)
+    sigma = None
+    if noise_sigma is not None:
+        sigma = _pad_frame(fill_sigma(noise_sigma, image.shape, bad, keep_nonfinite), None, t, options.border)[0]
     rows = tile_starts(padded.shape[0], t, options.step)
     cols = tile_starts(padded.shape[1], t, options.step)
     out = np.empty((height, width, channels), np.float32)
@@ -243,7 +256,7 @@ def denoise_tiled(
     total, done = len(rows) * len(cols), 0
     for i, r in enumerate(rows):
         band.move_to(r)
-        used = _accumulate_row(band, weights, padded, has_finite, predict, options.batch_size, i, r, cols)
+        used = _accumulate_row(band, weights, (padded, sigma), has_finite, predict, options.batch_size, i, r, cols)
         band.add_weights(weights, i, cols, used)
         done += len(cols)
         if progress:
@@ -252,6 +265,23 @@ def denoise_tiled(
     if bad is not None:
         out[bad] = np.nan
     return out
+
+
+def fill_sigma(noise_sigma: np.ndarray, shape: tuple[int, ...], bad: np.ndarray | None,
+               keep_nonfinite: bool = False) -> np.ndarray:
+    """The σ map as the network gets it, float32 and finite: where the frame is non-finite (``bad``)
+    or σ is, the median of the channel's other σ values (0 if none). AstroTFError for a σ map not
+    shaped like the frame (``shape``), or with ``keep_nonfinite`` (a masking predictor)."""
+    if keep_nonfinite:
+        msg = "a predictor that masks non-finite pixels itself (Self2Self) takes no noise sigma map"
+        raise AstroTFError(msg)
+    sigma = np.asarray(noise_sigma, dtype=np.float32)
+    if sigma.shape != tuple(shape):
+        msg = f"`noise_sigma` must have the image's shape {tuple(shape)}. Received: noise_sigma.shape={sigma.shape}"
+        raise AstroTFError(msg)
+    if bad is not None:
+        sigma = np.where(bad, np.float32(np.nan), sigma)
+    return fill_nonfinite(sigma, "median")[0]
 
 
 def _pad_frame(filled: np.ndarray, bad: np.ndarray | None, tile: int,
@@ -354,23 +384,30 @@ class _Band:
                 self.weight[:, cols[j0]:cols[j0] + self.tile] += weights.tile(i, j0)
 
 
-def _accumulate_row(band: _Band, weights: _TileWeights, padded: np.ndarray, has_finite: np.ndarray | None,
-                    predict: Callable[[np.ndarray], np.ndarray], batch_size: int, i: int, r: int,
-                    cols: list[int]) -> list[int]:
+def _accumulate_row(band: _Band, weights: _TileWeights, frames: tuple[np.ndarray, np.ndarray | None],
+                    has_finite: np.ndarray | None, predict: Callable[..., np.ndarray], batch_size: int, i: int,
+                    r: int, cols: list[int]) -> list[int]:
     """Denoise the tiles of row ``i`` (padded row ``r``) in batches into ``band``; returns the
-    indices of the tiles that held data (tiles with no finite pixel are skipped)."""
+    indices of the tiles that held data (tiles with no finite pixel are skipped).
+
+    ``frames`` is the padded frame and its padded σ map (None for a model without one): both are
+    cut at the same places and given to ``predict`` together."""
     t = band.tile
-    batch, where, used = [], [], []
+    padded, sigma = frames
+    batch, sigmas, where, used = [], [], [], []
     for j, c in enumerate(cols):
         if has_finite is None or has_finite[r:r + t, c:c + t].any():  # skip masked-only tiles
             batch.append(padded[r:r + t, c:c + t])
+            if sigma is not None:
+                sigmas.append(sigma[r:r + t, c:c + t])
             where.append(j)
         if batch and (len(batch) == batch_size or j == len(cols) - 1):
-            result = np.asarray(predict(np.stack(batch)), np.float32)
+            extra = (np.stack(sigmas),) if sigma is not None else ()
+            result = np.asarray(predict(np.stack(batch), *extra), np.float32)
             for j0, tile_out in zip(where, result):
                 band.add_tile(tile_out, weights.tile(i, j0), cols[j0])
             used += where
-            batch, where = [], []
+            batch, sigmas, where = [], [], []
     return used
 
 
@@ -404,20 +441,26 @@ def looks_stretched(data: np.ndarray) -> bool:
 
 
 def adapt_channels(predict: Callable, model_channels: int, image_channels: int) -> Callable:
-    """Run a mono model on each channel of a colour image, or a colour model on a mono image."""
+    """Run a mono model on each channel of a colour image, or a colour model on a mono image.
+
+    A σ-map batch after the image batch (``predict(batch, sigma)``) is split or repeated alike.
+    """
     if model_channels == image_channels:
         return predict
     if model_channels == 1:
-        def per_channel(batch):
+        def per_channel(batch, *sigma):
             n, h, w, c = batch.shape
-            planes = np.moveaxis(batch, -1, 1).reshape(n * c, h, w, 1)
-            out = np.asarray(predict(planes)).reshape(n, c, h, w)
+
+            def planes(a):
+                return np.moveaxis(a, -1, 1).reshape(n * c, h, w, 1)
+
+            out = np.asarray(predict(planes(batch), *map(planes, sigma))).reshape(n, c, h, w)
             return np.moveaxis(out, 1, -1)
 
         return per_channel
     if image_channels == 1:
-        def via_colour(batch):
-            out = np.asarray(predict(np.repeat(batch, model_channels, axis=-1)))
+        def via_colour(batch, *sigma):
+            out = np.asarray(predict(*(np.repeat(a, model_channels, axis=-1) for a in (batch, *sigma))))
             return out.mean(axis=-1, keepdims=True)
 
         return via_colour
@@ -425,8 +468,11 @@ def adapt_channels(predict: Callable, model_channels: int, image_channels: int) 
 
 
 def denoise_image(data: np.ndarray, model: LoadedModel, options: TileOptions, progress=None,
-                  step: float | str | None = "auto") -> np.ndarray:
+                  step: float | str | None = "auto", noise_sigma: np.ndarray | None = None) -> np.ndarray:
     """Denoise a (H, W, C) frame with a loaded model, handling channels and data range.
+
+    ``noise_sigma``: the frame's per-pixel noise σ (same shape, data units) that a noise-conditioned
+    model needs and any other refuses (:func:`astrotf.noise_map.frame_noise` makes it).
 
     ``step``: spacing of quantised input values (``io.ImageInfo.step``); ``"auto"`` finds it from the
     values (:func:`astrotf.quantise.value_grid`), None means continuous. A model that normalises each
@@ -434,6 +480,10 @@ def denoise_image(data: np.ndarray, model: LoadedModel, options: TileOptions, pr
     by one step first (:func:`astrotf.quantise.dither`, seeded): on integer frames whose noise is a
     few steps, it otherwise leaves up to 10 times more background noise (``tools/bench_quantised.py``).
     """
+    if model.noise_conditioned != (noise_sigma is not None):
+        msg = (f"model {model.name} is noise-conditioned: it needs the frame's noise sigma map (noise_sigma)"
+               if model.noise_conditioned else f"model {model.name} is not noise-conditioned: it takes no noise_sigma")
+        raise AstroTFError(msg)
     step = resolve_step(data, step) if model.normalises_tiles else None
     if step is not None:
         data = dither(data, step)
@@ -443,4 +493,5 @@ def denoise_image(data: np.ndarray, model: LoadedModel, options: TileOptions, pr
         if finite.size and (finite.min() < -1e-3 or finite.max() > 1 + 1e-3):
             log.warning("data outside [0, 1] given to a model for stretched data; values are clipped")
             data = np.clip(data, 0.0, 1.0)
-    return denoise_tiled(data, predict, options, progress, keep_nonfinite=model.masks_nonfinite)
+    return denoise_tiled(data, predict, options, progress, keep_nonfinite=model.masks_nonfinite,
+                         noise_sigma=noise_sigma)

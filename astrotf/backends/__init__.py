@@ -12,8 +12,10 @@ SavedModel folder, a ``.keras`` file, a training run, an ``.onnx`` file or a Ten
 * :mod:`astrotf.backends.serving`: a model behind TF Serving (:func:`astrotf.backends.serving.connect`).
 
 Each returns a :class:`LoadedModel` whose ``predict`` maps (N, T, T, C) float32 tiles to
-the same shape, for :func:`astrotf.infer.denoise_image`. Importing this package never
-imports TensorFlow.
+the same shape, for :func:`astrotf.infer.denoise_image`. A noise-conditioned model (inputs
+``image`` and ``noise_sigma``, see :mod:`astrotf.noise_model`) is recognised by its graph's
+inputs in every backend (``metadata["noise_map"]`` then says so); its ``predict`` takes
+``(tiles, sigma_tiles)``. Importing this package never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astrotf.constants import INPUT_NAME, NOISE_INPUT_NAME
 from astrotf.errors import AstroTFError
 from astrotf.infer import TileOptions
 
@@ -57,6 +60,8 @@ class ModelCard:
     exported: str
     default_for: str | None
     bench: dict
+    #: The model takes a noise σ map beside the image (``metadata["noise_map"]``).
+    noise_conditioned: bool = False
 
     def summary(self) -> str:
         """The figures of ``metadata["bench"]`` in a few words (``tools/record_bench.py`` writes them), or ``-``."""
@@ -86,13 +91,17 @@ def shipped_models() -> list[ModelCard]:
                 architecture=f"{arch.get('name', '?')}" + (f"-{width}" if width else ""), size_mb=round(size, 1),
                 steps=training.get("steps_including_init", training.get("steps")),
                 exported=str(meta.get("exported", ""))[:10], default_for=defaults.get(path.name),
-                bench=meta.get("bench", {}))
+                bench=meta.get("bench", {}), noise_conditioned=bool(meta.get("noise_map", arch.get("noise_map"))))
     return list(cards.values())
 
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A model ready for tiles: ``predict`` maps (N, T, T, C) float32 to the same shape."""
+    """A model ready for tiles: ``predict`` maps (N, T, T, C) float32 to the same shape.
+
+    A noise-conditioned model (:attr:`noise_conditioned`) is called as ``predict(tiles, sigma_tiles)``,
+    the second the per-pixel noise σ of the first, same shape.
+    """
 
     name: str
     predict: Callable[[np.ndarray], np.ndarray]
@@ -119,6 +128,11 @@ class LoadedModel:
     @property
     def tile(self) -> int:
         return int(self.metadata.get("tile", 256))
+
+    @property
+    def noise_conditioned(self) -> bool:
+        """Whether the network takes a noise σ map beside the image (input ``noise_sigma``)."""
+        return bool(self.metadata.get("noise_map", False))
 
     @property
     def normalises_tiles(self) -> bool:
@@ -174,6 +188,29 @@ def file_in_folder(folder: Path, name: str, what: str) -> Path:
     if Path(str(name)).is_absolute() or inside not in candidate.resolve().parents:
         raise AstroTFError(f"{folder / 'metadata.json'}: {what} {name!r} points outside the model folder")
     return candidate
+
+
+def record_inputs(metadata: dict, names, where: Path | str) -> bool:
+    """Set ``metadata["noise_map"]`` from the names of a loaded graph's inputs; returns it.
+
+    ``names``: the graph's input names (``image``, or ``image`` and ``noise_sigma``). The graph
+    decides; a ``metadata.json`` that says otherwise is refused rather than believed.
+
+    Raises
+    ------
+    AstroTFError
+        Inputs other than those two, or a ``noise_map`` in the metadata that the graph contradicts.
+    """
+    names = sorted(str(n).split(":")[0] for n in names)
+    if names not in ([INPUT_NAME], sorted([INPUT_NAME, NOISE_INPUT_NAME])):
+        raise AstroTFError(f"{where}: expected the input {INPUT_NAME!r} (and {NOISE_INPUT_NAME!r} for a "
+                           f"noise-conditioned model). Received: inputs={names}")
+    conditioned = NOISE_INPUT_NAME in names
+    if "noise_map" in metadata and bool(metadata["noise_map"]) != conditioned:
+        raise AstroTFError(f"{where}: metadata.json says noise_map={metadata['noise_map']} but the model's "
+                           f"inputs are {names}")
+    metadata["noise_map"] = conditioned
+    return conditioned
 
 
 def find_metadata(path: Path) -> dict:

@@ -4,7 +4,8 @@ A model folder with ``model.keras`` and a SavedModel runs the SavedModel in floa
 the ``.keras`` file in bfloat16 (Keras' ``mixed_bfloat16`` policy: the input, the global
 residual sum and the output stay float32). Self2Self models (image + keep mask inputs,
 dropout at test time) come back wrapped in their seeded ensemble
-(:func:`astrotf.ensemble.with_ensemble`).
+(:func:`astrotf.ensemble.with_ensemble`). Noise-conditioned models (image + noise σ inputs)
+predict ``(tiles, sigma_tiles)``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astrotf.backends import LoadedModel
-from astrotf.constants import SELF2SELF_KEEP_PROB, SELF2SELF_SAMPLES
+from astrotf.backends import LoadedModel, record_inputs
+from astrotf.constants import INPUT_NAME, NOISE_INPUT_NAME, SELF2SELF_KEEP_PROB, SELF2SELF_SAMPLES
 from astrotf.errors import AstroTFError
 
 
@@ -69,14 +70,19 @@ def _load_saved_model(saved: Path, path: Path, metadata: dict) -> LoadedModel:
     serve = loaded.signatures["serving_default"]
     if "mask" in serve.structured_input_signature[1]:  # Self2Self: image + keep mask
         return _self2self_saved_model(serve, path, metadata)
-    (input_name,) = serve.structured_input_signature[1].keys()
+    inputs = serve.structured_input_signature[1]
     (output_name,) = serve.structured_outputs.keys()
-
-    def predict(batch):
-        return serve(**{input_name: tf.constant(batch, tf.float32)})[output_name].numpy()
+    image = INPUT_NAME if INPUT_NAME in inputs else next(iter(inputs))  # a lone input, whatever its name
+    if record_inputs(metadata, list(inputs) if len(inputs) > 1 else [INPUT_NAME], saved):
+        def predict(batch, sigma):
+            return serve(**{INPUT_NAME: tf.constant(batch, tf.float32),
+                            NOISE_INPUT_NAME: tf.constant(sigma, tf.float32)})[output_name].numpy()
+    else:
+        def predict(batch):
+            return serve(**{image: tf.constant(batch, tf.float32)})[output_name].numpy()
 
     if "channels" not in metadata:
-        metadata["channels"] = int(serve.structured_input_signature[1][input_name].shape[-1])
+        metadata["channels"] = int(inputs[image].shape[-1])
     return LoadedModel(metadata.get("name", path.name), predict, metadata)
 
 
@@ -98,14 +104,21 @@ def _load_keras_file(path: Path, metadata: dict, precision: str) -> LoadedModel:
         if precision != "float32":
             raise AstroTFError(f"{path}: Self2Self models run in float32 only (--precision)")
         return _self2self_keras(model, path, metadata)
-    metadata.setdefault("channels", int(model.input_shape[-1]))
+    if record_inputs(metadata, [t.name for t in model.inputs] if len(model.inputs) > 1 else [INPUT_NAME], path):
+        fn = tf.function(lambda x, s: model([x, s], training=False), reduce_retracing=True)
+
+        def predict(batch, sigma):
+            return fn(tf.constant(batch, tf.float32), tf.constant(sigma, tf.float32)).numpy()
+    else:
+        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+        def predict(batch):
+            return fn(tf.constant(batch, tf.float32)).numpy()
+
+    metadata.setdefault("channels", int(model.inputs[0].shape[-1]))
     if getattr(model, "normalization", "none") == "background":
         metadata.setdefault("data_domain", "linear")
         metadata.setdefault("normalization", {"kind": "background", "inside_model": True})
-    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-
-    def predict(batch):
-        return fn(tf.constant(batch, tf.float32)).numpy()
 
     name = metadata.get("name", path.parent.name if path.name == "model.keras" else path.stem)
     return LoadedModel(name, predict, metadata, precision=precision)

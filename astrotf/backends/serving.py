@@ -7,7 +7,9 @@ TF Serving (``tensorflow_model_server``) serves the SavedModels written by
 (``PredictionService/Predict``, tensorflow-serving-api) or REST (``/v1/models/NAME:predict``,
 the JSON "columnar" format) and returns the denoised tiles, so that
 :func:`astrotf.infer.denoise_tiled` cuts, pads and blends exactly as in local
-inference: a served model gives the same output as the same model run locally.
+inference: a served model gives the same output as the same model run locally. A
+noise-conditioned model's signature has a second input, ``noise_sigma``: the client sends the
+σ tiles with the image tiles in the same request.
 
     astrotf infer big.fits --server 127.0.0.1:8500 --model resunet-mono
     astrotf infer m31.tif --server 127.0.0.1:8501 --protocol rest --model resunet-rgb
@@ -28,8 +30,8 @@ import urllib.request
 import numpy as np
 
 from astrotf.errors import AstroTFError
-from astrotf.constants import INPUT_NAME, OUTPUT_NAME
-from astrotf.backends import LoadedModel, find_metadata, resolve_model_path
+from astrotf.constants import INPUT_NAME, NOISE_INPUT_NAME, OUTPUT_NAME
+from astrotf.backends import LoadedModel, find_metadata, record_inputs, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ class ServingClient:
         self.address, self.model, self.protocol = address, model, protocol
         self.version, self.timeout, self.retries, self.backoff = version, timeout, retries, backoff
         self.input_name, self.output_name = INPUT_NAME, OUTPUT_NAME
+        #: The signature's inputs: the image's name, and ``noise_sigma`` for a noise-conditioned model.
+        self.input_names = [INPUT_NAME]
         if protocol == "grpc":
             try:
                 import grpc
@@ -144,13 +148,24 @@ class ServingClient:
 
         return self._retried(attempt)
 
+    def _names(self, inputs, outputs) -> None:
+        """The signature's input and output names: one input (the image, whatever its name), or
+        ``image`` and ``noise_sigma``."""
+        names = list(inputs)
+        (self.output_name,) = outputs
+        self.input_name = INPUT_NAME if len(names) > 1 else names[0]
+        self.input_names = [INPUT_NAME, NOISE_INPUT_NAME] if len(names) > 1 else names
+        if len(names) > 1 and sorted(names) != sorted(self.input_names):
+            raise AstroTFError(f"{self.address}: served model {self.model} has inputs {names}; expected one "
+                               f"image input or {self.input_names}")
+
     def _signature_channels(self) -> int | None:
         """Channels of the served signature's input (and its input/output names)."""
         if self.protocol == "rest":
             meta = self._rest(self._url("/metadata"))
             signature = meta["metadata"]["signature_def"]["signature_def"][SIGNATURE]
             inputs, outputs = signature["inputs"], signature["outputs"]
-            (self.input_name,), (self.output_name,) = inputs.keys(), outputs.keys()
+            self._names(inputs.keys(), outputs.keys())
             dims = inputs[self.input_name]["tensor_shape"]["dim"]
             size = int(dims[-1]["size"])
         else:
@@ -163,7 +178,7 @@ class ServingClient:
             signatures = get_model_metadata_pb2.SignatureDefMap()
             response.metadata["signature_def"].Unpack(signatures)
             signature = signatures.signature_def[SIGNATURE]
-            (self.input_name,), (self.output_name,) = signature.inputs.keys(), signature.outputs.keys()
+            self._names(signature.inputs.keys(), signature.outputs.keys())
             size = signature.inputs[self.input_name].tensor_shape.dim[-1].size
         return size if size > 0 else None
 
@@ -174,12 +189,16 @@ class ServingClient:
             spec.version.value = self.version
 
     # ------------------------------------------------------------------ predict
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Denoised tiles for a batch ``(N, H, W, C)`` float32."""
-        batch = np.ascontiguousarray(batch, np.float32)
+    def predict(self, batch: np.ndarray, *sigma: np.ndarray) -> np.ndarray:
+        """Denoised tiles for a batch ``(N, H, W, C)`` float32 (and, for a noise-conditioned model,
+        its σ tiles of the same shape)."""
+        arrays = [np.ascontiguousarray(a, np.float32) for a in (batch, *sigma)]
+        if len(arrays) != len(self.input_names):
+            raise AstroTFError(f"{self.address}: served model {self.model} takes the inputs {self.input_names}; "
+                               f"{len(arrays)} given")
         if self.protocol == "rest":
-            reply = self._rest(self._url(":predict"),
-                               {"signature_name": SIGNATURE, "inputs": {self.input_name: batch.tolist()}})
+            inputs = {name: a.tolist() for name, a in zip(self.input_names, arrays)}
+            reply = self._rest(self._url(":predict"), {"signature_name": SIGNATURE, "inputs": inputs})
             outputs = reply["outputs"]
             if isinstance(outputs, dict):  # several outputs come back by name
                 outputs = outputs[self.output_name]
@@ -189,7 +208,8 @@ class ServingClient:
 
         request = predict_pb2.PredictRequest()
         self._spec(request.model_spec)
-        request.inputs[self.input_name].CopyFrom(tf.make_tensor_proto(batch))
+        for name, array in zip(self.input_names, arrays):
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
         request.output_filter.append(self.output_name)
         response = self._grpc_call(self._stub.Predict, request)
         return tf.make_ndarray(response.outputs[self.output_name]).astype(np.float32, copy=False)
@@ -211,6 +231,7 @@ def connect(address: str, model: str, protocol: str = "grpc", version: int | Non
             raise AstroTFError(f"{address}: served model {model} takes {client.channels} channel(s), the local "
                                f"metadata of {model} says {metadata['channels']}")
         metadata["channels"] = client.channels
+    record_inputs(metadata, client.input_names if len(client.input_names) > 1 else [INPUT_NAME], address)
     log.info("TF Serving %s (%s): model %s, input %s -> output %s", address, protocol, model,
-             client.input_name, client.output_name)
+             ", ".join(client.input_names), client.output_name)
     return LoadedModel(f"{model}@{address}", client.predict, metadata)

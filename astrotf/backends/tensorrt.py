@@ -19,6 +19,10 @@ Engines are specific to a GPU model and a TensorRT version: build them on the ma
 that runs them (``astrotf export MODEL --out DIR --format tensorrt``); a mismatch is
 reported when the engine is loaded.
 
+A noise-conditioned model's graph has two inputs, ``image`` and ``noise_sigma`` (its σ map, kept
+FP32 like the image); the profile gives both the same shapes, and :class:`EngineRunner` takes
+``(batch, sigma)``.
+
 Needs ``pip install "astrotf[tensorrt]"`` (tensorrt, cuda-python, onnxconverter-common)
 and a CUDA GPU; :func:`mixed_fp16_onnx` alone runs anywhere. :func:`load_tensorrt` is the
 inference backend (``astrotf infer --backend tensorrt``).
@@ -36,7 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from astrotf.backends import LoadedModel, file_in_folder
+from astrotf.backends import LoadedModel, file_in_folder, record_inputs
+from astrotf.constants import INPUT_NAME
 from astrotf.errors import AstroTFError
 
 log = logging.getLogger(__name__)
@@ -62,7 +67,7 @@ def mixed_fp16_onnx(onnx_file: str | os.PathLike, out_file: str | os.PathLike | 
     Returns
     -------
     onnx.ModelProto
-        Input ``image`` and output ``denoised`` stay float32.
+        The inputs (``image``, and ``noise_sigma`` if any) and output ``denoised`` stay float32.
 
     Raises
     ------
@@ -145,7 +150,7 @@ class EngineProfile:
             raise AstroTFError(msg)
 
     def shapes(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
-        """(min, opt, max) NHWC shapes of the input."""
+        """(min, opt, max) NHWC shapes of each input (the image, and the σ map of a noise-conditioned model)."""
         c = self.channels
         return ((1, self.min_tile, self.min_tile, c), (self.opt_batch, self.opt_tile, self.opt_tile, c),
                 (self.max_batch, self.max_tile, self.max_tile, c))
@@ -246,7 +251,8 @@ def build_engine(onnx_file: str | os.PathLike, engine_file: str | os.PathLike, p
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * 2**30))
         optimization = builder.create_optimization_profile()
-        optimization.set_shape(network.get_input(0).name, *profile.shapes())
+        for index in range(network.num_inputs):  # the image, and the σ map of a noise-conditioned model
+            optimization.set_shape(network.get_input(index).name, *profile.shapes())
         config.add_optimization_profile(optimization)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
@@ -265,8 +271,9 @@ def build_engine(onnx_file: str | os.PathLike, engine_file: str | os.PathLike, p
 class EngineRunner:
     """Runs a serialized TensorRT engine on float32 NHWC batches (host arrays in and out).
 
-    Device buffers are allocated for the largest batch seen and reused; one CUDA
-    stream; calls are synchronous.
+    ``runner(batch)``, or ``runner(batch, sigma)`` for an engine with a second input of the same
+    shape (a noise-conditioned model's σ map). Device buffers are allocated for the largest batch
+    seen and reused; one CUDA stream; calls are synchronous.
 
     Raises
     ------
@@ -288,9 +295,12 @@ class EngineRunner:
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise AstroTFError(f"{self.path}: expected one input and one output tensor, found {inputs} -> {outputs}")
-        self.input_name, self.output_name = inputs[0], outputs[0]
+        if len(inputs) not in (1, 2) or len(outputs) != 1:
+            raise AstroTFError(f"{self.path}: expected one input (or image and noise_sigma) and one output "
+                               f"tensor, found {inputs} -> {outputs}")
+        # the image first: a lone input whatever its name, else by name (the σ map second)
+        self.input_names = sorted(inputs, key=lambda n: n != INPUT_NAME) if len(inputs) == 2 else inputs
+        self.input_name, self.output_name = self.input_names[0], outputs[0]
         self._max_shape = tuple(self._engine.get_tensor_profile_shape(self.input_name, 0)[2])
         self.channels = int(self._max_shape[-1])
         self._stream = _check(self._cudart.cudaStreamCreate())
@@ -305,21 +315,27 @@ class EngineRunner:
             self._buffers[name] = (pointer, size)
         return pointer
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, np.float32)
+    def __call__(self, batch: np.ndarray, *more: np.ndarray) -> np.ndarray:
+        arrays = [np.ascontiguousarray(a, np.float32) for a in (batch, *more)]
+        batch = arrays[0]
+        if len(arrays) != len(self.input_names) or any(a.shape != batch.shape for a in arrays):
+            raise AstroTFError(f"{self.path}: the engine takes {len(self.input_names)} input(s) "
+                               f"{self.input_names} of one shape. Received: {[a.shape for a in arrays]}")
         if batch.ndim != 4 or any(b > m for b, m in zip(batch.shape, self._max_shape)) or \
                 batch.shape[-1] != self.channels:
             raise AstroTFError(f"{self.path}: batch of shape {batch.shape} outside the engine's profile "
                                f"(at most {self._max_shape}); rebuild with a larger --trt-max-tile/--trt-max-batch")
         cudart = self._cudart
-        if not self._context.set_input_shape(self.input_name, batch.shape):
-            raise AstroTFError(f"{self.path}: the engine rejects input shape {batch.shape}")
+        for name, array in zip(self.input_names, arrays):
+            if not self._context.set_input_shape(name, array.shape):
+                raise AstroTFError(f"{self.path}: the engine rejects input shape {array.shape}")
+            pointer = self._device(f"in:{name}", array.nbytes)
+            self._context.set_tensor_address(name, pointer)
+            _check(cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes,
+                                          cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
         out = np.empty(tuple(self._context.get_tensor_shape(self.output_name)), np.float32)
-        d_in, d_out = self._device("in", batch.nbytes), self._device("out", out.nbytes)
-        self._context.set_tensor_address(self.input_name, d_in)
+        d_out = self._device("out", out.nbytes)
         self._context.set_tensor_address(self.output_name, d_out)
-        _check(cudart.cudaMemcpyAsync(d_in, batch.ctypes.data, batch.nbytes,
-                                      cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, self._stream))
         if not self._context.execute_async_v3(self._stream):
             raise AstroTFError(f"{self.path}: TensorRT execution failed")
         _check(cudart.cudaMemcpyAsync(out.ctypes.data, d_out, out.nbytes,
@@ -354,6 +370,7 @@ def load_tensorrt(path: Path, metadata: dict) -> LoadedModel:
     require_gpu()
     runner = EngineRunner(engine)
     metadata.setdefault("channels", runner.channels)
+    record_inputs(metadata, runner.input_names if len(runner.input_names) > 1 else [INPUT_NAME], engine)
     name = metadata.get("name", engine.parent.name)
     entry = metadata.get("tensorrt", {})
     return LoadedModel(name, runner, metadata, precision=entry.get("precision", "tensorrt"),

@@ -32,7 +32,8 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
               help="Arithmetic of the network: auto = bfloat16 for stretched-data models where the hardware has "
                    "native bfloat16 (GPU, AVX512-BF16/AMX CPU; input, residual and output stay float32), "
                    "else float32. Linear-data models keep float32 unless asked.")
-@click.option("--force", is_flag=True, help="Overwrite existing outputs (never the input).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs and noise maps (never the input). It does not "
+                                           "override a refused noise model: see --trust-noise-model.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--server", metavar="HOST:PORT",
               help="Run the model on a TF Serving endpoint (gRPC port, or REST with --protocol rest); "
@@ -75,20 +76,41 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
               help="Value range whose histogram gives the noise level (--report, --restore-sigma, "
                    "--soft-restore). "
                    "[-20 20 for magnetograms (G), else the input's background ± 5 sigma]")
+@click.option("--gain", type=float, metavar="E_PER_ADU",
+              help="Noise-conditioned models: detector gain in e-/ADU, instead of the header's GAIN/EGAIN/CCDGAIN "
+                   "or a fit of the frame. Refused for other models.")
+@click.option("--read-noise", type=float, metavar="E",
+              help="Noise-conditioned models: read noise in e- rms, instead of the header's RDNOISE/READNOIS/RON "
+                   "or a fit of the frame. Refused for other models.")
+@click.option("--write-noise-map", is_flag=True,
+              help="Noise-conditioned models: also write the noise sigma map the model was given, as float32 FITS "
+                   "<input stem>_noise.fits beside the output (the input's header, HISTORY of the noise model). "
+                   "Refused for other models.")
+@click.option("--trust-noise-model", is_flag=True,
+              help="Noise-conditioned models: use a noise model from the header or a fit even where the frame's "
+                   "own noise contradicts it (by default the file fails with the reason); the disagreement is "
+                   "recorded in the HISTORY. Giving both --gain and --read-noise vouches for them likewise.")
 @unsafe_model_option
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
           server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
-          restore_sigma, restore_mode, soft_restore, soft_width, strength, report, noise_range):
+          restore_sigma, restore_mode, soft_restore, soft_width, strength, report, noise_range, gain, read_noise,
+          write_noise_map, trust_noise_model):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
     The result keeps the input's format, dtype, channel layout and header (plus a
     HISTORY card). Over many files, a bad one is reported and the rest go on; the
     exit status is then 1.
+
+    A noise-conditioned model also gets the frame's noise sigma map: its gain and
+    read noise come from --gain/--read-noise, else the header, else a fit of the frame,
+    and are checked against the frame's own noise first (see --trust-noise-model).
     """
     from astrotf import batch
+    from astrotf.noise_map import NoiseOptions
     from astrotf.restore import RestoreOptions
 
+    noise = NoiseOptions(gain=gain, read_noise=read_noise, write_map=write_noise_map, trust=trust_noise_model)
     images = batch.collect_inputs(images, from_list, batch.parse_shard(shard))
     batch.check_outputs(len(images), output, out_dir, skip_existing, force)
     restore = RestoreOptions(threshold=restore_r, sigmas=restore_sigma, mode=restore_mode, soft=soft_restore,
@@ -96,7 +118,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
                              strength=strength)
     options = batch.InferOptions(model=model_name, overlap=overlap, tile=tile, batch_size=batch_size, backend=backend,
                                  precision=precision, server=server, protocol=protocol, samples=samples, seed=seed,
-                                 average=average, restore=restore)
+                                 average=average, restore=restore, noise=noise)
     result = batch.run(images, options, output=output, out_dir=out_dir, force=force, skip_existing=skip_existing,
                        manifest=manifest, echo=click.echo, progress=None if quiet else _progress_bar)
     if result.exit_status:

@@ -13,7 +13,8 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
 @click.command("models")
 @friendly_errors
 def models() -> None:
-    """List the shipped models: data, channels, architecture, size, training steps, bench figures."""
+    """List the shipped models: data, channels, architecture, size, training steps, bench figures
+    (and whether a model takes a noise sigma map: see `astrotf infer --gain`)."""
     from astrotf.backends import shipped_models
 
     cards = shipped_models()
@@ -24,9 +25,11 @@ def models() -> None:
                "default for / bench")
     for c in cards:
         note = f"default for {c.default_for} data" if c.default_for else ""
+        noise = "noise-conditioned (takes a noise sigma map)" if c.noise_conditioned else ""
         bench = c.summary() if c.bench else ""
         click.echo(f"{c.name:<16} {c.domain:<11} {c.channels:>2} {c.architecture:<14} {c.size_mb:>5.1f} "
-                   f"{c.steps if c.steps is not None else '-':>6} {c.exported:<10} {'; '.join(filter(None, [note, bench]))}")
+                   f"{c.steps if c.steps is not None else '-':>6} {c.exported:<10} "
+                   f"{'; '.join(filter(None, [note, noise, bench]))}")
     click.echo(f"(from {', '.join(sorted({str(c.path.parent) for c in cards}))})")
 
 

@@ -1,0 +1,337 @@
+"""The noise σ map a noise-conditioned model is given at inference, checked before it is used.
+
+:func:`frame_noise` resolves the noise model of each channel of a linear frame with
+:func:`astrotf.noise_model.resolve_noise_model` (``--gain`` / ``--read-noise``, then the header's
+``GAIN``/``EGAIN``/``CCDGAIN``, ``RDNOISE``/``READNOIS``/``RON``, ``EXPTIME`` and ``BUNIT``, then a
+fit of the frame for whatever is missing), compares it with the frame's own noise
+(:func:`check_against_frame`) and makes the σ map. It never guesses silently:
+
+* a frame whose noise model cannot be resolved (no background to fit, a gain that the frame does
+  not show, a ``BUNIT`` that is neither counts nor electrons) fails, with the reason;
+* a noise model that the frame contradicts, or a fit that had to assume something
+  (:func:`distrust`), is refused with the reason, unless the user vouched for it:
+  ``--trust-noise-model``, or both numbers given as options (``--gain`` and ``--read-noise``;
+  ``--read-noise`` alone for data in electrons). The model is then used, and the disagreement is
+  logged, shown and recorded in the HISTORY.
+
+``--force`` is not that override: in ``astrotf infer`` it only lets outputs be overwritten, and a
+flag that overwrites files should not also silence a check of the science.
+
+:func:`write_noise_map` writes the σ map used (``--write-noise-map``) as float32 FITS beside the
+output, with the input's header and HISTORY cards of the noise model. NumPy and astropy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+from astrotf.errors import AstroTFError
+from astrotf.noise_model import NoiseModel, block_statistics, check_override, resolve_noise_model
+
+#: Largest factor between the noise σ measured in the frame's background cells and the model's σ there
+#: (median over the cells) for a model to be trusted.
+SIGMA_RATIO_LIMIT = 1.25
+#: Least fraction of the background cells whose measured noise variance is within a factor 2 of the model's.
+AGREEING_FRACTION = 0.5
+#: Fewest ``block × block`` background cells for the comparison; with fewer it is not made (and noted).
+MIN_CHECK_CELLS = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseOptions:
+    """How ``astrotf infer`` finds the noise of a frame for a noise-conditioned model.
+
+    Parameters
+    ----------
+    gain : float, optional
+        ``--gain``, e⁻/ADU, instead of the header's or a fitted one.
+    read_noise : float, optional
+        ``--read-noise``, e⁻ rms, instead of the header's or a fitted one.
+    write_map : bool
+        ``--write-noise-map``: write the σ map used beside the output.
+    trust : bool
+        ``--trust-noise-model``: use a noise model that :func:`distrust` objects to.
+
+    Raises
+    ------
+    astrotf.errors.AstroTFError
+        A gain or read noise that is not a finite number > 0, as a one-line error naming the option.
+    """
+
+    gain: float | None = None
+    read_noise: float | None = None
+    write_map: bool = False
+    trust: bool = False
+
+    def __post_init__(self):
+        for name in ("gain", "read_noise"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_override(name, getattr(self, name)))
+
+    @property
+    def given(self) -> list[str]:
+        """The options set, by their command-line names."""
+        flags = {"--gain": self.gain is not None, "--read-noise": self.read_noise is not None,
+                 "--write-noise-map": self.write_map, "--trust-noise-model": self.trust}
+        return [flag for flag, on in flags.items() if on]
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseCheck:
+    """A noise model against a frame's own noise, over its ``block × block`` background cells.
+
+    Attributes
+    ----------
+    cells : int
+        Usable cells (:func:`astrotf.noise_model.block_statistics`).
+    sigma_ratio : float
+        Median over the cells of measured / predicted variance, square-rooted: the factor between the
+        frame's noise and the model's σ. NaN with fewer than :data:`MIN_CHECK_CELLS` cells.
+    agreeing : float
+        Fraction of the cells whose measured variance is within a factor 2 of the model's (NaN likewise).
+    """
+
+    cells: int
+    sigma_ratio: float
+    agreeing: float
+
+    @property
+    def measured(self) -> bool:
+        return self.cells >= MIN_CHECK_CELLS
+
+    def line(self) -> str:
+        """One line for the HISTORY (one card) and the terminal."""
+        if not self.measured:
+            return f"not checked against the frame ({self.cells} background cells, need {MIN_CHECK_CELLS})"
+        return f"frame noise {self.sigma_ratio:.3f} x model sigma, {self.cells} cells, {self.agreeing:.0%} agree"
+
+
+def check_against_frame(model: NoiseModel, plane: np.ndarray, block: int = 8) -> NoiseCheck:
+    """Compare the σ a noise model predicts with the noise measured in a frame's background cells.
+
+    Parameters
+    ----------
+    model : NoiseModel
+    plane : numpy.ndarray, shape (H, W)
+        One channel of the linear frame, in the model's unit; NaN cells are skipped.
+    block : int
+        Side of the cells.
+
+    Returns
+    -------
+    NoiseCheck
+        The model's variance is taken at each cell's median signal and compared with the cell's
+        noise variance from its Laplacian (which ignores the sky and gradients; star cores are
+        clipped, and the median over cells ignores what clipping leaves).
+    """
+    stats = block_statistics(np.asarray(plane), block)
+    if stats.signal.size < MIN_CHECK_CELLS:
+        return NoiseCheck(int(stats.signal.size), math.nan, math.nan)
+    predicted = np.maximum(model.variance_map(stats.signal), np.finfo(np.float64).tiny)
+    ratio = stats.variance / predicted
+    agreeing = float(np.mean((ratio >= 0.5) & (ratio <= 2.0)))
+    return NoiseCheck(int(stats.signal.size), float(np.sqrt(np.median(ratio))), agreeing)
+
+
+def distrust(model: NoiseModel, check: NoiseCheck) -> list[str]:
+    """Why a noise model should not be used on its frame (empty: nothing against it).
+
+    * A fit that found no read-noise term (a negative intercept) took it for a pedestal: a guess.
+    * The frame's background noise differs from the model's σ by more than :data:`SIGMA_RATIO_LIMIT`:
+      a wrong gain or read noise, a bias pedestal or subtracted sky the header does not describe,
+      a stack of frames, or correlated (resampled, drizzled) noise.
+    * Fewer than :data:`AGREEING_FRACTION` of the background cells have the predicted noise.
+    """
+    reasons = []
+    if model.read_noise_from.startswith("fit: below precision"):
+        reasons.append(f"the fit found no read-noise term and assumed a pedestal of {model.offset:.4g} data units")
+    if check.measured and not 1.0 / SIGMA_RATIO_LIMIT <= check.sigma_ratio <= SIGMA_RATIO_LIMIT:
+        reasons.append(f"the frame's background noise is {check.sigma_ratio:.2f} x the model's sigma over "
+                       f"{check.cells} cells (trusted: {1 / SIGMA_RATIO_LIMIT:.2f} to {SIGMA_RATIO_LIMIT:.2f}): a "
+                       "wrong gain or read noise, a pedestal or subtracted sky, a stack, or correlated noise")
+    if check.measured and check.agreeing < AGREEING_FRACTION:
+        reasons.append(f"only {check.agreeing:.0%} of {check.cells} background cells have the model's noise "
+                       "within a factor 2")
+    return reasons
+
+
+def vouched(model: NoiseModel) -> bool:
+    """Whether every number of the model came from the user's options (``--gain`` and ``--read-noise``)."""
+    return model.read_noise_from == "--read-noise" and (model.gain_from == "--gain"
+                                                        or model.unit.startswith("electron"))
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameNoise:
+    """What :func:`frame_noise` found: the σ map, the model of each channel and the lines to record."""
+
+    sigma: np.ndarray
+    models: tuple[NoiseModel, ...]
+    history: list[str]
+    lines: list[str]
+
+
+def _summary(model: NoiseModel) -> str:
+    return (f"gain {model.gain:.4g} e-/ADU ({model.gain_from}), read noise {model.read_noise:.4g} e- "
+            f"({model.read_noise_from}), unit {model.unit}")
+
+
+def _cards(text: str) -> list[str]:
+    """``text`` as FITS HISTORY lines of at most 72 characters."""
+    return textwrap.wrap(text, 72, subsequent_indent="noise model:   ")
+
+
+def frame_noise(data: np.ndarray, header=None, options: NoiseOptions = NoiseOptions()) -> FrameNoise:
+    """The noise model and σ map of a linear frame, for a noise-conditioned model.
+
+    Parameters
+    ----------
+    data : numpy.ndarray, shape (H, W, C)
+        The frame as read (NaN allowed), in the unit its ``BUNIT`` names (ADU if absent).
+    header : astropy.io.fits.Header or mapping, optional
+        Read for the gain, read noise, exposure time and unit (see the module docstring).
+    options : NoiseOptions
+
+    Returns
+    -------
+    FrameNoise
+        ``sigma`` (H, W, C) float32 in data units, NaN where ``data`` is non-finite; ``history``:
+        :meth:`NoiseModel.history_cards` and the check of each channel (prefixed ``ch<i>`` for colour
+        frames); ``lines``: what to tell the user, warnings first (starting ``"Warning: "``).
+
+    Raises
+    ------
+    astrotf.errors.AstroTFError
+        One line with the reason: the noise model cannot be resolved, or :func:`distrust` objects to
+        it and the user did not vouch for it.
+    """
+    data = np.asarray(data)
+    sigma = np.empty(data.shape, np.float32)
+    models, history, lines = [], [], []
+    for c in range(data.shape[-1]):
+        plane = data[..., c]
+        channel = f"channel {c}: " if data.shape[-1] > 1 else ""
+        try:
+            model = resolve_noise_model(plane, header, gain=options.gain, read_noise=options.read_noise)
+        except AstroTFError as err:
+            raise AstroTFError(f"{channel}{err}") from None
+        check = check_against_frame(model, plane)
+        reasons = distrust(model, check)
+        if reasons and not (options.trust or vouched(model)):
+            raise AstroTFError(f"{channel}noise model not trusted ({_summary(model)}): {'; '.join(reasons)}; give "
+                               "--gain and --read-noise, or pass --trust-noise-model to use it anyway")
+        sigma[..., c] = model.sigma_map(plane)
+        prefix = f"ch{c} " if data.shape[-1] > 1 else ""
+        cards = [*model.history_cards(), *_cards(f"noise model: {check.line()}")]
+        for reason in reasons:
+            why = "--trust-noise-model" if options.trust else "--gain and --read-noise given"
+            lines.append(f"Warning: {channel}noise model used ({why}) although {reason}")
+            cards += _cards(f"noise model: used ({why}) although {reason}")
+        history += [prefix + card for card in cards]
+        lines.append(f"{channel}noise model: {_summary(model)}; {check.line()}")
+        models.append(model)
+    return FrameNoise(sigma, tuple(models), history, lines)
+
+
+def noise_for(model_name: str, conditioned: bool, data: np.ndarray, header, options: NoiseOptions,
+              where: str | None = None) -> FrameNoise | None:
+    """:func:`frame_noise` for a noise-conditioned model; None for another, which refuses the noise options.
+
+    ``where`` (the input file) starts the message of any error.
+
+    Raises
+    ------
+    astrotf.errors.AstroTFError
+        Noise options for a model that takes no σ map, or what :func:`frame_noise` raises.
+    """
+    prefix = f"{where}: " if where else ""
+    if not conditioned:
+        if options.given:
+            raise AstroTFError(f"{prefix}{', '.join(options.given)}: model {model_name} is not noise-conditioned "
+                               "(it takes no noise sigma map)")
+        return None
+    try:
+        return frame_noise(data, header, options)
+    except AstroTFError as err:
+        raise AstroTFError(f"{prefix}{err}") from None
+
+
+def noise_map_path(image: Path, output: Path) -> Path:
+    """Where ``--write-noise-map`` writes the σ map of ``image``: ``<image stem>_noise.fits`` beside ``output``."""
+    from astrotf.io import SUPPORTED_SUFFIXES
+
+    suffix = next((s for s in SUPPORTED_SUFFIXES if image.name.lower().endswith(s)), image.suffix)
+    return output.parent / f"{image.name[: len(image.name) - len(suffix)]}_noise.fits"
+
+
+#: First HISTORY line of a σ map that :func:`write_noise_map` wrote (how ``--force`` knows it may replace one).
+MAP_HISTORY = "astrotf noise sigma map"
+
+
+def check_noise_map_target(path: Path, image: Path, output: Path, force: bool) -> None:
+    """Refuse a σ-map path that is the input or the output, a folder, or an existing file: without
+    ``force`` any, with it any file that is not a σ map astrotf wrote (another input of the batch, say).
+
+    Raises
+    ------
+    astrotf.errors.AstroTFError
+        One line naming ``path`` and the problem.
+    """
+    if path.resolve() == image.resolve():
+        raise AstroTFError(f"{path}: the noise map would overwrite the input")
+    if path.resolve() == output.resolve():
+        raise AstroTFError(f"{path}: the noise map would overwrite the output")
+    if path.is_dir():
+        raise AstroTFError(f"{path}: the noise map's path is a directory")
+    if path.exists() and not force:
+        raise AstroTFError(f"{path}: noise map exists; pass --force to overwrite it")
+    if path.exists() and not _written_here(path):
+        raise AstroTFError(f"{path}: exists and is not a noise map written by astrotf; not overwritten, even with "
+                           "--force (move it away)")
+
+
+def _written_here(path: Path) -> bool:
+    """Whether ``path`` is a FITS file whose HISTORY starts a σ map of :func:`write_noise_map`."""
+    from astropy.io import fits
+
+    try:
+        history = [str(line) for line in fits.getheader(path).get("HISTORY", [])]
+    except (OSError, ValueError, TypeError, IndexError, KeyError):
+        return False
+    return any(line.startswith(MAP_HISTORY) for line in history)
+
+
+def write_noise_map(path: Path, sigma: np.ndarray, info, history: list[str], overwrite: bool = False) -> Path:
+    """Write a σ map as float32 FITS (atomically), with the header of the image it belongs to.
+
+    Parameters
+    ----------
+    path : Path
+    sigma : numpy.ndarray, shape (H, W, C)
+        In the image's units (its ``BUNIT`` is kept).
+    info : astrotf.io.ImageInfo
+        The image's; its FITS header (scaling cards dropped) goes to the map, nothing else of its file.
+    history : list of str
+        HISTORY lines (the noise model's).
+    overwrite : bool
+
+    Raises
+    ------
+    astrotf.io.ImageIOError
+        The write fails (one line naming ``path``).
+    """
+    from astropy.io import fits
+
+    from astrotf import io
+
+    channels = sigma.shape[-1]
+    header = info.header.copy() if info.header is not None else fits.Header()
+    # ``path`` is the map itself, so no other file's extensions are copied into it
+    target = io.ImageInfo(path=Path(path), format="fits", dtype=np.dtype(np.float32), channels=channels,
+                          layout="CHW" if channels > 1 else "HW", scale=1.0, header=header)
+    return io.write_image(path, sigma.astype(np.float32, copy=False), target, history=history, overwrite=overwrite)
