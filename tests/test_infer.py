@@ -231,3 +231,15 @@ def test_integer_input_is_dithered_only_for_models_that_normalise_tiles_by_their
     smooth = frame + np.random.default_rng(1).uniform(-0.5, 0.5, frame.shape).astype(np.float32)
     np.testing.assert_array_equal(denoise_image(smooth, mad_model, options), smooth)  # no grid: untouched
     np.testing.assert_array_equal(denoise_image(frame, fixed_model, options, step=1.0), frame)
+
+
+@pytest.mark.parametrize("arch, expected", [("pix2pix", 128), ("nafnet", 128), ("resunet", None)])
+def test_models_that_see_the_whole_tile_are_tiled_at_their_training_tile(arch, expected):
+    model = LoadedModel("m", lambda x: x, {"architecture": {"name": arch}, "tile": 128, "channels": 3})
+    options = model.tile_options((3000, 2000, 3), 0.25)
+    if expected is None:  # convolutional: the tile that needs the fewest network pixels
+        assert options == TileOptions.for_frame((3000, 2000, 3), 0.25, preferred=256)
+    else:
+        assert options.tile == expected and options.overlap == 0.25
+        assert options.batch_size * expected**2 == 8 * 256**2  # the same pixels per call as 8 tiles of 256
+    assert model.tile_options((3000, 2000, 3), 0.25, tile=96).tile == 96  # an explicit --tile wins

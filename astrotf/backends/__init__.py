@@ -31,6 +31,7 @@ import numpy as np
 from astrotf.constants import INPUT_NAME, NOISE_INPUT_NAME
 from astrotf.errors import AstroTFError
 from astrotf.infer import TileOptions
+from astrotf.models.registry import TILE_DEPENDENT
 
 #: The shipped model for each data domain (see :func:`astrotf.infer.guess_domain`).
 DEFAULT_MODELS = {"stretched": "resunet-rgb-v2", "linear": "resunet-mono", "magnetogram": "self2self-hmi"}
@@ -130,6 +131,12 @@ class LoadedModel:
         return int(self.metadata.get("tile", 256))
 
     @property
+    def architecture(self) -> str | None:
+        """The registry name of the network (``resunet``, ``nafnet``, ``pix2pix`` ...), if recorded."""
+        arch = self.metadata.get("architecture")
+        return arch.get("name") if isinstance(arch, dict) else None
+
+    @property
     def noise_conditioned(self) -> bool:
         """Whether the network takes a noise σ map beside the image (input ``noise_sigma``)."""
         return bool(self.metadata.get("noise_map", False))
@@ -145,7 +152,9 @@ class LoadedModel:
         """Tiling of a frame of ``shape`` for this model, as ``astrotf infer`` does it.
 
         Without ``tile``, :meth:`TileOptions.for_frame` picks the size (from the model's
-        training tile or 256 px, up to :attr:`largest_tile`); with it, tiles of that size
+        training tile or 256 px, up to :attr:`largest_tile`), except for architectures whose
+        output depends on the whole tile (:data:`astrotf.models.registry.TILE_DEPENDENT`: global
+        attention or pooling), which get their training tile; with ``tile``, tiles of that size
         in batches of ``batch_size`` (default 8).
 
         Raises
@@ -153,6 +162,9 @@ class LoadedModel:
         AstroTFError
             If ``tile`` is larger than the model takes (a TensorRT engine's profile).
         """
+        if tile is None and self.architecture in TILE_DEPENDENT and "tile" in self.metadata:
+            tile = min(self.tile, self.largest_tile or self.tile)
+            return TileOptions(tile=tile, overlap=overlap, batch_size=batch_size or max(1, 8 * 256**2 // tile**2))
         if tile is None:
             return TileOptions.for_frame(shape, overlap, preferred=max(256, self.tile), batch_size=batch_size,
                                          largest=self.largest_tile)

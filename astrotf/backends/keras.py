@@ -116,12 +116,29 @@ def _load_keras_file(path: Path, metadata: dict, precision: str) -> LoadedModel:
             return fn(tf.constant(batch, tf.float32)).numpy()
 
     metadata.setdefault("channels", int(model.inputs[0].shape[-1]))
+    _from_run(path, metadata)
     if getattr(model, "normalization", "none") == "background":
         metadata.setdefault("data_domain", "linear")
         metadata.setdefault("normalization", {"kind": "background", "inside_model": True})
 
     name = metadata.get("name", path.parent.name if path.name == "model.keras" else path.stem)
     return LoadedModel(name, predict, metadata, precision=precision)
+
+
+def _from_run(path: Path, metadata: dict) -> None:
+    """A training run's ``.keras`` file (no ``metadata.json``): its architecture and training tile from
+    the run's ``run.json``, as an export would record them."""
+    run_file = path.parent / "run.json"
+    if not run_file.is_file():
+        return
+    try:
+        recipe = json.loads(run_file.read_text()).get("recipe", {})
+    except (OSError, ValueError):
+        return
+    if isinstance(recipe.get("model"), dict):
+        metadata.setdefault("architecture", recipe["model"])
+    if isinstance(recipe.get("data"), dict) and "tile" in recipe["data"]:
+        metadata.setdefault("tile", int(recipe["data"]["tile"]))
 
 
 # ----------------------------------------------------------------------------- Self2Self

@@ -27,6 +27,13 @@ MODELS = {
     "pix2pix": "astrotf.models.pix2pix:Pix2PixGenerator",
 }
 
+#: Architectures whose output at a pixel depends on the whole tile, with the reason: inference tiles
+#: them at their training tile, the context they learned, rather than at the largest tile that pays.
+TILE_DEPENDENT = {
+    "pix2pix": "self-attention over all positions of the bottleneck",
+    "nafnet": "simplified channel attention averages each feature map over the tile",
+}
+
 #: Discriminators of the GAN trainer (``[discriminator]`` of a Pix2Pix recipe): not denoisers, so
 #: not in :data:`MODELS`, but looked up, checked and built the same way.
 DISCRIMINATORS = {
