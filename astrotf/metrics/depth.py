@@ -31,6 +31,7 @@ from astrotf.metrics.stars import detect_sources, match_sources
 #: False sources allowed per 1024 x 1024 px at matched contamination (about 1 % of the stars of a field).
 FALSE_PER_MPIX = 5.0
 _REFERENCE_AREA = 1024 * 1024
+COARSE_STEP = 10  # grid points (about x1.5 in threshold) of the downward scan of `matched_contamination`
 
 
 # ----------------------------------------------------------------------------- matched filter
@@ -142,8 +143,9 @@ class Detections:
 
 
 def detect_and_match(subtracted: np.ndarray, truth_xy: np.ndarray, threshold: float, *, radius: float = 2.0,
-                     false_radius: float | None = None, exclude_xy: np.ndarray | None = None,
-                     exclude_radius: float = 2.0, prefiltered: bool = False) -> Detections:
+                     false_radius: float | None = None, near: np.ndarray | None = None,
+                     exclude_xy: np.ndarray | None = None, exclude_radius: float = 2.0,
+                     prefiltered: bool = False) -> Detections:
     """`sep` detection at an absolute threshold, 1-to-1 matching to ``truth_xy`` within ``radius``.
 
     Parameters
@@ -160,6 +162,10 @@ def detect_and_match(subtracted: np.ndarray, truth_xy: np.ndarray, threshold: fl
         An unmatched detection is false only farther than this from every truth source (default
         ``radius``); e.g. one PSF FWHM, so that a blend of two stars or a star split in two by
         deblending is not taken for an invented source.
+    near : ndarray of bool, optional
+        The truth sources that excuse a detection within ``false_radius`` (default all): e.g. those
+        bright enough to be detected, so that a crowd of invisible faint stars does not excuse every
+        noise peak.
     exclude_xy : ndarray (M, 2), optional
         Positions of known artefacts (cosmic-ray and hot pixels): an unmatched detection within
         ``exclude_radius`` of one is not counted as false.
@@ -185,16 +191,17 @@ def detect_and_match(subtracted: np.ndarray, truth_xy: np.ndarray, threshold: fl
     found[ti] = True
     unmatched = np.ones(len(detected), dtype=bool)
     unmatched[di] = False
-    near = np.zeros(len(detected), dtype=bool)
-    if false_radius is not None and false_radius > radius and len(truth_xy) and unmatched.any():
-        near[unmatched] = cKDTree(truth_xy).query(detected[unmatched], k=1)[0] <= false_radius
+    near_xy = truth_xy if near is None else truth_xy[np.asarray(near, dtype=bool)]
+    close = np.zeros(len(detected), dtype=bool)
+    if false_radius is not None and false_radius > radius and len(near_xy) and unmatched.any():
+        close[unmatched] = cKDTree(near_xy).query(detected[unmatched], k=1)[0] <= false_radius
     excluded = np.zeros(len(detected), dtype=bool)
-    rest = unmatched & ~near
+    rest = unmatched & ~close
     if exclude_xy is not None and len(exclude_xy) and rest.any():
         tree = cKDTree(np.asarray(exclude_xy, np.float64).reshape(-1, 2))
         excluded[rest] = tree.query(detected[rest], k=1)[0] <= exclude_radius
     return Detections(threshold=float(threshold), found=found, n_detected=len(detected),
-                      n_false=int(np.sum(rest & ~excluded)), n_near=int(near.sum()), n_excluded=int(excluded.sum()))
+                      n_false=int(np.sum(rest & ~excluded)), n_near=int(close.sum()), n_excluded=int(excluded.sum()))
 
 
 def precision_at_sigma(subtracted: np.ndarray, truth_xy: np.ndarray, noise_sigma: float, k: float = 1.5,
@@ -220,15 +227,18 @@ def false_allowance(shapes, per_reference: float = FALSE_PER_MPIX) -> int:
 
 def matched_contamination(subtracted: list, truth_xy: list, noise_sigmas: list, max_false: int, *,
                           sigmas: np.ndarray | None = None, exclude_xy: list | None = None,
-                          radius: float = 2.0, false_radius: float | None = None,
-                          prefiltered: bool = False) -> tuple[float, list[Detections]]:
+                          radius: float = 2.0, false_radius: float | list | None = None,
+                          near: list | None = None, prefiltered: bool = False) -> tuple[float, list[Detections]]:
     """The lowest common threshold, in units of each image's own σ, with at most ``max_false`` false sources.
 
     A set of images (fields of one setting put through one method) is scored at one multiple ``k``
     of each image's own background σ, so the allowance pools over their area (5 per 1024² is less
     than one false source in a small field). ``k`` is found by bisection on the grid ``sigmas``
-    (the false count falls with the threshold, up to `sep`'s deblending): at the ``k`` returned the
-    total false count is at most ``max_false`` and at the grid point below it is more.
+    scanning down from the top in steps of `COARSE_STEP` grid points to the first ``k`` that lets too
+    many false sources through, then by bisection below the last one that did not: at the ``k``
+    returned the total false count is at most ``max_false``, at the grid point below it is more, and
+    the coarse steps above it passed. (Deep in the noise everything merges into a few huge
+    detections, so the false count falls again there: the lowest passing ``k`` is not the one wanted.)
 
     Parameters
     ----------
@@ -244,7 +254,9 @@ def matched_contamination(subtracted: list, truth_xy: list, noise_sigmas: list, 
         Per image, artefact positions (see `detect_and_match`).
     radius, false_radius : float
         Matching radius and the distance beyond which an unmatched detection is false, px (see
-        `detect_and_match`).
+        `detect_and_match`); ``false_radius`` may be a list, one per image (e.g. each field's FWHM).
+    near : list, optional
+        Per image, the truth sources that excuse a detection within ``false_radius``.
     prefiltered : bool
         The images are filtered with their PSF already (see `detect_and_match`).
 
@@ -264,14 +276,17 @@ def matched_contamination(subtracted: list, truth_xy: list, noise_sigmas: list, 
         raise ValueError(msg)
     grid = np.geomspace(0.3, 1000.0, 200) if sigmas is None else np.sort(np.asarray(sigmas, np.float64))
     exclude_xy = exclude_xy or [None] * len(subtracted)
+    false_radii = false_radius if isinstance(false_radius, (list, tuple)) else [false_radius] * len(subtracted)
+    near = near or [None] * len(subtracted)
     cache: dict[int, list[Detections] | None] = {}
 
     def at(i: int) -> list[Detections] | None:
         if i not in cache:
             try:
-                cache[i] = [detect_and_match(s, t, grid[i] * sigma, radius=radius, false_radius=false_radius,
+                cache[i] = [detect_and_match(s, t, grid[i] * sigma, radius=radius, false_radius=f, near=n,
                                              exclude_xy=e, prefiltered=prefiltered)
-                            for s, t, sigma, e in zip(subtracted, truth_xy, noise_sigmas, exclude_xy)]
+                            for s, t, sigma, e, f, n in zip(subtracted, truth_xy, noise_sigmas, exclude_xy,
+                                                            false_radii, near)]
             except Exception:  # noqa: BLE001 - sep gives up (pixel stack, deblending) only far too deep in the noise
                 cache[i] = None
         return cache[i]
@@ -280,14 +295,31 @@ def matched_contamination(subtracted: list, truth_xy: list, noise_sigmas: list, 
         found = at(i)
         return found is not None and sum(d.n_false for d in found) <= max_false
 
-    low, high = -1, len(grid) - 1  # lowest ok index in (low, high]; ok(high) assumed until the top is tested
-    while high - low > 1:
+    # Down from the top in coarse steps to the first failure, then bisection between it and the last success.
+    # The false count is not monotonic at the bottom: deep in the noise everything merges into a few huge
+    # blobs (few detections, few false ones), so "the lowest threshold that passes" would land there.
+    high = len(grid) - 1
+    if not ok(high):
+        return float(grid[high]), _checked(at(high), grid[high])
+    low = high
+    while low > 0:
+        low = max(low - COARSE_STEP, 0)
+        if not ok(low):
+            break
+        high = low
+    else:
+        return float(grid[high]), at(high)
+    while high - low > 1:  # ok(high), not ok(low)
         middle = (low + high) // 2
         low, high = (low, middle) if ok(middle) else (middle, high)
-    if at(high) is None:
-        msg = f"`sep` failed at every threshold up to {grid[high]:g} sigma."
-        raise ValueError(msg)
     return float(grid[high]), at(high)
+
+
+def _checked(found: list[Detections] | None, k: float) -> list[Detections]:
+    if found is None:
+        msg = f"`sep` failed at the highest threshold, {k:g} sigma."
+        raise ValueError(msg)
+    return found
 
 
 def completeness_magnitude(magnitudes: np.ndarray, found: np.ndarray, level: float = 0.5,
