@@ -708,6 +708,7 @@ def linear_benches(args, models: dict, labels: dict, header: dict, results: dict
                                        {**methods, **peers("linear", use_bm3d)}, args.out)
         results["real"] = report
         sections.append(bench_real.real_markdown(report))
+        plots += [Path(p) for p in report["plots"]]
     return plots
 
 

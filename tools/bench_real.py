@@ -139,18 +139,23 @@ def bench_real(frames: list[dict], methods: dict, out_dir: Path | None = None) -
     return report
 
 
-def residual_png(name: str, outputs: dict, sigma_in: float, out_dir: Path) -> Path:
-    """Input and outputs (top, one asinh stretch) over their residuals ``input - output`` (bottom, ±3 σ_in)."""
+def residual_png(name: str, outputs: dict, sigma_in: float, out_dir: Path, crop: int = 192) -> Path:
+    """Input and outputs (top, one asinh stretch) over their residuals ``input - output`` (bottom, ±3 σ_in),
+    on the central ``crop``² pixels so that a person sees single pixels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    h, w = outputs[INPUT][0].shape
+    top, left = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
+    window = np.s_[top:top + crop, left:left + crop]
+    outputs = {label: (image[window], seconds) for label, (image, seconds) in outputs.items()}
     inp = outputs[INPUT][0]
     low = float(np.nanpercentile(inp, 5)) - sigma_in
     high = float(np.nanpercentile(inp, 99.7))
     n = len(outputs)
-    fig, axes = plt.subplots(2, n, figsize=(2.2 * n, 4.6), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5.4), squeeze=False)
     for j, (label, (image, _)) in enumerate(outputs.items()):
         stretched = np.arcsinh(np.clip(image - low, 0, None) / (high - low) * 30) / np.arcsinh(30)
         axes[0, j].imshow(stretched, cmap="gray", origin="lower", vmin=0, vmax=1, interpolation="nearest")
@@ -160,7 +165,7 @@ def residual_png(name: str, outputs: dict, sigma_in: float, out_dir: Path) -> Pa
         axes[1, j].set_title("input − output (±3σ)" if j else "", fontsize=6)
         for ax in axes[:, j]:
             ax.axis("off")
-    fig.suptitle(name, fontsize=8)
+    fig.suptitle(f"{name} (central {crop}² px)", fontsize=8)
     fig.tight_layout()
     path = out_dir / f"real_{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.png"
     save_png(fig, path, dpi=90)
