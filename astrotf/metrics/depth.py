@@ -295,12 +295,23 @@ def matched_contamination(subtracted: list, truth_xy: list, noise_sigmas: list, 
         found = at(i)
         return found is not None and sum(d.n_false for d in found) <= max_false
 
-    # Down from the top in coarse steps to the first failure, then bisection between it and the last success.
-    # The false count is not monotonic at the bottom: deep in the noise everything merges into a few huge
-    # blobs (few detections, few false ones), so "the lowest threshold that passes" would land there.
-    high = len(grid) - 1
+    high = _lowest_passing(ok, len(grid))
+    if at(high) is None:
+        msg = f"`sep` failed at the highest threshold, {grid[high]:g} sigma."
+        raise ValueError(msg)
+    return float(grid[high]), at(high)
+
+
+def _lowest_passing(ok, n: int) -> int:
+    """Down from index ``n - 1`` in `COARSE_STEP` steps to the first failure of ``ok``, then bisection
+    between it and the last success: the index to use (``n - 1`` if even the top fails).
+
+    The false count is not monotonic at the bottom: deep in the noise everything merges into a few huge
+    blobs (few detections, few false ones), so "the lowest threshold that passes" would land there.
+    """
+    high = n - 1
     if not ok(high):
-        return float(grid[high]), _checked(at(high), grid[high])
+        return high
     low = high
     while low > 0:
         low = max(low - COARSE_STEP, 0)
@@ -308,18 +319,11 @@ def matched_contamination(subtracted: list, truth_xy: list, noise_sigmas: list, 
             break
         high = low
     else:
-        return float(grid[high]), at(high)
+        return high
     while high - low > 1:  # ok(high), not ok(low)
         middle = (low + high) // 2
         low, high = (low, middle) if ok(middle) else (middle, high)
-    return float(grid[high]), at(high)
-
-
-def _checked(found: list[Detections] | None, k: float) -> list[Detections]:
-    if found is None:
-        msg = f"`sep` failed at the highest threshold, {k:g} sigma."
-        raise ValueError(msg)
-    return found
+    return high
 
 
 def completeness_magnitude(magnitudes: np.ndarray, found: np.ndarray, level: float = 0.5,
