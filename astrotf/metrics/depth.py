@@ -326,26 +326,43 @@ def _lowest_passing(ok, n: int) -> int:
     return high
 
 
-def completeness_magnitude(magnitudes: np.ndarray, found: np.ndarray, level: float = 0.5,
-                           bin_width: float = 0.25, min_per_bin: int = 8) -> float:
-    """The magnitude where the completeness (by true magnitude) first falls below ``level``: m50 for 0.5.
+def _non_increasing(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Isotonic (non-increasing) least-squares fit by pooling adjacent violators: block means and sizes."""
+    means: list[float] = []
+    sizes: list[int] = []
+    for v in values:
+        means.append(float(v))
+        sizes.append(1)
+        while len(means) > 1 and means[-1] > means[-2]:
+            n = sizes[-1] + sizes[-2]
+            means[-2] = (means[-2] * sizes[-2] + means[-1] * sizes[-1]) / n
+            sizes[-2] = n
+            means.pop()
+            sizes.pop()
+    return np.asarray(means), np.asarray(sizes)
 
-    Sources are binned by magnitude (``bin_width`` mag; bins with fewer than ``min_per_bin``
-    sources are merged into the next fainter one); going from bright to faint, the first bin whose
-    completeness is below ``level`` and the bin before it are interpolated linearly at ``level``.
+
+def completeness_magnitude(magnitudes: np.ndarray, found: np.ndarray, level: float = 0.5) -> float:
+    """The magnitude where the completeness (by true magnitude) falls to ``level``: m50 for 0.5.
+
+    The completeness curve is the isotonic (non-increasing with magnitude) least-squares fit to the
+    detected / missed flags of the sources sorted from bright to faint, so no binning is chosen and a
+    few missed bright sources (saturated, blended) cannot end the curve early. Between the last block
+    of the fit at or above ``level`` and the first below it, the magnitude is interpolated linearly
+    between the blocks' mean magnitudes.
 
     Parameters
     ----------
     magnitudes : ndarray
-        True magnitudes (brighter = smaller), e.g. ``-2.5 log10(flux)``.
+        True magnitudes (brighter = smaller), e.g. ``-2.5 log10(flux)`` or ``-2.5 log10(S/N)``.
     found : ndarray of bool
         Detected or not, per source.
 
     Returns
     -------
     float
-        NaN without sources; the brightest bin centre if even it is below ``level``; the faintest
-        bin centre if no bin falls below ``level``.
+        NaN without sources; the brightest source's magnitude if even the brightest block is below
+        ``level``; the faintest's if no block falls below it.
     """
     mag = np.asarray(magnitudes, dtype=np.float64).ravel()
     hit = np.asarray(found, dtype=bool).ravel()
@@ -353,26 +370,18 @@ def completeness_magnitude(magnitudes: np.ndarray, found: np.ndarray, level: flo
         msg = f"`magnitudes` and `found` must have one length. Received: {mag.size} and {hit.size}"
         raise ValueError(msg)
     keep = np.isfinite(mag)
-    mag, hit = mag[keep], hit[keep]
+    order = np.argsort(mag[keep], kind="stable")
+    mag, hit = mag[keep][order], hit[keep][order]
     if mag.size == 0:
         return float("nan")
-    edges = np.arange(np.floor(mag.min() / bin_width), np.ceil(mag.max() / bin_width) + 1) * bin_width
-    counts, _ = np.histogram(mag, edges)
-    hits, _ = np.histogram(mag[hit], edges)
-    centres, fractions, n, k, weighted = [], [], 0, 0, 0.0
-    for c, h, lo, hi in zip(counts, hits, edges[:-1], edges[1:]):
-        n, k, weighted = n + c, k + h, weighted + c * 0.5 * (lo + hi)
-        if n >= min_per_bin:
-            centres.append(weighted / n)
-            fractions.append(k / n)
-            n, k, weighted = 0, 0, 0.0
-    if not centres:
-        return float("nan")
-    below = np.flatnonzero(np.asarray(fractions) < level)
+    means, sizes = _non_increasing(hit.astype(np.float64))
+    ends = np.cumsum(sizes)
+    centres = np.array([mag[e - n:e].mean() for e, n in zip(ends, sizes)])
+    below = np.flatnonzero(means < level)
     if below.size == 0:
-        return float(centres[-1])
+        return float(mag[-1])
     i = int(below[0])
     if i == 0:
-        return float(centres[0])
-    f0, f1 = fractions[i - 1], fractions[i]
+        return float(mag[0])
+    f0, f1 = means[i - 1], means[i]
     return float(centres[i - 1] + (f0 - level) / (f0 - f1) * (centres[i] - centres[i - 1]))
