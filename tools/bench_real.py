@@ -152,12 +152,12 @@ def residual_png(name: str, outputs: dict, sigma_in: float, out_dir: Path, crop:
     window = np.s_[top:top + crop, left:left + crop]
     outputs = {label: (image[window], seconds) for label, (image, seconds) in outputs.items()}
     inp = outputs[INPUT][0]
-    low = float(np.nanpercentile(inp, 5)) - sigma_in
-    high = float(np.nanpercentile(inp, 99.7))
+    sky = float(np.nanmedian(inp))
+    low, high = sky - 2.0 * sigma_in, sky + 60.0 * sigma_in  # asinh: the noise visible, the stars not clipped
     n = len(outputs)
     fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 5.4), squeeze=False)
     for j, (label, (image, _)) in enumerate(outputs.items()):
-        stretched = np.arcsinh(np.clip(image - low, 0, None) / (high - low) * 30) / np.arcsinh(30)
+        stretched = np.arcsinh(np.clip(image - low, 0, None) / (high - low) * 100) / np.arcsinh(100)
         axes[0, j].imshow(stretched, cmap="gray", origin="lower", vmin=0, vmax=1, interpolation="nearest")
         axes[0, j].set_title(label, fontsize=6)
         residual = (inp - image) / sigma_in
@@ -168,7 +168,7 @@ def residual_png(name: str, outputs: dict, sigma_in: float, out_dir: Path, crop:
     fig.suptitle(f"{name} (central {crop}² px)", fontsize=8)
     fig.tight_layout()
     path = out_dir / f"real_{''.join(c if c.isalnum() or c in '-_' else '_' for c in name)}.png"
-    save_png(fig, path, dpi=90)
+    save_png(fig, path)
     return path
 
 
