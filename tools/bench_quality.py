@@ -4,6 +4,9 @@
                                   [--n-rgb 4] [--rgb-crop 256] [--n-hmi 3] [--hmi-crop 384]
                                   [--out docs/bench-quality] [--no-bm3d]
                                   [--pix2pix RUN_OR_MODEL] [--invented-fields 4]
+                                  [--prior-fields 8] [--held-out-fields 2] [--held-out AXIS ...]
+                                  [--prior-size 256] [--prior-bm3d] [--linear-model PATH_OR_NAME]
+                                  [--real DIR] [--real-crop 512]
 
 Every case is built here, nothing is downloaded, and the peers' settings are fixed in advance
 (never tuned on the evaluation data). Methods: astrotf's shipped models (``resunet-rgb``,
@@ -39,6 +42,17 @@ All scores come from `astrotf.metrics` / `astrotf.evaluate`, the same code as ``
    and with TDR's restore step (R = 0.6 × the input's noise level); a Self2Self model averages 16
    dropout passes.
 
+4. **Star fields of the broad prior** (issue #21; ``tools/bench_stars.py``): fields of the training
+   prior (``astrotf.data.prior``) and of every held-out validation setting, noisy in ADU from a drawn
+   detector with cosmic rays and hot pixels, at the same ratios: completeness and the 50 %
+   completeness magnitude at matched contamination (5 false sources per 1024²), the PSF matched
+   filter's row, the S/N >= 5 stars kept at the input's fixed threshold, precision at 1.5 σ of each
+   image's own background, flux error and bias, sky bias in σ. ``--linear-model`` adds a
+   noise-conditioned model (σ map from the true detector). ``--prior-fields 0 --held-out-fields 0`` skips.
+5. **Real linear frames** (``--real DIR``, ``tools/bench_real.py``; frames collected from package
+   archives by ``tools/real_frames.py``): no truth; sky shift in σ, background σ ratio, source-flux
+   ratio, max |Δ|/σ, residual structure, and a residual PNG per frame.
+
 Star fields use astrotf's own simulator (astropy ``Moffat2D`` / ``Sersic2D``), not photutils or
 GalSim: it already renders pixel-integrated Moffat stars and PSF-convolved Sérsic galaxies with a
 truth catalogue, and it is what the mono model's training data came from, so one code path makes
@@ -55,7 +69,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import re
 import sys
 import time
@@ -72,9 +85,12 @@ from skimage.restoration import (  # noqa: E402
     estimate_sigma,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the tools beside this one, also when loaded by path
+
 from astrotf import metrics  # noqa: E402
 from astrotf.data.simulate import StarFieldConfig, simulate_star_field  # noqa: E402
 from astrotf.evaluate import EvaluationOptions, evaluate, to_jsonable  # noqa: E402
+from bench_report import fmt, machine, progress, save_png, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESERVED = ROOT / "datasets" / "stellarium-reserved"
@@ -91,10 +107,6 @@ ENSEMBLE = 16  # dropout passes averaged by a Self2Self model
 UNTIMED = ("noisy input", "noise-free truth")
 
 log = logging.getLogger("bench_quality")
-
-
-def progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- denoisers
@@ -532,18 +544,6 @@ def bench_hmi(crops, methods: dict, trained_on: dict | None = None) -> dict:
 
 
 # ----------------------------------------------------------------------------- reporting
-def table(headers: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def fmt(value, spec: str) -> str:
-    if value is None or (isinstance(value, float) and not np.isfinite(value)):
-        return "–"
-    return format(value, spec)
-
-
 def fields_markdown(report: dict, size: int) -> str:
     parts = []
     for ratio, r in ((k, v) for k, v in report.items() if k != "examples"):
@@ -605,20 +605,6 @@ def hmi_markdown(report: dict, crop: int) -> str:
         "noise (`astrotf infer --soft-restore`). Unchanged pixels: with restore, the fraction set back to the input (where "
         "that fraction is large, the fitted noise level describes the few pixels left denoised, not the "
         "image).\n"])
-
-
-def save_png(fig, path: Path, dpi: int = 72) -> None:
-    """Save a figure as a 256-colour palette PNG (a third of the size; these plots go into git)."""
-    import io
-
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, dpi=dpi, format="png")
-    plt.close(fig)
-    buffer.seek(0)
-    Image.open(buffer).convert("RGB").quantize(256).save(path, optimize=True)
 
 
 def _stretch(image: np.ndarray, low: float, high: float) -> np.ndarray:
@@ -693,17 +679,37 @@ def write_plots(out: Path, fields: dict | None, rgb: dict | None, hmi: dict | No
     return written
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores, {platform.system()} {platform.machine()}, CPU only"
+# ----------------------------------------------------------------------------- linear fields and real frames
+def linear_benches(args, models: dict, labels: dict, header: dict, results: dict, sections: list,
+                   use_bm3d: bool) -> list:
+    """The star fields of the training prior and held-out settings (`bench_stars`) and the real frames
+    (`bench_real`), with the mono model, the noise-conditioned ``--linear-model`` and the linear peers."""
+    import bench_real
+    import bench_stars
+
+    methods = {labels["mono"]: model_denoiser(models["mono"])} if "mono" in models else {}
+    if args.linear_model:
+        methods[f"astrotf {Path(args.linear_model).name} (σ map)"] = linear = bench_stars.noise_conditioned(
+            args.linear_model)
+        header["models"]["linear"] = {"name": args.linear_model, "path": linear.source, "exported": None,
+                                      "training_steps": None, "noise_conditioned": True}
+    args.out.mkdir(parents=True, exist_ok=True)
+    plots = []
+    if args.prior_fields or args.held_out_fields:
+        with_peers = {**methods, **peers("linear", use_bm3d and args.prior_bm3d)}
+        report = bench_stars.bench_prior_fields(args.prior_fields, args.held_out_fields, args.ratios,
+                                                args.prior_size, with_peers, args.held_out)
+        results["prior_fields"] = report
+        sections.append(bench_stars.prior_markdown(report, args.prior_size))
+        plots += bench_stars.prior_plots(report, args.out, tuple(m for m in with_peers if m.startswith("astrotf"))
+                                         + (f"Gaussian blur σ={BLUR_SIGMA:g} px",))
+    if args.real:
+        report = bench_real.bench_real(bench_real.load_frames(args.real, args.real_crop),
+                                       {**methods, **peers("linear", use_bm3d)}, args.out)
+        results["real"] = report
+        sections.append(bench_real.real_markdown(report))
+        plots += [Path(p) for p in report["plots"]]
+    return plots
 
 
 # ----------------------------------------------------------------------------- main
@@ -727,6 +733,20 @@ def main(argv=None) -> int:
                              "invented-sources check")
     parser.add_argument("--invented-fields", type=int, default=4, help="stretched star fields of that check")
     parser.add_argument("--no-bm3d", action="store_true", help="skip BM3D (the slowest peer)")
+    parser.add_argument("--prior-fields", type=int, default=8,
+                        help="star fields of the training prior per ratio (tools/bench_stars.py; 0 skips)")
+    parser.add_argument("--held-out-fields", type=int, default=2,
+                        help="star fields per held-out setting and ratio (0 skips)")
+    parser.add_argument("--held-out", nargs="+", default=None, metavar="AXIS",
+                        help="held-out settings of astrotf.data.prior.HELD_OUT (default: all)")
+    parser.add_argument("--prior-size", type=int, default=256)
+    parser.add_argument("--prior-bm3d", action="store_true", help="also run BM3D on the prior's star fields (slow)")
+    parser.add_argument("--linear-model", metavar="PATH_OR_NAME",
+                        help="a noise-conditioned model (inputs image and noise_sigma; a .keras file or a folder "
+                             "with one) scored on the prior's star fields and the real frames")
+    parser.add_argument("--real", type=Path, metavar="DIR",
+                        help="real linear frames without truth (made by tools/real_frames.py)")
+    parser.add_argument("--real-crop", type=int, default=512, help="centre crop of each real frame")
     parser.add_argument("--precision", choices=["float32", "bfloat16", "auto"], default="float32",
                         help="network arithmetic of the astrotf models (auto: as `astrotf infer` picks)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-quality")
@@ -738,8 +758,10 @@ def main(argv=None) -> int:
     hmi_model = args.hmi_model if (ROOT / "saved_models" / args.hmi_model).exists() or Path(args.hmi_model).exists() \
         else None
     extra_rgb = {f"rgb {i + 2}": name for i, name in enumerate(args.rgb_extra)} if args.n_rgb else {}
+    linear_sections = args.prior_fields or args.held_out_fields or args.real
     models, header["models"] = load_models({"rgb": args.rgb_model if args.n_rgb else None, **extra_rgb,
-                                            "mono": args.mono_model if args.fields or args.n_hmi else None,
+                                            "mono": args.mono_model if args.fields or args.n_hmi or linear_sections
+                                            else None,
                                             "hmi": hmi_model if args.n_hmi else None,
                                             "pix2pix": args.pix2pix if args.n_rgb else None}, args.precision)
     labels = {role: f"astrotf {Path(info['name']).name}" for role, info in header["models"].items()}
@@ -747,6 +769,9 @@ def main(argv=None) -> int:
     use_bm3d = not args.no_bm3d
 
     fields = rgb = hmi = None
+    plots = []
+    if linear_sections:
+        plots += linear_benches(args, models, labels, header, results, sections, use_bm3d)
     if args.fields:
         methods = {labels["mono"]: model_denoiser(models["mono"])} if "mono" in models else {}
         fields = bench_fields(args.fields, args.ratios, args.field_size, {**methods, **peers("linear", use_bm3d)})
@@ -789,12 +814,12 @@ def main(argv=None) -> int:
                          + (f", trained on {info['trained_on']}" if info.get("trained_on") else ""))
     lines += [f"- run time: {header['run_time_s']} s (timings share the machine with whatever else ran)", ""]
     args.out.mkdir(parents=True, exist_ok=True)
-    plots = write_plots(args.out, fields, rgb, hmi, labels)
+    plots = write_plots(args.out, fields, rgb, hmi, labels) + plots
     lines_plots = ["Plots: " + ", ".join(f"[{p.name}]({p.name})" for p in plots), ""] if plots else []
     text = "\n".join(lines + sections + lines_plots)
     print(text)
     (args.out / "bench.md").write_text(text + "\n", encoding="utf-8")
-    record = to_jsonable(results, skip=("example", "examples", "flux"))  # arrays stay out of the JSON
+    record = to_jsonable(results, skip=("example", "examples", "flux", "completeness_curve"))  # arrays stay out of the JSON
     (args.out / "bench.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     progress(f"wrote {args.out / 'bench.md'}, bench.json and {len(plots)} plot(s) in {header['run_time_s']} s")
     return 0

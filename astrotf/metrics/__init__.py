@@ -13,14 +13,20 @@ No TensorFlow import: metrics run on the outputs of any denoiser. Every name is 
     `LinearFit`), `power_spectrum` and `divergence_frequency` (where two spectra start to differ,
     TDR Fig. 4).
 ``fields.py`` — what a denoiser kept
-    `strong_slope` (output against input over strong pixels only; `StrongSlope`) and
-    `residual_structure` (structure in input - output above ~10 px; 1 = white).
+    `strong_slope` (output against input over strong pixels only; `StrongSlope`),
+    `residual_structure` (structure in input - output above ~10 px; 1 = white), and for real frames
+    without truth `source_mask` and `source_flux_ratio` (`FluxRatio`).
 ``stars.py`` — star recovery
     `star_recovery` and `recovery_at_false_positives` (`sep` detection at a fixed absolute
     threshold, 1-to-1 matching, TPR / false positives / precision / F1, relative flux error;
     Astro U-net §4.3; `StarRecovery`), their pieces (`subtract_background`, `detect_sources`,
     `match_sources`, `aperture_flux`, `moffat_enclosed_fraction`, `Catalogue`,
     `reference_catalogue`) and `snr_gain` (Astro U-net eq. 28) with `empty_aperture_noise`.
+``depth.py`` — detection depth
+    `psf_matched_filter` and `matched_filter_gain` (the physical limit), `point_source_snr`,
+    `detect_and_match` (`Detections`, artefacts excluded), `precision_at_sigma` (at k × own σ),
+    `matched_contamination` with `false_allowance` (5 false sources per 1024², pooled over
+    fields) and `completeness_magnitude` (m50).
 ``_common.py``
     Private helpers shared by the modules above.
 
@@ -34,8 +40,12 @@ standard deviation of a Gaussian fitted to the histogram of its pixel values in
 
 from __future__ import annotations
 
-from astrotf.metrics.fields import StrongSlope, residual_structure, strong_slope
-from astrotf.metrics.noise import Background, NoiseFit, background_noise, noise_level
+from astrotf.metrics.depth import (Detections, completeness_magnitude, detect_and_match, false_allowance,
+                                   matched_contamination, matched_filter_gain, point_source_snr,
+                                   precision_at_sigma, psf_matched_filter)
+from astrotf.metrics.fields import (FluxRatio, StrongSlope, residual_structure, source_flux_ratio, source_mask,
+                                    strong_slope)
+from astrotf.metrics.noise import Background, NoiseFit, background_noise, noise_level, sky_bias
 from astrotf.metrics.similarity import (LinearFit, correlation, divergence_frequency, kl_divergence,
                                         power_spectrum, psnr, ssim)
 from astrotf.metrics.stars import (Catalogue, StarRecovery, aperture_flux, detect_sources, empty_aperture_noise,
@@ -45,13 +55,16 @@ from astrotf.quantise import value_grid
 
 __all__ = [
     # noise.py
-    "NoiseFit", "noise_level", "Background", "background_noise", "value_grid",
+    "NoiseFit", "noise_level", "Background", "background_noise", "value_grid", "sky_bias",
     # similarity.py
     "psnr", "ssim", "power_spectrum", "divergence_frequency", "LinearFit", "correlation", "kl_divergence",
     # fields.py
-    "StrongSlope", "strong_slope", "residual_structure",
+    "StrongSlope", "strong_slope", "residual_structure", "source_mask", "FluxRatio", "source_flux_ratio",
     # stars.py
     "Catalogue", "StarRecovery", "subtract_background", "detect_sources", "match_sources", "aperture_flux",
     "moffat_enclosed_fraction", "star_recovery", "recovery_at_false_positives", "reference_catalogue",
     "empty_aperture_noise", "snr_gain",
+    # depth.py
+    "psf_matched_filter", "matched_filter_gain", "point_source_snr", "Detections", "detect_and_match",
+    "precision_at_sigma", "false_allowance", "matched_contamination", "completeness_magnitude",
 ]

@@ -3,6 +3,9 @@
 * `strong_slope`: output against input over the strong pixels only (TDR: ``|B| > 50 G``), as a
   `StrongSlope`.
 * `residual_structure`: structure in ``input - output`` above ~10 px (1 = white noise).
+* `source_mask` (pixels of the sources `sep` finds, grown) and `source_flux_ratio` (aperture flux
+  of the input's bright sources after / before, a `FluxRatio`): no-truth measures of real frames,
+  with :func:`astrotf.metrics.noise.sky_bias` for the sky level.
 """
 
 from __future__ import annotations
@@ -83,3 +86,84 @@ def residual_structure(residual: np.ndarray, block: int = 10) -> float:
     means = tiles.mean(axis=(1, 3))[complete]
     spread = float(np.std(tiles.transpose(0, 2, 1, 3)[complete]))
     return float(np.std(means) / (spread / block)) if spread > 0 else 1.0
+
+
+# ----------------------------------------------------------------------------- sources of a frame without truth
+def source_mask(image: np.ndarray, k: float = 1.5, grow: int = 3) -> np.ndarray:
+    """Pixels of the sources `sep` finds at ``k`` × the image's background σ, grown by ``grow`` px.
+
+    Everything else is sky, for :func:`astrotf.metrics.noise.sky_bias` on a frame without truth.
+    Non-finite pixels count as sources (never as sky).
+    """
+    import sep
+    from scipy.ndimage import binary_dilation
+
+    from astrotf.metrics.noise import background_noise
+    from astrotf.metrics.stars import subtract_background
+
+    sub = subtract_background(image)
+    sigma = background_noise(image).sigma
+    if not sigma > 0:
+        msg = "The image's background σ is 0: no sky to tell sources from."
+        raise ValueError(msg)
+    sep.set_extract_pixstack(max(300_000, 2 * sub.size))
+    sep.set_sub_object_limit(4096)
+    _, segmentation = sep.extract(sub, k * sigma, minarea=5, segmentation_map=True)
+    mask = segmentation > 0
+    if grow > 0:
+        mask = binary_dilation(mask, iterations=int(grow))
+    return mask | ~np.isfinite(np.asarray(image, dtype=np.float64))
+
+
+@dataclasses.dataclass(frozen=True)
+class FluxRatio:
+    """Aperture flux of the input's bright sources in the output over the input.
+
+    Attributes
+    ----------
+    ratio : float
+        Median over sources of ``F_output / F_input`` (1 = flux kept); NaN without sources.
+    n_sources : int
+        Sources measured (S/N >= ``min_snr`` in the input, unblended, not truncated).
+    aperture : float
+        Aperture radius, px.
+    """
+
+    ratio: float
+    n_sources: int
+    aperture: float
+
+
+def source_flux_ratio(inp: np.ndarray, out: np.ndarray, min_snr: float = 20.0,
+                      aperture: float | None = None) -> FluxRatio:
+    """How much of its sources' flux a denoiser kept, on a frame without truth.
+
+    Sources are found in the input at 5 × its background σ (`sep`); those unblended and whole
+    (`sep` flag 0) with an aperture S/N of at least ``min_snr`` in the input (against the
+    empty-aperture noise) are measured in both images, each minus its own `sep` background, in
+    circles of ``aperture`` px (default 2.5 × the sources' median FWHM, from 3 to 12 px): a change of
+    the sky level does not enter (see :func:`astrotf.metrics.noise.sky_bias`), lost wings and
+    cores do.
+    """
+    from astrotf.metrics.noise import background_noise
+    from astrotf.metrics.stars import aperture_flux, detect_sources, empty_aperture_noise, subtract_background
+
+    a, b = float_pair(inp, out, ("inp", "out"))
+    sub_in, sub_out = subtract_background(a), subtract_background(b)
+    objects = detect_sources(sub_in, 5.0 * background_noise(a).sigma)
+    clean = objects[objects["flag"] == 0] if np.sum(objects["flag"] == 0) >= 5 else objects
+    if len(clean) == 0:
+        return FluxRatio(float("nan"), 0, float("nan") if aperture is None else float(aperture))
+    if aperture is None:
+        fwhm = 2.3548 * float(np.median(np.sqrt(clean["a"] * clean["b"])))
+        aperture = float(np.clip(2.5 * fwhm, 3.0, 12.0))
+    xy = np.column_stack([clean["x"], clean["y"]])
+    f_in = aperture_flux(sub_in, xy[:, 0], xy[:, 1], aperture)
+    f_out = aperture_flux(sub_out, xy[:, 0], xy[:, 1], aperture)
+    try:
+        noise = empty_aperture_noise(sub_in, aperture, np.column_stack([objects["x"], objects["y"]]), 2.0 * aperture)
+    except ValueError:  # a small or crowded frame: white-noise estimate instead
+        noise = background_noise(sub_in).sigma * np.sqrt(np.pi) * aperture
+    keep = (f_in >= min_snr * noise) & np.isfinite(f_out)
+    ratio = float(np.median(f_out[keep] / f_in[keep])) if keep.any() else float("nan")
+    return FluxRatio(ratio, int(keep.sum()), float(aperture))

@@ -221,3 +221,48 @@ def background_noise(image: np.ndarray, sigma: float = 3.0, maxiters: int = 10) 
     if quantum is not None:
         spread = float(np.sqrt(max(spread**2 - quantisation_variance(quantum[0]), 0.0)))
     return Background(median=float(np.median(kept)), sigma=spread)
+
+
+# ----------------------------------------------------------------------------- sky level
+def sky_bias(image: np.ndarray, reference: np.ndarray, sigma: float, mask: np.ndarray | None = None) -> float:
+    """Shift of the sky level in units of the noise: ``median(image - reference) / sigma`` over sky pixels.
+
+    With a noise-free truth as ``reference`` this is the sky-level bias of a denoised image (a
+    noisy input gives about 0); with the noisy input as ``reference`` (no truth) it is the shift a
+    denoiser made, since the median of white noise is 0. A denoiser that raises the sky by a
+    fraction of σ loses faint extended structure into it and biases every aperture flux.
+
+    Parameters
+    ----------
+    image, reference : ndarray
+        Same shape, data units.
+    sigma : float
+        Noise standard deviation (e.g. the input's background σ), data units.
+    mask : ndarray of bool, optional
+        Sky pixels to use (e.g. ``~source_mask(...)``); default every pixel finite in both.
+
+    Returns
+    -------
+    float
+        In units of ``sigma``.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ, ``sigma`` is not a finite number > 0, or fewer than 10 sky pixels are finite.
+    """
+    a = np.asarray(image, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    if a.shape != b.shape or (mask is not None and np.shape(mask) != a.shape):
+        msg = (f"`image`, `reference` and `mask` must have one shape. Received: image.shape={a.shape}, "
+               f"reference.shape={b.shape}, mask.shape={None if mask is None else np.shape(mask)}")
+        raise ValueError(msg)
+    if not (np.isfinite(sigma) and sigma > 0):
+        msg = f"`sigma` must be a finite number > 0. Received: sigma={sigma}"
+        raise ValueError(msg)
+    diff = a - b
+    use = np.isfinite(diff) if mask is None else np.isfinite(diff) & np.asarray(mask, dtype=bool)
+    if use.sum() < 10:
+        msg = f"Too few sky pixels for the sky bias: {int(use.sum())} (at least 10 needed)."
+        raise ValueError(msg)
+    return float(np.median(diff[use]) / sigma)

@@ -149,7 +149,7 @@ def subtract_background(image: np.ndarray, box: int = 64) -> np.ndarray:
     return np.ascontiguousarray(np.where(bad, 0.0, data - background.back()))
 
 
-def detect_sources(subtracted: np.ndarray, threshold: float, minarea: int = 5) -> np.ndarray:
+def detect_sources(subtracted: np.ndarray, threshold: float, minarea: int = 5, prefiltered: bool = False) -> np.ndarray:
     """`sep.extract` at an ABSOLUTE threshold on a background-subtracted image.
 
     Parameters
@@ -161,6 +161,9 @@ def detect_sources(subtracted: np.ndarray, threshold: float, minarea: int = 5) -
         background sigma, the same for every image compared).
     minarea : int
         Minimum connected pixels above the threshold (after `sep`'s default 3×3 filter).
+    prefiltered : bool
+        The image is already filtered (e.g. with its PSF, :func:`astrotf.metrics.depth.psf_matched_filter`):
+        threshold it as it is, without `sep`'s 3×3 filter.
 
     Returns
     -------
@@ -174,7 +177,8 @@ def detect_sources(subtracted: np.ndarray, threshold: float, minarea: int = 5) -
         raise ValueError(msg)
     sep.set_extract_pixstack(max(300_000, 2 * subtracted.size))
     sep.set_sub_object_limit(4096)
-    return sep.extract(np.ascontiguousarray(subtracted, dtype=np.float64), float(threshold), minarea=minarea)
+    kwargs = {"filter_kernel": None} if prefiltered else {}
+    return sep.extract(np.ascontiguousarray(subtracted, dtype=np.float64), float(threshold), minarea=minarea, **kwargs)
 
 
 def match_sources(truth_xy: np.ndarray, detected_xy: np.ndarray, radius: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
