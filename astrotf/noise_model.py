@@ -54,8 +54,8 @@ from astrotf.errors import AstroTFError
 log = logging.getLogger(__name__)
 
 #: Header keywords read for the gain (e⁻/ADU), the read noise (e⁻) and the exposure time (s), first found wins.
-GAIN_KEYS = ("GAIN", "EGAIN", "CCDGAIN")
-READ_NOISE_KEYS = ("RDNOISE", "READNOIS", "RON")
+GAIN_KEYS = ("GAIN", "EGAIN", "CCDGAIN", "ATODGAIN")
+READ_NOISE_KEYS = ("RDNOISE", "READNOIS", "RON", "READNSE", "READNSEA")
 EXPTIME_KEYS = ("EXPTIME", "EXPOSURE")
 
 #: Header values outside these ranges are taken for wrong and fitted instead (gain e⁻/ADU, read noise e⁻).
