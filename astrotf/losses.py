@@ -310,10 +310,11 @@ def block_flux_error(y_true, y_pred, noise_sigma, block: int = 8):
 class ScienceLoss:
     """Loss of the noise-conditioned linear models: ``Huber(Δ/σ) + w_f·flux + w_c·compact``, batch mean.
 
-    Call with ``(y_true, y_pred, star_mask, noise_sigma)``; every term is in units of the input's
-    per-pixel σ (:func:`noise_normalized_huber`, :func:`block_flux_error`,
+    Call with ``(y_true, y_pred, star_mask, noise_sigma)``; every term is in units of the per-pixel
+    noise σ around ``y_true`` (:func:`noise_normalized_huber`, :func:`block_flux_error`,
     :func:`compact_residual_penalty` on the sky where ``star_mask`` is 0), so frames of any depth
-    and units weigh alike. :meth:`terms` returns every term for logging.
+    and units weigh alike. The trainer passes the true σ of the target, not the input's σ map, which
+    on a cosmic ray holds the ray's own noise. :meth:`terms` returns every term for logging.
     """
 
     def __init__(self, config: LossConfig = LossConfig(kind="science")):

@@ -281,8 +281,10 @@ def test_detector_noise_is_the_short_exposure_with_the_noise_model_sigma():
     config = DetectorNoiseConfig(gain=(2.0, 2.0), read_noise=(5.0, 5.0), exposure_ratio=(4.0, 4.0),
                                  hot_pixel_rate=(0.0, 0.0), cosmic_ray_rate=(0.0, 0.0))
     clean = np.full((256, 256, 1), 4000.0, np.float32)
-    noisy, target, sigma = (t.numpy() for t in noise.add_detector_noise(clean, config, tf.constant([1, 2])))
+    noisy, target, sigma, target_sigma = (t.numpy() for t in noise.add_detector_noise(clean, config,
+                                                                                       tf.constant([1, 2])))
     np.testing.assert_allclose(target, 4000.0 / (4 * 2))  # clean / (r * g), ADU
+    np.testing.assert_allclose(target_sigma, np.sqrt(1025.0) / 2, rtol=1e-6)  # the true noise, from the target
     # Poisson(1000 e-) + N(0, 5 e-), in ADU: sd sqrt(1000 + 25) / 2
     assert abs(noisy.mean() - 500.0) < 0.2
     assert abs(noisy.std() - np.sqrt(1025.0) / 2) / (np.sqrt(1025.0) / 2) < 0.02

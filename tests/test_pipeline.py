@@ -105,10 +105,11 @@ def test_detector_noise_gives_the_input_its_sigma_map_and_the_target_in_adu(elec
     cfg = DataConfig(tile=32, batch_size=4, channels=1, noise="detector", crops_per_image=2, shuffle_buffer=4,
                      detector=detector, star_mask=StarMaskConfig(threshold_sigma=0.5, dilation=1, blur_sigma=0.0))
     samples = pipeline.prepare_samples(electron_folder, cfg, tmp_path / "cache")
-    (noisy, sigma), target, mask = next(iter(pipeline.make_dataset(samples, cfg, training=True)))
-    noisy, sigma, target, mask = (np.asarray(a) for a in (noisy, sigma, target, mask))
+    (noisy, sigma), (target, target_sigma), mask = next(iter(pipeline.make_dataset(samples, cfg, training=True)))
+    noisy, sigma, target, target_sigma, mask = (np.asarray(a) for a in (noisy, sigma, target, target_sigma, mask))
     np.testing.assert_allclose(sigma, NoiseModel(2.0, 4.0).sigma_map(noisy), rtol=1e-5)
-    z = (noisy - target) / np.sqrt(np.maximum(target, 0) / 2.0 + 4.0)  # true sigma of the short exposure
+    np.testing.assert_allclose(target_sigma, NoiseModel(2.0, 4.0).sigma_map(target), rtol=1e-5)
+    z = (noisy - target) / target_sigma  # the true sigma of the short exposure
     assert abs(z.mean()) < 0.1 and abs(z.std() - 1.0) < 0.1
     assert set(np.unique(mask)) <= {0.0, 1.0} and 0 < mask.mean() < 1
 

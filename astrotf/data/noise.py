@@ -431,18 +431,20 @@ def detector_artefacts(shape, config: DetectorNoiseConfig, seed) -> tf.Tensor:
     return hot * charge + spread
 
 
-def add_detector_noise(clean, config: DetectorNoiseConfig, seed) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """A short exposure of a clean long one, on a detector drawn from ``config``, and its σ map.
+def add_detector_noise(clean, config: DetectorNoiseConfig, seed) -> tuple[tf.Tensor, ...]:
+    """A short exposure of a clean long one, on a detector drawn from ``config``, and its σ maps.
 
     With ``g``, ``rn`` and ``r`` drawn per call (see :class:`~astrotf.config.data.DetectorNoiseConfig`)::
 
-        noisy  = (Pois(clean / r) + artefacts + N(0, rn)) / g           (ADU)
-        target = clean / (r * g)                                        (its expectation, ADU)
-        sigma  = sqrt(max(noisy, 0) / g + (rn / g)**2)                  (ADU)
+        noisy        = (Pois(clean / r) + artefacts + N(0, rn)) / g     (ADU)
+        target       = clean / (r * g)                                  (noise- and artefact-free, ADU)
+        sigma        = sqrt(max(noisy, 0) / g + (rn / g)**2)            (ADU)
+        target_sigma = sqrt(target / g + (rn / g)**2)                   (ADU)
 
     ``sigma`` is :meth:`astrotf.noise_model.NoiseModel.sigma_map` of ``noisy`` for ``NoiseModel(g, rn)``:
-    the model is trained on the σ map inference computes, evaluated on the noisy data, not on the
-    truth it never sees.
+    the model is given the σ map inference computes, from the noisy data. ``target_sigma`` is the true
+    noise around the target, what the science loss measures errors in: on a cosmic ray the input's σ is
+    that of the ray's charge, and an error there would cost next to nothing in its units.
 
     Parameters
     ----------
@@ -454,7 +456,7 @@ def add_detector_noise(clean, config: DetectorNoiseConfig, seed) -> tuple[tf.Ten
 
     Returns
     -------
-    noisy, target, sigma : tf.Tensor
+    noisy, target, sigma, target_sigma : tf.Tensor
         float32, the shape of ``clean``.
     """
     x, _ = _to_float32(clean)
@@ -468,4 +470,5 @@ def add_detector_noise(clean, config: DetectorNoiseConfig, seed) -> tuple[tf.Ten
     electrons += detector_artefacts(shape, config, seeds[4])
     noisy = (electrons + tf.random.stateless_normal(shape, seeds[5], stddev=read_noise)) / gain
     sigma = tf.sqrt(tf.nn.relu(noisy) / gain + tf.square(read_noise / gain))
-    return noisy, short / gain, sigma
+    target = short / gain
+    return noisy, target, sigma, tf.sqrt(target / gain + tf.square(read_noise / gain))

@@ -212,7 +212,7 @@ def _mask_adder(config: DataConfig):
 
     def with_mask(x, y):
         if config.noise == "detector":
-            return x, y, star_mask(y, config.star_mask, noise_sigma=x[1])
+            return x, y, star_mask(y[0], config.star_mask, noise_sigma=x[1])
         return x, y, star_mask(x if from_noisy else y, config.star_mask)
 
     return with_mask
@@ -238,7 +238,8 @@ def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, e
     tf.data.Dataset
         Elements ``(x, y, mask)`` shaped (B, T, T, C), (B, T, T, C), (B, T, T, 1); with
         ``noise = "detector"`` ``x`` is the pair ``(noisy, noise_sigma)``, the two inputs of a
-        noise-conditioned model, and ``y`` the noise-free short exposure in ADU.
+        noise-conditioned model, and ``y`` the pair ``(target, target_sigma)``: the noise-free short
+        exposure in ADU and the true noise around it (see :func:`astrotf.data.noise.add_detector_noise`).
     """
     if not samples:
         raise AstroTFError("no images to make tiles from")
@@ -269,8 +270,8 @@ def make_dataset(samples: list[Sample], config: DataConfig, *, training: bool, e
         seed = tf.random.experimental.stateless_fold_in(base_seed + 7919, counter)
         clean = stack[..., :c]
         if config.noise == "detector":
-            noisy, target, sigma = add_detector_noise(clean, config.detector, seed)
-            return (noisy, sigma), target
+            noisy, target, sigma, target_sigma = add_detector_noise(clean, config.detector, seed)
+            return (noisy, sigma), (target, target_sigma)
         return (stack[..., c:] if paired else _synthetic_noisy(clean, config, seed)), clean
 
     files = tf.data.Dataset.from_tensor_slices(table)

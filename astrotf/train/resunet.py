@@ -194,9 +194,10 @@ def make_steps(model, optimizer, loss_fn, distribution, linear: bool, ema=None):
 
     def loss_terms(x, y, pred, mask):
         """The loss terms, with prediction and target in the units the loss sees: normalised for linear
-        data; a noise-conditioned model's loss is in units of its σ map already."""
+        data; a noise-conditioned model's target comes with the true σ around it, the loss's unit."""
         if conditioned:
-            return loss_fn.terms(y, pred, mask, x[1])
+            target, target_sigma = y
+            return loss_fn.terms(target, pred, mask, target_sigma)
         if not linear:
             return loss_fn.terms(y, pred, mask)
         offset, scale = background_stats(x)
@@ -291,8 +292,8 @@ def validate(session: Session, stop_requested) -> tuple[dict, list]:
         for k, v in terms.items():
             val_sums[k] = val_sums.get(k, 0.0) + float(v)
         n_val += 1
-        if first is None:  # a noise-conditioned model's input is (image, noise_sigma): the image is shown
-            first = [np.asarray(a, np.float32) for a in (x[0] if isinstance(x, tuple) else x, pred, y, mask)]
+        if first is None:  # a noise-conditioned model's (image, noise_sigma), (target, sigma): images shown
+            first = [np.asarray(a[0] if isinstance(a, tuple) else a, np.float32) for a in (x, pred, y, mask)]
     return {k: v / n_val for k, v in val_sums.items()}, first
 
 
