@@ -463,4 +463,5 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, formats: 
                       formats=formats, trt_profile=profile, trt_fp16=trt_fp16)
     extra = "".join(f" + {name}" for fmt, name in (("onnx", "model.onnx"), ("tensorrt", "TensorRT engine"))
                     if fmt in formats)
-    return path, f"exported {source} -> {path} (serving_default: image -> denoised){extra}"
+    inputs = json.loads((path / "metadata.json").read_text()).get("signature", {}).get("inputs", ["image"])
+    return path, f"exported {source} -> {path} (serving_default: {' + '.join(inputs)} -> denoised){extra}"
