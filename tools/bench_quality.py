@@ -5,7 +5,7 @@
                                   [--out docs/bench-quality] [--no-bm3d]
                                   [--pix2pix RUN_OR_MODEL] [--invented-fields 4]
                                   [--prior-fields 8] [--held-out-fields 2] [--held-out AXIS ...]
-                                  [--prior-size 256] [--prior-bm3d] [--linear-model PATH_OR_NAME]
+                                  [--prior-size 256] [--prior-bm3d] [--linear-model PATH_OR_NAME] [--linear-strengths S ...]
                                   [--real DIR] [--real-crop 512]
 
 Every case is built here, nothing is downloaded, and the peers' settings are fixed in advance
@@ -693,6 +693,9 @@ def linear_benches(args, models: dict, labels: dict, header: dict, results: dict
             args.linear_model)
         header["models"]["linear"] = {"name": args.linear_model, "path": linear.source, "exported": None,
                                       "training_steps": None, "noise_conditioned": True}
+        for strength in args.linear_strengths:  # astrotf infer --strength: a calibrated share of the input
+            methods[f"astrotf {Path(args.linear_model).name} (σ map), strength {strength:g}"] = \
+                bench_stars.with_strength(linear, strength)
     args.out.mkdir(parents=True, exist_ok=True)
     plots = []
     if args.prior_fields or args.held_out_fields:
@@ -741,6 +744,8 @@ def main(argv=None) -> int:
                         help="held-out settings of astrotf.data.prior.HELD_OUT (default: all)")
     parser.add_argument("--prior-size", type=int, default=256)
     parser.add_argument("--prior-bm3d", action="store_true", help="also run BM3D on the prior's star fields (slow)")
+    parser.add_argument("--linear-strengths", type=float, nargs="*", default=[], metavar="S",
+                        help="also score --linear-model blended with its input, S x output + (1 - S) x input")
     parser.add_argument("--linear-model", metavar="PATH_OR_NAME",
                         help="a noise-conditioned model (inputs image and noise_sigma; a .keras file or a folder "
                              "with one) scored on the prior's star fields and the real frames")

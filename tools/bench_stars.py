@@ -164,6 +164,18 @@ def noise_conditioned(path):
     return run
 
 
+def with_strength(method, strength: float):
+    """``strength * method(x) + (1 - strength) * x``, as ``astrotf infer --strength`` blends."""
+    from astrotf.restore import blend
+
+    def run(x: np.ndarray, noise_model) -> np.ndarray:
+        return blend(method(x, noise_model), np.asarray(x, np.float32), strength)
+
+    run.noise_conditioned = True
+    run.source = getattr(method, "source", None)
+    return run
+
+
 def run_on_field(field: PriorField, methods: dict) -> dict:
     """``{name: (output, seconds, prefiltered)}``: the input, its matched filter and every method."""
     kernel, _ = field.psf.kernel()
