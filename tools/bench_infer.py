@@ -71,11 +71,18 @@ def bench_model(name: str, size: int, batch: int | None, backend: str = "tensorf
     image = frame(size, model.channels, model.domain == "linear")
     mpix = size * size / 1e6
     chosen = model.tile_options(image.shape, 0.25, batch_size=batch)
-    tiled = seconds(lambda: denoise_tiled(image, model.predict, chosen))
-    tiled256 = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.25, batch or 8)))
-    naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch or 8)))
-    whole = seconds(lambda: model.predict(image[None]), repeat=2)  # best of 2, as the tiled runs
-    out = np.asarray(model.predict(image[None, :512, :512]))
+    sigma = None
+    if model.noise_conditioned:  # its σ map: the frame's sky of 100 e- at gain 1 with Poisson's 10 e-
+        from astrotf.noise_model import NoiseModel
+
+        sigma = NoiseModel(gain=1.0, read_noise=0.0).sigma_map(image)
+    extra = () if sigma is None else (sigma[None],)
+    tiled = seconds(lambda: denoise_tiled(image, model.predict, chosen, noise_sigma=sigma))
+    tiled256 = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.25, batch or 8),
+                                             noise_sigma=sigma))
+    naive = seconds(lambda: denoise_tiled(image, model.predict, TileOptions(256, 0.0, batch or 8), noise_sigma=sigma))
+    whole = seconds(lambda: model.predict(image[None], *extra), repeat=2)  # best of 2, as the tiled runs
+    out = np.asarray(model.predict(image[None, :512, :512], *(e[:, :512, :512] for e in extra)))
     row = {"model": model.name, "backend": backend, "precision": model.precision,
            "frame": f"{size}x{size}x{model.channels}",
            "tile": chosen.tile, "batch": chosen.batch_size,
