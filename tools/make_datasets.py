@@ -281,6 +281,9 @@ def sample(out: Path):
     header = _field_header(config, catalogue)
     header["OBJECT"] = ("Simulated star field", "astrotf.data.simulate, see samples/README.md")
     header["EXPRATIO"] = (r, "exposure-time ratio, truth / noisy frame")
+    # the short exposure's electrons times r: data units of 1/r electron, i.e. ADU at a gain of 1/r
+    header["BUNIT"] = ("adu", "electrons of the short exposure x EXPRATIO")
+    header["GAIN"] = (1.0 / r, "[electron/adu] of the short exposure")
     header["RDNOISE"] = (SAMPLE_READ_NOISE, "[electron] read noise of the short exposure")
     header["NOISESD"] = (SAMPLE_SEED + 1, "seed of the noise generator")
     header.add_comment(f"data = Poisson(truth / {r:g}) * {r:g} + N(0, RDNOISE) * {r:g}: a 1/{r:g} exposure")
@@ -317,7 +320,8 @@ A 512 x 512 linear mono star field simulated by `astrotf.data.simulate.simulate_
 default `StarFieldConfig` (seed {seed}): Moffat stars, PSF-convolved Sersic galaxies, flat sky, in
 electrons. Noise as in the Astro U-net paper (Vojtekova et al. 2020, eq. 4) at exposure-time ratio
 {ratio:g}: `poisson(truth / {ratio:g}) * {ratio:g} + normal(0, {ron:g} e-) * {ratio:g}` (noise seed {seed} + 1).
-The header lists the simulation parameters; the `TRUTH` extension holds the source catalogue
+The data are thus the short exposure's electrons times {ratio:g}, which the header states as a noise
+model: `BUNIT = 'adu'`, `GAIN = 1/{ratio:g}` e-/ADU, `RDNOISE = {ron:g}` e-. The header lists the simulation parameters; the `TRUTH` extension holds the source catalogue
 (x = column, y = row, 0-based pixel centres; flux in electrons). The noise-free field is
 `simulate_star_field(StarFieldConfig(), seed={seed})`.
 
