@@ -73,8 +73,9 @@ class Denoiser:
         model for each input's data domain.
     domain : {"stretched", "linear", "magnetogram"}, optional
         The data domain of the inputs; None: :func:`array_domain`.
-    strength : float
-        Output = strength · denoised + (1 − strength) · input, in [0, 1].
+    strength : float, optional
+        Output = strength · denoised + (1 − strength) · input, in [0, 1]; None: the model's default
+        (1, or the calibrated value its ``metadata.json`` names).
     restore, restore_sigma : float, optional
         TDR restore: no pixel moves by more than R (data units), or R = K × the input's noise level.
     restore_mode : {"input", "clip"}
@@ -90,7 +91,7 @@ class Denoiser:
         ``batch_size``, ``backend``, ``precision``, ``samples``, ``seed``, ``average``).
     """
 
-    def __init__(self, model: str | None = None, *, domain: str | None = None, strength: float = 1.0,
+    def __init__(self, model: str | None = None, *, domain: str | None = None, strength: float | None = None,
                  restore: float | None = None, restore_sigma: float | None = None, restore_mode: str = "input",
                  soft_restore: bool | None = None, gain: float | None = None, read_noise: float | None = None,
                  trust_noise_model: bool = False, **options):

@@ -379,6 +379,9 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
     noise = noise_for(model.name, model.noise_conditioned, data, info.header if info is not None else header,
                       options.noise, str(info.path) if info is not None else None)
     soft = options.restore.soft if options.restore.soft is not None else _is_self2self(model)
+    if options.restore.strength is None:  # the model's own blend with the input (1 for most)
+        options = dataclasses.replace(options, restore=dataclasses.replace(options.restore,
+                                                                           strength=model.default_strength))
     model = _with_options_ensemble(model, options)
     tiles = model.tile_options(data.shape, options.overlap, options.tile, options.batch_size)
     # integer samples, or float ones on a grid: dithered for a model that scales tiles by their MAD

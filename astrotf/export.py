@@ -346,8 +346,12 @@ def export_model_folder(source: str | os.PathLike, out: str | os.PathLike, *,
 
 def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: int = 1,
                checkpoint: str = "best", credits: dict | None = None, force: bool = False,
-               formats: tuple[str, ...] = ("savedmodel",), trt_profile=None, trt_fp16: bool = True) -> Path:
+               formats: tuple[str, ...] = ("savedmodel",), trt_profile=None, trt_fp16: bool = True,
+               strength: float | None = None) -> Path:
     """Export ``run_dir/model_{checkpoint}.keras`` to ``out`` (see the module docstring).
+
+    ``strength`` is recorded as the model's ``default_strength``: the blend with the input that
+    ``astrotf infer`` applies unless ``--strength`` is given (a residual calibrated by a benchmark).
 
     The SavedModel, ``model.keras`` and ``metadata.json`` are always written;
     ``formats`` containing ``"onnx"`` adds ``model.onnx``, ``"tensorrt"`` also a
@@ -385,12 +389,13 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike, *, version: i
 
     model = load_model(source, dtype="float32")
     with failed_writes(out):
-        _write_version(model, run, out, version, formats, credits, trt_profile, trt_fp16)
+        _write_version(model, run, out, version, formats, credits, trt_profile, trt_fp16, strength)
     log.info("exported %s to %s (version %d)", source, out, version)
     return out
 
 
-def _write_version(model, run: dict, out: Path, version: int, formats, credits, trt_profile, trt_fp16) -> None:
+def _write_version(model, run: dict, out: Path, version: int, formats, credits, trt_profile, trt_fp16,
+                   strength: float | None = None) -> None:
     """Stage the export of ``model`` beside ``out`` and install it as ``version`` (see :func:`export_run`)."""
     tmp = _staging_folder(out)
     try:
@@ -403,6 +408,8 @@ def _write_version(model, run: dict, out: Path, version: int, formats, credits, 
             add_tensorrt_engine(tmp, metadata, trt_profile, trt_fp16)
         if credits:
             metadata["credits"] = credits
+        if strength is not None:
+            metadata["default_strength"] = strength
         metadata["versions"] = version_history(out, version, metadata)
         (tmp / "metadata.json").write_text(json.dumps(metadata, indent=2, default=str))
         install_version(tmp, out, version)
@@ -421,7 +428,8 @@ def trt_profile(channels: int, tile: int = 256, max_batch: int = 16):
 
 def export_model(source: str | os.PathLike, out: str | os.PathLike, *, formats: tuple[str, ...] = (),
                  version: int = 1, checkpoint: str = "best", credits: dict | None = None, force: bool = False,
-                 trt_fp16: bool = True, trt_tile: int = 256, trt_max_batch: int = 16) -> tuple[Path, str]:
+                 trt_fp16: bool = True, trt_tile: int = 256, trt_max_batch: int = 16,
+                 strength: float | None = None) -> tuple[Path, str]:
     """``astrotf export``: a training run (:func:`export_run`) or an exported model folder
     (:func:`export_model_folder`, which needs ``formats``) to ``out``.
 
@@ -460,7 +468,7 @@ def export_model(source: str | os.PathLike, out: str | os.PathLike, *, formats: 
         profile = trt_profile(channels, trt_tile, trt_max_batch)
     formats = tuple(dict.fromkeys(("savedmodel",) + formats))
     path = export_run(source, out, version=version, checkpoint=checkpoint, credits=credits, force=force,
-                      formats=formats, trt_profile=profile, trt_fp16=trt_fp16)
+                      formats=formats, trt_profile=profile, trt_fp16=trt_fp16, strength=strength)
     extra = "".join(f" + {name}" for fmt, name in (("onnx", "model.onnx"), ("tensorrt", "TensorRT engine"))
                     if fmt in formats)
     inputs = json.loads((path / "metadata.json").read_text()).get("signature", {}).get("inputs", ["image"])

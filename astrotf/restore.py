@@ -308,9 +308,10 @@ class RestoreOptions:
     noise_range : (float, float), optional
         Value range of the noise-level fit; default: [-20, 20] for magnetograms (the TDR
         paper's range, in G), else the input's sigma-clipped background ± 5 sigma.
-    strength : float
+    strength : float, optional
         :func:`blend` of the network's output with the input, in [0, 1], before the restores
-        (``--strength``); 1: the output as it is.
+        (``--strength``); 1: the output as it is; None: the model's default
+        (:attr:`astrotf.backends.LoadedModel.default_strength`, 1 unless its metadata names one).
 
     Raises
     ------
@@ -326,10 +327,10 @@ class RestoreOptions:
     soft_width: float = 1.0
     report: bool = False
     noise_range: tuple[float, float] | None = None
-    strength: float = 1.0
+    strength: float | None = None
 
     def __post_init__(self):
-        if not 0.0 <= self.strength <= 1.0:
+        if self.strength is not None and not 0.0 <= self.strength <= 1.0:
             raise AstroTFError(f"--strength must be in [0, 1]. Received: {self.strength}")
         if self.threshold is not None and self.sigmas is not None:
             raise AstroTFError("use either --restore or --restore-sigma, not both")
@@ -441,7 +442,7 @@ def restore_and_report(data: np.ndarray, result: np.ndarray, options: RestoreOpt
     from astrotf.evaluate.infer_report import kept_lines, noise_line
 
     lines = []
-    if options.strength != 1.0:
+    if options.strength is not None and options.strength != 1.0:
         result = blend(result, data, options.strength)
         lines.append(f"strength {options.strength:g}: output = {options.strength:g} x denoised + "
                      f"{1 - options.strength:g} x input")

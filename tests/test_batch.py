@@ -234,3 +234,20 @@ def test_temporary_files_of_killed_processes_on_this_machine_are_removed_by_the_
     assert batch.run([src], batch.InferOptions(model="any", tile=32), out_dir=out).exit_status == 0
     left = sorted(p.name for p in out.iterdir() if p.name.startswith("."))
     assert left == sorted([names["running"], names["elsewhere"]])
+
+
+def test_a_model_with_a_calibrated_default_strength_is_blended_unless_told_otherwise():
+    from astrotf.batch import InferOptions, denoise_frame
+
+    flat = LoadedModel("flat", lambda tiles: np.full_like(tiles, 100.0),
+                       {"channels": 1, "data_domain": "linear", "default_strength": 0.75})
+    data = np.random.default_rng(0).normal(100.0, 10.0, (40, 40, 1)).astype(np.float32)
+    frame = denoise_frame(data, InferOptions(tile=32), domain="linear", model=flat, step=None)
+    np.testing.assert_allclose(frame.data, 0.75 * 100.0 + 0.25 * data, rtol=1e-6)
+    assert any("strength 0.75" in line for line in frame.history)
+    told = denoise_frame(data, InferOptions(tile=32, restore=RestoreOptions(strength=1.0)), domain="linear",
+                         model=flat, step=None)
+    np.testing.assert_allclose(told.data, 100.0)
+    plain = LoadedModel("plain", lambda tiles: np.full_like(tiles, 100.0), {"channels": 1, "data_domain": "linear"})
+    np.testing.assert_allclose(denoise_frame(data, InferOptions(tile=32), domain="linear", model=plain,
+                                             step=None).data, 100.0)

@@ -98,6 +98,25 @@ def test_export_cli_writes_serving_layout(tmp_path):
     assert (tmp_path / "sm" / "tiny" / "1" / "saved_model.pb").exists()
 
 
+def test_export_strength_becomes_the_models_default_and_infer_applies_it(tmp_path):
+    import json
+
+    from tests.test_export import fake_run
+
+    run, _ = fake_run(tmp_path)
+    folder = tmp_path / "sm" / "calibrated"
+    result = CliRunner().invoke(main, ["export", str(run), "--out", str(folder), "--strength", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((folder / "metadata.json").read_text())["default_strength"] == 0.5
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, np.random.default_rng(0).uniform(0.1, 0.3, (32, 32, 3)).astype(np.float32),
+                     photometric="rgb")
+    assert invoke(src, "--model", folder, "-o", tmp_path / "default.tif").exit_code == 0
+    assert invoke(src, "--model", folder, "--strength", "1", "-o", tmp_path / "full.tif").exit_code == 0
+    data, default, full = (tifffile.imread(p) for p in (src, tmp_path / "default.tif", tmp_path / "full.tif"))
+    np.testing.assert_allclose(default, 0.5 * full + 0.5 * data, atol=1e-6)
+
+
 def test_report_on_a_linear_frame_fits_the_noise_around_its_own_sky(tmp_path, models):
     """--report without --noise-range: the input's background ± 5 sigma, not the magnetogram range."""
     import re

@@ -131,6 +131,13 @@ class LoadedModel:
         return int(self.metadata.get("tile", 256))
 
     @property
+    def default_strength(self) -> float:
+        """The blend with the input the model is measured and meant to be used at (``metadata.json``
+        ``"default_strength"``, e.g. a calibrated residual that keeps false sources rare; 1: none),
+        what ``--strength`` defaults to."""
+        return float(self.metadata.get("default_strength", 1.0))
+
+    @property
     def architecture(self) -> str | None:
         """The registry name of the network (``resunet``, ``nafnet``, ``pix2pix`` ...), if recorded."""
         arch = self.metadata.get("architecture")

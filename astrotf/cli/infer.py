@@ -69,8 +69,9 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
                    "[on for Self2Self models, which never see the pixel they predict; off for others]")
 @click.option("--soft-width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               metavar="PX", help="--soft-restore: Gaussian sigma (px) of the window measuring the residual's power.")
-@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True, metavar="S",
-              help="Output = S x denoised + (1 - S) x input, before any restore (0 returns the input).")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=None, metavar="S",
+              help="Output = S x denoised + (1 - S) x input, before any restore (0 returns the input). "
+                   "[the model's default: 1, or the calibrated value its metadata.json names]")
 @click.option("--report", is_flag=True, help="Print the noise level before and after (and the restored fraction).")
 @click.option("--noise-range", type=(float, float), default=None, metavar="LOW HIGH",
               help="Value range whose histogram gives the noise level (--report, --restore-sigma, "

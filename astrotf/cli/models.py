@@ -51,11 +51,14 @@ def models() -> None:
               help="TensorRT: tile size the engine is tuned for (it takes 16 px up to twice this).")
 @click.option("--trt-max-batch", type=click.IntRange(min=1), default=16, show_default=True,
               help="TensorRT: largest batch of tiles the engine takes (tuned for 8, or this if smaller).")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), metavar="S",
+              help="Record S as the model's default --strength (output = S x denoised + (1 - S) x input), a "
+                   "residual calibrated by a benchmark; astrotf infer applies it unless told otherwise.")
 @click.option("--force", is_flag=True, help="Replace this --version of an existing export (the others are kept).")
 @unsafe_model_option
 @friendly_errors
 def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precision, trt_tile, trt_max_batch,
-           force):
+           strength, force):
     """Export a training run as a TF Serving SavedModel with metadata.json (ONNX, TensorRT).
 
     RUN_DIR may also be an exported model folder (a shipped model): it is copied to --out
@@ -69,7 +72,7 @@ def export(run_dir, out, version, checkpoint, credits_file, formats, trt_precisi
     credits = json.loads(credits_file.read_text()) if credits_file else None
     _, summary = export_model(run_dir, out, formats=formats, version=version, checkpoint=checkpoint, credits=credits,
                               force=force, trt_fp16=trt_precision == "fp16", trt_tile=trt_tile,
-                              trt_max_batch=trt_max_batch)
+                              trt_max_batch=trt_max_batch, strength=strength)
     click.echo(summary)
 
 
