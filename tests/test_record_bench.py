@@ -45,3 +45,17 @@ def test_the_figures_reach_the_metadata_and_astrotf_models(tmp_path, monkeypatch
     monkeypatch.setenv("ASTROTF_MODELS", str(tmp_path))
     card = next(c for c in shipped_models() if c.name == "my-rgb")
     assert card.summary() == "RGB 34.12 dB vs BM3D 32.15, identity 46.0 dB (2026-12-03)"
+
+
+def test_a_linear_models_star_figures_are_taken_at_its_default_strength():
+    method = {"dm50": -0.1234, "kept_snr5": 0.97, "precision_own": 0.9, "flux_abs_error_median": 0.017,
+              "flux_bias": 0.002, "sky_bias": 0.012}
+    bench = {"header": BENCH["header"], "prior_fields": {"held-out, r = 5": {"methods": {
+        "noisy input": {"flux_abs_error_median": 0.02},
+        "astrotf resunet-linear (σ map)": {**method, "precision_own": 0.6},
+        "astrotf resunet-linear (σ map), strength 0.75": method}}}}
+    figures = load_tool().star_figures(bench, "resunet-linear")
+    row = figures["stars"]["held-out, r = 5"]
+    assert row["method"].endswith("strength 0.75") and row["precision_own_1p5sigma"] == 0.9
+    assert row["dm50"] == -0.123 and row["input_flux_abs_error_median"] == 0.02
+    assert figures["date"] == "2026-12-03" and load_tool().star_figures(bench, "other") is None
