@@ -11,7 +11,7 @@ from astrotf.cli import main
 from astrotf.backends import load_model, shipped_model_dirs
 from astrotf.infer import TileOptions, denoise_image
 
-SHIPPED = ["resunet-rgb", "resunet-mono"]
+SHIPPED = ["resunet-rgb", "resunet-mono", "resunet-linear"]
 SAMPLES = io.pathlib.Path(__file__).resolve().parent.parent / "astrotf" / "samples"
 
 
@@ -48,6 +48,35 @@ def test_mono_model_lowers_the_noise_and_keeps_the_background(tmp_path):
     assert abs(sky_out - sky_in) < 0.1 * mad(window)
 
 
+def test_the_linear_default_knows_its_noise_keeps_flux_and_sky_and_leaves_a_calibrated_residual(tmp_path):
+    """resunet-linear on the bundled frame (header GAIN 1/4, RDNOISE 5 e-): the σ map from the header,
+    the default strength 0.6, the sky level and the flux of bright stars kept, the noise lowered."""
+    from astropy.io import fits
+
+    meta = json.loads(next(d / "resunet-linear" for d in shipped_model_dirs()).joinpath("metadata.json").read_text())
+    assert meta["noise_map"] is True and meta["signature"]["inputs"] == ["image", "noise_sigma"]
+    assert 0 < meta["default_strength"] <= 1 and meta["bench"]["stars"]
+    src = tmp_path / "frame.fits"
+    src.write_bytes((SAMPLES / "starfield.fits").read_bytes())
+    result = CliRunner().invoke(main, ["infer", "-q", str(src)])
+    assert result.exit_code == 0, result.output
+    history = str(fits.getheader(tmp_path / "frame_denoised.fits")["HISTORY"])
+    assert "model=resunet-linear" in history and "gain 0.25 e-/ADU (header GAIN)" in history
+    assert f"strength {meta['default_strength']:g}" in history
+    data, out = fits.getdata(src).astype(np.float64), fits.getdata(tmp_path / "frame_denoised.fits").astype(np.float64)
+    mad = lambda x: 1.4826 * np.median(np.abs(x - np.median(x)))  # noqa: E731
+    assert mad(out - np.median(out)) < 0.75 * mad(data)  # the sky's noise lowered at strength 0.6
+    assert abs(np.median(out) - np.median(data)) < 0.05 * mad(data)
+    truth = fits.getdata(src, "TRUTH")
+    bright = truth[truth["flux"] > 2e4]
+    yy, xx = np.mgrid[0:data.shape[0], 0:data.shape[1]]
+    ratios = []
+    for x, y in zip(bright["x"], bright["y"]):
+        aperture = (xx - x) ** 2 + (yy - y) ** 2 <= 36
+        ratios.append((out[aperture] - np.median(out)).sum() / (data[aperture] - np.median(data)).sum())
+    assert len(ratios) >= 5 and abs(np.median(ratios) - 1) < 0.02
+
+
 def test_cli_picks_the_model_that_fits_the_data(tmp_path):
     rgb, rgb_info = io.read_image(SAMPLES / "hubble_deep_field.tif")
     io.write_image(tmp_path / "rgb.tif", rgb[:200, :300], rgb_info)
@@ -55,7 +84,7 @@ def test_cli_picks_the_model_that_fits_the_data(tmp_path):
     io.write_image(tmp_path / "mono.fits", mono[:200, :300], mono_info)
     result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "rgb.tif"), str(tmp_path / "mono.fits")])
     assert result.exit_code == 0, result.output
-    assert "(resunet-rgb-v2, " in result.output and "(resunet-mono, " in result.output
+    assert "(resunet-rgb-v2, " in result.output and "(resunet-linear, " in result.output
     assert (tmp_path / "rgb_denoised.tif").exists() and (tmp_path / "mono_denoised.fits").exists()
 
 
@@ -109,7 +138,7 @@ def test_integer_fits_is_dithered_for_resunet_mono_and_says_so(tmp_path):
 
     frame = np.rint(np.random.default_rng(4).normal(200.0, 1.5, (64, 64))).astype(np.int16)
     fits.writeto(tmp_path / "cam.fits", frame)
-    result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "cam.fits")])
+    result = CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "cam.fits"), "--model", "resunet-mono"])
     assert result.exit_code == 0, result.output
     assert "(resunet-mono, " in result.output
     history = str(fits.getheader(tmp_path / "cam_denoised.fits")["HISTORY"])
@@ -118,9 +147,9 @@ def test_integer_fits_is_dithered_for_resunet_mono_and_says_so(tmp_path):
     assert out.dtype.kind == "i" and abs(float(np.mean(out)) - 200.0) < 0.5
     # the same counts saved as float32 (a converted camera frame): the grid is found in the values
     fits.writeto(tmp_path / "camf.fits", frame.astype(np.float32))
-    assert CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "camf.fits")]).exit_code == 0
+    assert CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "camf.fits"), "--model", "resunet-mono"]).exit_code == 0
     assert "dithered by one step (1," in str(fits.getheader(tmp_path / "camf_denoised.fits")["HISTORY"])
     smooth = frame + np.random.default_rng(5).uniform(-0.5, 0.5, frame.shape)
     fits.writeto(tmp_path / "smooth.fits", smooth.astype(np.float32))
-    assert CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "smooth.fits")]).exit_code == 0
+    assert CliRunner().invoke(main, ["infer", "-q", str(tmp_path / "smooth.fits"), "--model", "resunet-mono"]).exit_code == 0
     assert "dithered" not in str(fits.getheader(tmp_path / "smooth_denoised.fits")["HISTORY"])

@@ -34,7 +34,7 @@ from astrotf.infer import TileOptions
 from astrotf.models.registry import TILE_DEPENDENT
 
 #: The shipped model for each data domain (see :func:`astrotf.infer.guess_domain`).
-DEFAULT_MODELS = {"stretched": "resunet-rgb-v2", "linear": "resunet-mono", "magnetogram": "self2self-hmi"}
+DEFAULT_MODELS = {"stretched": "resunet-rgb-v2", "linear": "resunet-linear", "magnetogram": "self2self-hmi"}
 BACKENDS = ("tensorflow", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "float32", "bfloat16")
 
