@@ -691,8 +691,14 @@ def linear_benches(args, models: dict, labels: dict, header: dict, results: dict
     if args.linear_model:
         methods[f"astrotf {Path(args.linear_model).name} (σ map)"] = linear = bench_stars.noise_conditioned(
             args.linear_model)
-        header["models"]["linear"] = {"name": args.linear_model, "path": linear.source, "exported": None,
-                                      "training_steps": None, "noise_conditioned": True}
+        meta_file = Path(linear.source).parent / "metadata.json"  # an exported model folder's provenance
+        meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        training = meta.get("training", {})
+        header["models"]["linear"] = {"name": args.linear_model, "path": linear.source,
+                                      "exported": meta.get("exported"), "version": meta.get("version"),
+                                      "default_strength": meta.get("default_strength"),
+                                      "training_steps": training.get("steps_including_init") or training.get("steps"),
+                                      "noise_conditioned": True}
         for strength in args.linear_strengths:  # astrotf infer --strength: a calibrated share of the input
             methods[f"astrotf {Path(args.linear_model).name} (σ map), strength {strength:g}"] = \
                 bench_stars.with_strength(linear, strength)
