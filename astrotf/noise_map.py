@@ -2,7 +2,7 @@
 
 :func:`frame_noise` resolves the noise model of each channel of a linear frame with
 :func:`astrotf.noise_model.resolve_noise_model` (``--gain`` / ``--read-noise``, then the header's
-``GAIN``/``EGAIN``/``CCDGAIN``, ``RDNOISE``/``READNOIS``/``RON``, ``EXPTIME`` and ``BUNIT``, then a
+keywords, ``noise_model.GAIN_KEYS``, ``READ_NOISE_KEYS``, ``EXPTIME_KEYS`` and ``BUNIT``, then a
 fit of the frame for whatever is missing), compares it with the frame's own noise
 (:func:`check_against_frame`) and makes the σ map. It never guesses silently:
 

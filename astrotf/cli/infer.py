@@ -78,10 +78,10 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
                    "--soft-restore). "
                    "[-20 20 for magnetograms (G), else the input's background ± 5 sigma]")
 @click.option("--gain", type=float, metavar="E_PER_ADU",
-              help="Noise-conditioned models: detector gain in e-/ADU, instead of the header's GAIN/EGAIN/CCDGAIN "
+              help="Noise-conditioned models: detector gain in e-/ADU, instead of the header's GAIN/EGAIN/CCDGAIN/ATODGAIN "
                    "or a fit of the frame. Refused for other models.")
 @click.option("--read-noise", type=float, metavar="E",
-              help="Noise-conditioned models: read noise in e- rms, instead of the header's RDNOISE/READNOIS/RON "
+              help="Noise-conditioned models: read noise in e- rms, instead of the header's RDNOISE/READNOIS/RON/READNSE "
                    "or a fit of the frame. Refused for other models.")
 @click.option("--write-noise-map", is_flag=True,
               help="Noise-conditioned models: also write the noise sigma map the model was given, as float32 FITS "
