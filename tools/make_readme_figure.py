@@ -1,8 +1,10 @@
 """Before/after figure for the README, made with the shipped models on the bundled samples.
 
 Row 1: a 256 px crop of the bundled Hubble XDF TIFF with AstroPics noise added (seeded) | denoised by
-resunet-rgb | the original crop. Row 2: the bundled simulated linear FITS frame (Poisson + read noise at
-exposure ratio 4) | denoised by resunet-mono | difference, all with one asinh stretch.
+the default model for stretched data | the original crop. Row 2: the bundled simulated linear FITS frame
+(Poisson + read noise at exposure ratio 4) | denoised by the default model for linear data, as
+``astrotf infer`` runs it (noise model from the header, default strength) | difference, all with one
+asinh stretch.
 
     python tools/make_readme_figure.py [--out docs/before_after.jpg]
 """
@@ -16,8 +18,8 @@ import cv2
 import numpy as np
 
 from astrotf import io
-from astrotf.backends import load_model
-from astrotf.infer import TileOptions, denoise_image
+from astrotf.backends import DEFAULT_MODELS, load_model
+from astrotf.batch import InferOptions, denoise_frame
 
 SAMPLES = Path(__file__).resolve().parent.parent / "astrotf" / "samples"
 
@@ -45,17 +47,22 @@ def main() -> None:
     crop = rgb[300:556, 400:656]
     cfg = AstroPicsNoiseConfig(identity_prob=0.0, low_noise_prob=0.0)
     noisy = np.asarray(add_astropics_noise(tf.constant(crop), cfg, tf.constant([7, 7], tf.int64)))
-    clean_out = denoise_image(noisy, load_model("resunet-rgb"), TileOptions(256, 0.25))
-    row1 = [label(noisy, "XDF + AstroPics noise"), label(clean_out, "astrotf resunet-rgb"),
+    rgb_model, mono_model = DEFAULT_MODELS["stretched"], DEFAULT_MODELS["linear"]
+    options = InferOptions(tile=256, overlap=0.25, precision="float32")
+    clean_out = denoise_frame(noisy, options, domain="stretched", model=load_model(rgb_model), step=None).data
+    row1 = [label(noisy, "XDF + AstroPics noise"), label(clean_out, f"astrotf {rgb_model}"),
             label(crop, "original")]
 
-    mono, _ = io.read_image(SAMPLES / "starfield.fits")
+    mono, info = io.read_image(SAMPLES / "starfield.fits")
     window = mono[128:384, 128:384]
-    mono_out = denoise_image(window, load_model("resunet-mono"), TileOptions(256, 0.25))
+    frame = denoise_frame(window, options, domain="linear", model=load_model(mono_model), header=info.header,
+                          step=None)
+    mono_out = frame.data
+    strength = f", strength {frame.model.default_strength:g}" if frame.model.default_strength != 1 else ""
     lo, hi = np.percentile(window, [5, 99.7])
     diff = window - mono_out
     row2 = [label(np.repeat(asinh_stretch(window, lo, hi), 3, -1), "linear FITS, ratio 4"),
-            label(np.repeat(asinh_stretch(mono_out, lo, hi), 3, -1), "astrotf resunet-mono"),
+            label(np.repeat(asinh_stretch(mono_out, lo, hi), 3, -1), f"astrotf {mono_model}{strength}"),
             label(np.repeat(np.clip(0.5 + diff / (8 * np.std(diff)), 0, 1), 3, -1), "input - output")]
     gap_v = np.full((256, 4, 3), 255, np.uint8)
     rows = [np.concatenate([row[0], gap_v, row[1], gap_v, row[2]], axis=1) for row in (row1, row2)]
