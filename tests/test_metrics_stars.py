@@ -164,3 +164,17 @@ def test_source_flux_ratio_and_sky_shift_of_a_frame_without_truth():
     mask = metrics.source_mask(noisy)
     assert 0.01 < mask.mean() < 0.5
     assert metrics.sky_bias(noisy + 0.25, noisy, 0.5, ~mask) == pytest.approx(0.5)
+
+
+def test_source_flux_ratio_leaves_out_cosmic_rays_a_denoiser_may_remove():
+    clean, noisy, _, _ = _field(seed=3, n=40, sigma=0.5)
+    hit = noisy.copy()
+    rng = np.random.default_rng(8)
+    spots = rng.integers(20, min(hit.shape) - 20, (8, 2))
+    for y, x in spots:
+        hit[y, x] += 400.0  # one-pixel events, far sharper than the stars
+    removed = noisy.copy()  # a denoiser that takes the rays out and keeps the stars
+    measured = metrics.source_flux_ratio(hit, removed)
+    assert measured.n_sharp >= 6 and measured.ratio == pytest.approx(1.0, abs=0.01)
+    everything = metrics.source_flux_ratio(hit, removed, max_peak_fraction=np.inf)
+    assert everything.n_sharp == 0 and everything.n_sources > measured.n_sources

@@ -111,7 +111,7 @@ def score_frame(inp: np.ndarray, out: np.ndarray, sky: np.ndarray, sigma_in: flo
     residual = inp - out
     return {"sky_shift": metrics.sky_bias(out, inp, sigma_in, sky),
             "bkg_sigma_ratio": metrics.background_noise(sub_out[np.isfinite(out)]).sigma / sigma_in,
-            "flux_ratio": flux.ratio, "n_sources": flux.n_sources,
+            "flux_ratio": flux.ratio, "n_sources": flux.n_sources, "n_sharp": flux.n_sharp,
             "max_change": float(np.nanmax(np.abs(residual))) / sigma_in,
             "residual_structure": metrics.residual_structure(np.where(np.isfinite(residual), residual, np.nan))}
 
@@ -181,9 +181,9 @@ def real_markdown(report: dict) -> str:
         model = frame.get("noise_model")
         note = (f"; noise model gain {model['gain']:.3g} ({model['gain_from']}), read noise "
                 f"{model['read_noise']:.3g} e⁻ ({model['read_noise_from']}), unit {model['unit']}") if model else ""
-        n_src = frame["methods"][INPUT]["n_sources"]
+        n_src, n_sharp = frame["methods"][INPUT]["n_sources"], frame["methods"][INPUT].get("n_sharp", 0)
         parts += [f"### Real frame: {name} ({frame['shape'][0]}×{frame['shape'][1]}, BUNIT '{frame['bunit']}', "
-                  f"σ_in {frame['sigma_in']:.4g}, {n_src} bright sources{note})\n",
+                  f"σ_in {frame['sigma_in']:.4g}, {n_src} bright sources, {n_sharp} sharper ones left out{note})\n",
                   f"Source: {frame['source']}\n",
                   table(["method", "sky shift (σ)", "bkg σ / input", "source flux ratio", "max abs Δ / σ",
                          "residual structure", "s / Mpix"], rows), ""]
@@ -192,7 +192,8 @@ def real_markdown(report: dict) -> str:
         parts.append("")
     parts.append("No truth: *sky shift*: median(output − input) / σ_in over the input's sky (outside sep's sources "
                  "at 1.5σ, grown 3 px); *bkg σ / input*: sigma-clipped MAD after sep's background; *source flux "
-                 "ratio*: median after/before aperture flux of the input's unblended sources of S/N ≥ 20; *max abs "
+                 "ratio*: median after/before aperture flux of the input's unblended sources of S/N ≥ 20, leaving out "
+                 "those with over half their flux in one pixel (cosmic rays, hot pixels); *max abs "
                  "Δ / σ*: largest change of a pixel; *residual structure*: of input − output above 10 px (1 = "
                  "white). Residual images: " + ", ".join(f"[{Path(p).name}]({Path(p).name})" for p in report["plots"])
                  + "\n")
