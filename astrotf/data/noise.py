@@ -469,6 +469,9 @@ def add_detector_noise(clean, config: DetectorNoiseConfig, seed) -> tuple[tf.Ten
     electrons = tf.random.stateless_poisson(shape, seeds[3], short, dtype=tf.float32)
     electrons += detector_artefacts(shape, config, seeds[4])
     noisy = (electrons + tf.random.stateless_normal(shape, seeds[5], stddev=read_noise)) / gain
-    sigma = tf.sqrt(tf.nn.relu(noisy) / gain + tf.square(read_noise / gain))
     target = short / gain
-    return noisy, target, sigma, tf.sqrt(target / gain + tf.square(read_noise / gain))
+
+    def noise_sigma(adu):  # NoiseModel(gain, read_noise).sigma_map, in TensorFlow
+        return tf.sqrt(tf.nn.relu(adu) / gain + tf.square(read_noise / gain))
+
+    return noisy, target, noise_sigma(noisy), noise_sigma(target)

@@ -26,7 +26,7 @@ import dataclasses
 
 import numpy as np
 
-from astrotf.metrics.stars import detect_sources, match_sources
+from astrotf.metrics.stars import detect_sources, finite_image, match_sources
 
 #: False sources allowed per 1024 x 1024 px at matched contamination (about 1 % of the stars of a field).
 FALSE_PER_MPIX = 5.0
@@ -65,14 +65,7 @@ def psf_matched_filter(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """
     from scipy.ndimage import correlate
 
-    data = np.asarray(image, dtype=np.float64)
-    if data.ndim != 2:
-        msg = f"`image` must be 2-D. Received: image.shape={data.shape}"
-        raise ValueError(msg)
-    bad = ~np.isfinite(data)
-    if bad.all():
-        msg = "`image` has no finite pixel."
-        raise ValueError(msg)
+    data, bad = finite_image(image)
     filled = np.where(bad, np.median(data[~bad]), data)
     out = correlate(filled, _unit_kernel(kernel), mode="reflect")
     out[bad] = np.nan

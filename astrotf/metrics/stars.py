@@ -120,6 +120,25 @@ class StarRecovery:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.repr}
 
 
+def finite_image(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` as a C-contiguous float64 2-D array and its mask of non-finite pixels.
+
+    Raises
+    ------
+    ValueError
+        If ``image`` is not 2-D or has no finite pixel.
+    """
+    data = np.ascontiguousarray(image, dtype=np.float64)
+    if data.ndim != 2:
+        msg = f"`image` must be 2-D. Received: image.shape={data.shape}"
+        raise ValueError(msg)
+    bad = ~np.isfinite(data)
+    if bad.all():
+        msg = "`image` has no finite pixel."
+        raise ValueError(msg)
+    return data, bad
+
+
 def subtract_background(image: np.ndarray, box: int = 64) -> np.ndarray:
     """The image minus a `sep` background map (``box``-pixel mesh); NaN pixels are masked and set to 0.
 
@@ -135,14 +154,7 @@ def subtract_background(image: np.ndarray, box: int = 64) -> np.ndarray:
     """
     import sep
 
-    data = np.ascontiguousarray(image, dtype=np.float64)
-    if data.ndim != 2:
-        msg = f"`image` must be 2-D. Received: image.shape={data.shape}"
-        raise ValueError(msg)
-    bad = ~np.isfinite(data)
-    if bad.all():
-        msg = "`image` has no finite pixel."
-        raise ValueError(msg)
+    data, bad = finite_image(image)
     data = np.where(bad, 0.0, data)
     size = max(8, min(box, *data.shape))
     background = sep.Background(data, mask=bad if bad.any() else None, bw=size, bh=size)
