@@ -316,11 +316,16 @@ def test_init_starts_a_new_run_from_the_weights_of_a_trained_model(rgb_folder, t
                 "--epochs", "1", *TINY]).exit_code == 0
     tuned = tmp_path / "tuned"
     result = run(["train", "resunet", "--data", str(rgb_folder), "--out", str(tuned), "--config", recipe,
-                  "--init", str(base), "--epochs", "1", "--lr", "1e-9", *TINY])
+                  "--init", str(base), "--epochs", "1", "--lr", "1e-9", "--seed", "7", *TINY])
     assert result.exit_code == 0, result.output
     state = json.loads((tuned / "run.json").read_text())
     assert state["init"]["model"] == str(base / "model_best.keras") and state["init"]["training"]["steps"] == 2
     assert state["step"] == 2  # a new run: its own step counter
+    # another --seed draws other tiles and noise but validates on the same files (data.split_seed)
+    assert state["recipe"]["data"]["seed"] == 7
+    assert state["data"]["validation"] == json.loads((base / "run.json").read_text())["data"]["validation"]
+    samples = [f"sky{i}" for i in range(4)]
+    assert [samples[i] for i in np.random.default_rng(7).permutation(4)[:1]] != state["data"]["validation"]
     x = np.random.default_rng(0).random((1, 32, 32, 3), dtype=np.float32)
     before = keras.saving.load_model(base / "model_best.keras")(x)
     after = keras.saving.load_model(tuned / "model_last.keras")(x)

@@ -175,7 +175,7 @@ def main() -> None:
     recipe = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, tile=args.tile,
                                                                   batch_size=args.batch_size))
     samples = pipeline.prepare_samples(args.data, recipe.data, args.runs / "cache")
-    train_samples, val_samples = pipeline.split_samples(samples, recipe.data.val_fraction, recipe.data.seed)
+    train_samples, val_samples = pipeline.split_samples(samples, recipe.data.val_fraction, recipe.data.split_seed)
     val_ds = pipeline.make_dataset(val_samples, recipe.data, training=False)
     precision = resolve_precision("auto", bool(tf.config.list_physical_devices("GPU")))
     fast = "bfloat16" if precision == "mixed_bfloat16" else "float32"

@@ -318,9 +318,13 @@ class DataConfig:
     shuffle_buffer : int
         Tiles in the shuffle buffer.
     val_fraction : float
-        Share of *files* held out for validation (deterministic per seed).
+        Share of *files* held out for validation (deterministic per ``split_seed``).
     seed : int
-        Seed of the file split, crops, augmentation and noise.
+        Seed of the crops, augmentation and noise (``--seed``).
+    split_seed : int
+        Seed of the file split alone, so that runs with other seeds, later phases of one model
+        among them, validate on the same files and never train on the ones an earlier phase
+        validated on.
     """
 
     mode: str = "clean-only"
@@ -332,6 +336,7 @@ class DataConfig:
     shuffle_buffer: int = 64
     val_fraction: float = 0.2
     seed: int = 0
+    split_seed: int = 0
     astropics: AstroPicsNoiseConfig = AstroPicsNoiseConfig()
     physical: PhysicalNoiseConfig = PhysicalNoiseConfig()
     detector: DetectorNoiseConfig = DetectorNoiseConfig()
@@ -349,5 +354,6 @@ class DataConfig:
             ("shuffle_buffer", isinstance(self.shuffle_buffer, int) and self.shuffle_buffer >= 1,
              "an integer >= 1"),
             ("val_fraction", 0.0 <= self.val_fraction < 1.0, "in [0, 1)"),
+            ("split_seed", isinstance(self.split_seed, int) and self.split_seed >= 0, "an integer >= 0"),
         ]
         check_fields(self, checks)

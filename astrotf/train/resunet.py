@@ -481,7 +481,7 @@ def run_training(recipe, data_dir, run_dir, build_session, from_dict, *, resume:
     from astrotf.data import pipeline
 
     samples = pipeline.prepare_samples(data_dir, recipe.data, out_dir / "cache")
-    split = pipeline.split_samples(samples, recipe.data.val_fraction, recipe.data.seed)
+    split = pipeline.split_samples(samples, recipe.data.val_fraction, recipe.data.split_seed)
     distribution = runs.make_strategy(strategy)  # before any other TensorFlow op
     session, precision, init_record = build_session(recipe, record, out_dir, distribution, strategy, init,
                                                     verbose, split)
