@@ -86,6 +86,9 @@ class Denoiser:
         the ``NDData``'s meta or a fit of the frame (a finite number > 0; refused for other models).
     trust_noise_model : bool
         Noise-conditioned models: use a noise model that the frame's own noise contradicts.
+    sky_level : bool
+        Noise-conditioned models: give the output the input's sky level on large scales
+        (:func:`astrotf.sky_level.keep_sky_level`).
     **options
         Any other field of :class:`astrotf.batch.InferOptions` (``overlap``, ``tile``,
         ``batch_size``, ``backend``, ``precision``, ``samples``, ``seed``, ``average``).
@@ -94,7 +97,7 @@ class Denoiser:
     def __init__(self, model: str | None = None, *, domain: str | None = None, strength: float | None = None,
                  restore: float | None = None, restore_sigma: float | None = None, restore_mode: str = "input",
                  soft_restore: bool | None = None, gain: float | None = None, read_noise: float | None = None,
-                 trust_noise_model: bool = False, **options):
+                 trust_noise_model: bool = False, sky_level: bool = True, **options):
         if domain is not None and domain not in DOMAINS:
             msg = f"`domain` must be one of {DOMAINS}. Received: domain={domain!r}"
             raise AstroTFError(msg)
@@ -104,7 +107,7 @@ class Denoiser:
             msg = f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
             raise AstroTFError(msg)
         after = RestoreOptions(threshold=restore, sigmas=restore_sigma, mode=restore_mode, soft=soft_restore,
-                               strength=strength)
+                               strength=strength, sky_level=sky_level)
         noise = NoiseOptions(gain=gain, read_noise=read_noise, trust=trust_noise_model)
         self.options = InferOptions(model=model, restore=after, noise=noise, **options)
         self.domain = domain

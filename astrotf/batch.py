@@ -348,7 +348,8 @@ def pick_model(domain: str, options: InferOptions, models: dict | None = None) -
 def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, domain: str,
                   model: LoadedModel | None = None, models: dict | None = None, info=None, step="auto",
                   label: str = "frame", progress: ProgressFactory | None = None, header=None) -> Frame:
-    """The network, then the strength blend, soft restore and restore of ``options.restore``, on one frame.
+    """The network, then (for a noise-conditioned model) the input's sky level, then the strength blend,
+    soft restore and restore of ``options.restore``, on one frame.
 
     Parameters
     ----------
@@ -374,6 +375,7 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
     from astrotf.noise_map import noise_for
     from astrotf.quantise import resolve_step
     from astrotf.restore import restore_and_report
+    from astrotf.sky_level import keep_sky_level
 
     model = model if model is not None else pick_model(domain, options, models)
     noise = noise_for(model.name, model.noise_conditioned, data, info.header if info is not None else header,
@@ -392,6 +394,11 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
         result = denoise_image(data, model, tiles, update, step=step, noise_sigma=noise.sigma if noise else None)
     history = _history(model, tiles, step, options, info.path.name if info is not None else None)
     history, lines = history + (noise.history if noise else []), list(noise.lines if noise else [])
+    if noise is not None and options.restore.sky_level:
+        kept = keep_sky_level(result, data, noise.sigma)
+        result = kept.image
+        history.append(f"astrotf {kept.line()}")
+        lines.append(kept.line())
     if options.restore.restores or options.restore.report or soft or options.restore.strength != 1.0:
         result, restored = restore_and_report(data, result, options.restore, soft=soft, info=info, domain=domain)
         history += [f"astrotf {line}" for line in restored if line.startswith(("restore", "soft restore", "strength"))]

@@ -309,9 +309,10 @@ class RestoreOptions:
         Value range of the noise-level fit; default: [-20, 20] for magnetograms (the TDR
         paper's range, in G), else the input's sigma-clipped background ± 5 sigma.
     strength : float, optional
-        :func:`blend` of the network's output with the input, in [0, 1], before the restores
-        (``--strength``); 1: the output as it is; None: the model's default
-        (:attr:`astrotf.backends.LoadedModel.default_strength`, 1 unless its metadata names one).
+        :func:`blend` with the input, in [0, 1], before the restores (``--strength``); None: the
+        model's default (:attr:`astrotf.backends.LoadedModel.default_strength`, 1 unless named).
+    sky_level : bool
+        :func:`astrotf.sky_level.keep_sky_level` on a noise-conditioned model's output, before the blend.
 
     Raises
     ------
@@ -328,6 +329,7 @@ class RestoreOptions:
     report: bool = False
     noise_range: tuple[float, float] | None = None
     strength: float | None = None
+    sky_level: bool = True
 
     def __post_init__(self):
         if self.strength is not None and not 0.0 <= self.strength <= 1.0:

@@ -18,6 +18,7 @@ from astrotf.infer import TileOptions, adapt_channels, denoise_image, denoise_ti
 from astrotf.models.resunet import ResUNet
 from astrotf.noise_map import NoiseOptions, check_against_frame, frame_noise
 from astrotf.noise_model import NoiseModel
+from astrotf.sky_level import keep_sky_level
 
 GAIN, READ_NOISE = 2.0, 5.0  # e-/ADU, e-
 
@@ -259,8 +260,15 @@ def test_cli_writes_the_output_and_the_noise_map_with_the_noise_model_in_both_hi
     assert np.isnan(out[:5, :5]).all() and np.isfinite(out[5:, 5:]).all()
     np.testing.assert_array_equal(fits.getdata(src), data)  # the input is untouched
     loaded = load_model(path)
-    expected = denoise_image(data[..., None], loaded, TileOptions(32, 0.25), noise_sigma=sigma[..., None])[..., 0]
-    np.testing.assert_allclose(out, expected, rtol=1e-5)
+    network = denoise_image(data[..., None], loaded, TileOptions(32, 0.25), noise_sigma=sigma[..., None])
+    kept = keep_sky_level(network, data[..., None], sigma[..., None])
+    np.testing.assert_allclose(out, kept.image[..., 0], rtol=1e-5)
+    assert f"astrotf {kept.line()}" in history
+    # --no-sky-level: the network's output as it is, and no sky-level card
+    result = invoke(src, "--model", path, "-o", tmp_path / "raw.fits", "--no-sky-level")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_allclose(fits.getdata(tmp_path / "raw.fits"), network[..., 0], rtol=1e-5)
+    assert not any("sky level" in str(card) for card in fits.getheader(tmp_path / "raw.fits")["HISTORY"])
 
 
 def test_cli_overrides_give_the_noise_map_of_the_formula(tmp_path, conditioned):
@@ -347,9 +355,12 @@ def test_the_api_takes_gain_and_read_noise_and_reads_ccddata_meta(conditioned):
     data = ccd_frame()
     loaded = load_model(path)
     sigma = NoiseModel(GAIN, READ_NOISE).sigma_map(data)[..., None]
-    expected = denoise_image(data[..., None], loaded, TileOptions(32, 0.25), noise_sigma=sigma)[..., 0]
+    network = denoise_image(data[..., None], loaded, TileOptions(32, 0.25), noise_sigma=sigma)
+    expected = keep_sky_level(network, data[..., None], sigma).image[..., 0]
     out = astrotf.denoise(data, str(path), tile=32, gain=GAIN, read_noise=READ_NOISE)
     np.testing.assert_allclose(out, expected, rtol=1e-5)
+    raw = astrotf.denoise(data, str(path), tile=32, gain=GAIN, read_noise=READ_NOISE, sky_level=False)
+    np.testing.assert_allclose(raw, network[..., 0], rtol=1e-5)
     ccd = CCDData(data, unit=u.adu, meta={"GAIN": GAIN, "RDNOISE": READ_NOISE})
     result = astrotf.Denoiser(str(path), tile=32)(ccd)
     np.testing.assert_allclose(result.data, expected, rtol=1e-5)

@@ -72,6 +72,9 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), default=None, metavar="S",
               help="Output = S x denoised + (1 - S) x input, before any restore (0 returns the input). "
                    "[the model's default: 1, or the calibrated value its metadata.json names]")
+@click.option("--sky-level/--no-sky-level", default=True, show_default=True,
+              help="Noise-conditioned models: give the output the input's sky level on scales above 32 px "
+                   "(the mean of input - output over source-free sky, smoothed, added back), before --strength.")
 @click.option("--report", is_flag=True, help="Print the noise level before and after (and the restored fraction).")
 @click.option("--noise-range", type=(float, float), default=None, metavar="LOW HIGH",
               help="Value range whose histogram gives the noise level (--report, --restore-sigma, "
@@ -95,7 +98,7 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
           server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
-          restore_sigma, restore_mode, soft_restore, soft_width, strength, report, noise_range, gain, read_noise,
+          restore_sigma, restore_mode, soft_restore, soft_width, strength, sky_level, report, noise_range, gain, read_noise,
           write_noise_map, trust_noise_model):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
@@ -116,7 +119,7 @@ def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backen
     batch.check_outputs(len(images), output, out_dir, skip_existing, force)
     restore = RestoreOptions(threshold=restore_r, sigmas=restore_sigma, mode=restore_mode, soft=soft_restore,
                              soft_width=soft_width, report=report, noise_range=noise_range,
-                             strength=strength)
+                             strength=strength, sky_level=sky_level)
     options = batch.InferOptions(model=model_name, overlap=overlap, tile=tile, batch_size=batch_size, backend=backend,
                                  precision=precision, server=server, protocol=protocol, samples=samples, seed=seed,
                                  average=average, restore=restore, noise=noise)
