@@ -9,12 +9,7 @@ to ... other reliable values"): an abnormal pixel moves to the value nearest the
 denoiser's that is still within ``R`` of its input (``input ± R``), so the same bound
 holds and the change that is allowed is kept.
 
-:func:`soft_restore` is the graded counterpart: each pixel gets back the part of
-its change that is more than noise, by local Wiener shrinkage of the residual
-``input - denoised`` (Lee 1980; the Bayesian combination of a blind-spot prediction
-with the noisy pixel in Laine et al. 2019). Where the denoiser removed only noise
-the output stays denoised; where it cut a real structure (a sunspot's peak, a star
-core) the residual carries far more power than noise and the input comes back.
+:func:`astrotf.soft_restore.soft_restore` is the graded counterpart.
 
 :func:`blend` is the strength control; :func:`restore_and_report` is what ``astrotf infer`` does
 after the network (:class:`RestoreOptions`), and :func:`restore_on_grid` keeps the guarantee in
@@ -31,6 +26,7 @@ import numpy as np
 from astrotf.constants import MAGNETOGRAM_NOISE_RANGE_G
 from astrotf.errors import AstroTFError
 from astrotf.metrics import noise_level
+from astrotf.soft_restore import soft_restore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,116 +126,6 @@ def restore(denoised: np.ndarray, original: np.ndarray, threshold: float, mode: 
     return Restored(image=image, restored=restored, fraction=fraction, threshold=float(threshold), mode=mode)
 
 
-@dataclasses.dataclass(frozen=True)
-class SoftRestored:
-    """Result of :func:`soft_restore`.
-
-    Attributes
-    ----------
-    image : ndarray
-        ``denoised + gain * (original - denoised)`` (dtype of the denoised input).
-    gain : ndarray of float32
-        Per-pixel weight of the input: 0 = the denoiser's value, 1 = the input value.
-    mean_gain : float
-        Mean gain over finite pixels.
-    noise_sigma, width : float
-        The noise level and the window's Gaussian sigma (px) used.
-    """
-
-    image: np.ndarray = dataclasses.field(repr=False)
-    gain: np.ndarray = dataclasses.field(repr=False)
-    mean_gain: float
-    noise_sigma: float
-    width: float
-
-
-def soft_restore(denoised: np.ndarray, original: np.ndarray, noise_sigma: float, width: float = 1.0,
-                 rows: int = 512) -> SoftRestored:
-    """Give back the part of each pixel's change that is more than noise.
-
-    With the residual ``r = original - denoised`` and its local power
-    ``P = <r²>`` (a Gaussian window of sigma ``width`` px, over finite pixels), the
-    power the noise cannot explain is ``S = max(P - sigma², 0)`` and each pixel
-    becomes ``denoised + g · r`` with the Wiener gain ``g = S / (S + sigma²)``.
-
-    Guarantee: every output pixel lies between its denoised and input values, so
-    ``|result - original| <= |denoised - original|``. Linear data stay linear: the
-    gain only weighs two estimates of the same pixel. Pixels not finite in either
-    input are returned as the denoiser gave them.
-
-    Parameters
-    ----------
-    denoised, original : ndarray, same shape (H, W) or (H, W, C)
-    noise_sigma : float
-        Noise level of ``original`` (> 0, data units), e.g. :func:`astrotf.metrics.noise_level`.
-    width : float
-        Sigma of the Gaussian window, in pixels (> 0). Small windows follow sharp
-        structure; larger ones estimate the power with less scatter.
-    rows : int
-        Rows per strip: the frame is processed in strips (with a halo as wide as the
-        window), so a 10k x 10k frame needs a few hundred MB, and the result does not
-        depend on ``rows``.
-
-    Returns
-    -------
-    SoftRestored
-
-    Raises
-    ------
-    ValueError
-        Non-positive ``noise_sigma`` or ``width``, or shapes that differ or are not 2-D / 3-D.
-    """
-    if not (np.isfinite(noise_sigma) and noise_sigma > 0):
-        msg = f"`noise_sigma` must be a finite number > 0. Received: noise_sigma={noise_sigma!r}"
-        raise ValueError(msg)
-    if not (np.isfinite(width) and width > 0):
-        msg = f"`width` must be a finite number > 0. Received: width={width!r}"
-        raise ValueError(msg)
-    if not (isinstance(rows, int) and rows >= 1):
-        msg = f"`rows` must be an integer >= 1. Received: rows={rows!r}"
-        raise ValueError(msg)
-    denoised = np.asarray(denoised)
-    original = np.asarray(original)
-    if denoised.shape != original.shape or denoised.ndim not in (2, 3):
-        msg = (f"`denoised` and `original` must have the same (H, W) or (H, W, C) shape. "
-               f"Received: denoised.shape={denoised.shape}, original.shape={original.shape}")
-        raise ValueError(msg)
-    image = np.array(denoised, copy=True)
-    gain = np.zeros(denoised.shape, np.float32)
-    halo = int(4.0 * width + 0.5) + 1  # gaussian_filter's kernel radius (truncate=4) and one more
-    gain_sum, n_valid = 0.0, 0
-    for top in range(0, denoised.shape[0], rows):  # strips with a halo: memory bounded, same result
-        lo, hi = max(top - halo, 0), min(top + rows + halo, denoised.shape[0])
-        keep = slice(top - lo, top - lo + min(rows, denoised.shape[0] - top))
-        g, blended, valid = _soft_strip(denoised[lo:hi], original[lo:hi], float(noise_sigma) ** 2, width)
-        out = slice(top, top + rows)
-        image[out] = np.where(valid[keep], blended[keep], denoised[out])
-        gain[out] = g[keep]
-        gain_sum += float(g[keep][valid[keep]].sum())
-        n_valid += int(valid[keep].sum())
-    mean_gain = gain_sum / n_valid if n_valid else 0.0
-    return SoftRestored(image=image, gain=gain, mean_gain=mean_gain,
-                        noise_sigma=float(noise_sigma), width=float(width))
-
-
-def _soft_strip(denoised: np.ndarray, original: np.ndarray, noise_var: float, width: float):
-    """Gain, blended values and validity of one strip (see :func:`soft_restore`)."""
-    from scipy import ndimage
-
-    residual = original.astype(np.float64) - denoised.astype(np.float64)
-    valid = np.isfinite(residual)
-    residual[~valid] = 0.0
-    sigmas = (width, width) + (0.0,) * (residual.ndim - 2)  # spatial window; channels apart
-    weight = ndimage.gaussian_filter(valid.astype(np.float64), sigmas, mode="reflect")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        power = ndimage.gaussian_filter(residual * residual, sigmas, mode="reflect") / weight
-    signal = np.maximum(np.nan_to_num(power) - noise_var, 0.0)
-    gain = np.where(valid, signal / (signal + noise_var), 0.0)
-    blended = np.clip(denoised.astype(np.float64) + gain * residual,  # no rounding past either end
-                      np.minimum(denoised, original), np.maximum(denoised, original))
-    return gain.astype(np.float32), blended.astype(denoised.dtype), valid
-
-
 def restore_threshold(original: np.ndarray, *, threshold: float | None = None, sigmas: float | None = None,
                       value_range: tuple[float, float] = MAGNETOGRAM_NOISE_RANGE_G) -> float:
     """``R`` from exactly one of ``threshold`` (data units) or ``sigmas`` × the noise level.
@@ -299,8 +185,8 @@ class RestoreOptions:
     mode : {"input", "clip"}
         :func:`restore`'s ``mode``.
     soft : bool, optional
-        :func:`soft_restore` on or off; None: on for Self2Self models (then skipped with a
-        line saying why when the input's noise level cannot be measured).
+        :func:`soft_restore` on or off; None: on for Self2Self and noise-conditioned models (then
+        skipped with a line saying why when the input's noise level cannot be measured).
     soft_width : float
         :func:`soft_restore`'s window, px.
     report : bool
@@ -418,7 +304,8 @@ def _input_noise(data: np.ndarray, noise_range, domain: str | None, soft: bool):
 
 
 def restore_and_report(data: np.ndarray, result: np.ndarray, options: RestoreOptions, *, soft: bool = False,
-                       info=None, domain: str | None = None) -> tuple[np.ndarray, list[str]]:
+                       info=None, domain: str | None = None,
+                       noise_sigma: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """Soft restore, then restore (both optional), and the ``--report`` lines.
 
     Parameters
@@ -434,6 +321,8 @@ def restore_and_report(data: np.ndarray, result: np.ndarray, options: RestoreOpt
         The input's; an integer grid keeps the restore's guarantee in the file (:func:`restore_on_grid`).
     domain : str, optional
         The data domain (``"magnetogram"`` selects the TDR noise range and strong-pixel level).
+    noise_sigma : ndarray, optional
+        The input's per-pixel noise σ (a noise-conditioned model's map): the soft restore's noise.
 
     Returns
     -------
@@ -450,9 +339,10 @@ def restore_and_report(data: np.ndarray, result: np.ndarray, options: RestoreOpt
                      f"{1 - options.strength:g} x input")
     soft_width = options.soft_width if soft else None
     noise_range, sigma_in, sky = options.noise_range, None, None
-    if options.report or options.sigmas is not None or soft_width is not None:
+    by_map = soft_width is not None and noise_sigma is not None
+    if options.report or options.sigmas is not None or (soft_width is not None and not by_map):
         try:
-            noise_range, sigma_in, sky = _input_noise(data, noise_range, domain, soft_width is not None)
+            noise_range, sigma_in, sky = _input_noise(data, noise_range, domain, soft_width is not None and not by_map)
         except AstroTFError as err:
             if not (options.soft is None and not options.report and options.sigmas is None):
                 raise
@@ -461,11 +351,12 @@ def restore_and_report(data: np.ndarray, result: np.ndarray, options: RestoreOpt
             lines.append(f"soft restore skipped: {err}; --no-soft-restore turns it off")
     denoised_sigma = _noise_sigma(result, noise_range, "denoised output") if options.report else None
     if soft_width is not None:
-        softened = soft_restore(result, data, sigma_in, soft_width)
+        softened = soft_restore(result, data, noise_sigma if by_map else sigma_in, soft_width)
         finite = np.isfinite(data) & np.isfinite(softened.image)
         mostly_input = float((softened.gain[finite] > 0.5).mean()) if finite.any() else 0.0
         result = softened.image
-        lines.append(f"soft restore (noise level {sigma_in:.4g}, window {soft_width:g} px): mean weight of the "
+        noise = f"noise sigma map, median {softened.noise_sigma:.4g}" if by_map else f"noise level {sigma_in:.4g}"
+        lines.append(f"soft restore ({noise}, window {soft_width:g} px): mean weight of the "
                      f"input {softened.mean_gain:.3f}; {100 * mostly_input:.2f} % of the pixels nearer the input")
     if options.report:
         sigma_soft = _noise_sigma(result, noise_range, "soft-restored output") if soft_width is not None else None

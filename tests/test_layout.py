@@ -50,7 +50,7 @@ def test_the_cli_only_parses_and_calls():
 # The models' registry is TensorFlow-free, so the configuration (after it) checks recipes against it;
 # infer (tiling) comes before the backends that load models, which give their tile options in its terms.
 STAGES = ["errors", "constants", "checks", "quantise", "io", "metrics", "layers", "models", "config", "data", "losses",
-          "ensemble", "runs", "train", "infer", "backends", "export", "evaluate", "restore", "sky_level", "batch", "api", "cli"]
+          "ensemble", "runs", "train", "infer", "backends", "export", "evaluate", "soft_restore", "restore", "sky_level", "batch", "api", "cli"]
 
 
 def _stage(name: str) -> str | None:

@@ -14,7 +14,8 @@ from astrotf.io import ImageInfo
 from astrotf.metrics import noise_level
 from astrotf.models.registry import build_model
 from astrotf.restore import (RestoreOptions, check_restore_target, restore, restore_and_report, restore_on_grid,
-                             restore_threshold, soft_restore)
+                             restore_threshold)
+from astrotf.soft_restore import soft_restore
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -120,6 +121,30 @@ def test_soft_restore_gives_back_cut_structure_and_keeps_noise_removed():
             soft_restore(flat, noisy, **bad)
     with pytest.raises(ValueError, match="same"):
         soft_restore(flat[:5], noisy, sigma)
+
+
+def test_soft_restore_with_a_sigma_map_weighs_each_pixel_by_its_own_noise():
+    """A constant map is the scalar level; where the map says a pixel is noisier (a star's Poisson
+    noise), less of its change comes back; pixels without a usable sigma keep the denoised value."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:96, :96]
+    truth = 400.0 * np.exp(-((yy - 48) ** 2 + (xx - 48) ** 2) / (2 * 1.5**2))
+    sigma_map = np.sqrt(4.0 + truth)  # read noise 2 plus Poisson
+    noisy = (truth + rng.normal(0, 1, truth.shape) * sigma_map).astype(np.float32)
+    denoised = (truth + 0.3 * (noisy - truth)).astype(np.float32)  # cut 70 % of the noise everywhere
+    flat = soft_restore(denoised, noisy, noise_sigma=2.0)
+    same = soft_restore(denoised, noisy, noise_sigma=np.full(noisy.shape, 2.0))
+    np.testing.assert_allclose(same.image, flat.image, rtol=1e-6)
+    assert same.noise_sigma == 2.0
+    mapped = soft_restore(denoised, noisy, noise_sigma=sigma_map)
+    core = truth > 100
+    assert mapped.gain[core].mean() < 0.2 < flat.gain[core].mean()  # the core's scatter is its own noise
+    holes = sigma_map.copy()
+    holes[:4, :4] = np.nan
+    holes[4:8, :4] = 0.0
+    np.testing.assert_array_equal(soft_restore(denoised, noisy, holes).image[:8, :4], denoised[:8, :4])
+    with pytest.raises(ValueError, match="the image's shape"):
+        soft_restore(denoised, noisy, sigma_map[:5])
 
 
 def test_restore_options_are_exclusive(tmp_path):

@@ -61,7 +61,8 @@ from astrotf.backends import load_model, resolve_model_path
 from astrotf.ensemble import with_ensemble
 from astrotf.infer import denoise_image
 from astrotf.metrics import noise_level, residual_structure, strong_slope
-from astrotf.restore import restore, soft_restore
+from astrotf.restore import restore
+from astrotf.soft_restore import soft_restore
 
 
 def strong_field_slope(inp: np.ndarray, out: np.ndarray, threshold: float = 50.0) -> tuple[float, float, int]:
@@ -406,7 +407,8 @@ def run_paper_noise(args) -> dict:
     """Every method on every test crop, in one run: the report (also written as JSON / Markdown)."""
     import datetime
 
-    from astrotf.restore import restore, soft_restore
+    from astrotf.restore import restore
+    from astrotf.soft_restore import soft_restore
 
     folder, noise = args.data, f"plus{args.noise:g}G"
     name = "sample_{}_" + args.crop_name

@@ -23,7 +23,8 @@ from astrotf.backends import load_model
 from astrotf.ensemble import with_ensemble
 from astrotf.infer import denoise_image
 from astrotf.metrics import noise_level, residual_structure
-from astrotf.restore import restore, soft_restore
+from astrotf.restore import restore
+from astrotf.soft_restore import soft_restore
 
 HMI = Path("datasets/hmi")
 PATCH = (slice(384, 640), slice(128, 384))  # rows, columns of the 1024 px crop
