@@ -236,6 +236,13 @@ def _is_self2self(model: LoadedModel) -> bool:
     return getattr(model, "sample", None) is not None
 
 
+def _soft_by_default(model: LoadedModel) -> bool:
+    """Whether the soft restore runs when neither --soft-restore nor --no-soft-restore is given: for
+    Self2Self models (which never see the pixel they predict) and noise-conditioned ones (on real
+    frames it gives back the flux the network takes from sharp stars as from cosmic rays)."""
+    return _is_self2self(model) or model.noise_conditioned
+
+
 def _with_options_ensemble(model: LoadedModel, options: InferOptions) -> LoadedModel:
     """A fresh, seeded ensemble per image (the result does not depend on the file order)."""
     if options.samples is None and not _is_self2self(model):
@@ -380,7 +387,7 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
     model = model if model is not None else pick_model(domain, options, models)
     noise = noise_for(model.name, model.noise_conditioned, data, info.header if info is not None else header,
                       options.noise, str(info.path) if info is not None else None)
-    soft = options.restore.soft if options.restore.soft is not None else _is_self2self(model)
+    soft = options.restore.soft if options.restore.soft is not None else _soft_by_default(model)
     if options.restore.strength is None:  # the model's own blend with the input (1 for most)
         options = dataclasses.replace(options, restore=dataclasses.replace(options.restore,
                                                                            strength=model.default_strength))
@@ -400,7 +407,8 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
         history.append(f"astrotf {kept.line()}")
         lines.append(kept.line())
     if options.restore.restores or options.restore.report or soft or options.restore.strength != 1.0:
-        result, restored = restore_and_report(data, result, options.restore, soft=soft, info=info, domain=domain)
+        result, restored = restore_and_report(data, result, options.restore, soft=soft, info=info, domain=domain,
+                                              noise_sigma=noise.sigma if noise else None)
         history += [f"astrotf {line}" for line in restored if line.startswith(("restore", "soft restore", "strength"))]
         lines += restored
     return Frame(result, model, history, lines, noise)

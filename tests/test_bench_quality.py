@@ -89,9 +89,13 @@ def test_prior_star_fields_score_input_matched_filter_and_peers(stars, bench):
     report = stars.bench_prior_fields(1, 1, [5.0], 96, methods, axes=["wide_psf", "long_ratio"])
     assert list(report) == ["in-distribution, r = 5", "held-out, r = 5", "held-out, r = 12-20"]
     rows = report["held-out, r = 5"]["methods"]
-    assert list(rows) == [stars.INPUT, stars.MATCHED_FILTER, "Gaussian blur"]
-    noisy, blur = rows[stars.INPUT], rows["Gaussian blur"]
+    assert list(rows) == [stars.INPUT, stars.MATCHED_FILTER, stars.TRUTH, "Gaussian blur"]
+    noisy, blur, truth = rows[stars.INPUT], rows["Gaussian blur"], rows[stars.TRUTH]
     assert noisy["dm50"] == 0.0 and noisy["kept_snr5"] == 1.0 and noisy["bkg_sigma_ratio"] == 1.0
+    # the oracle: every star the input finds that is really above the threshold, with no flux error
+    assert truth["kept_snr5_real"] == 1.0 and truth["kept_snr5"] <= 1.0 and truth["flux_abs_error_median"] == 0.0
+    assert truth["dm50"] is None and truth["precision_own"] is None
+    assert truth["n_snr5_real"] == blur["n_snr5_real"] <= blur["n_snr5"]  # the real ones are among the input's
     assert blur["bkg_sigma_ratio"] < 0.6 and abs(noisy["sky_bias"]) < 0.1
     assert rows[stars.MATCHED_FILTER]["flux_bias"] is None  # a detection image: no flux view
     assert report["held-out, r = 5"]["settings"] == ["wide_psf"]

@@ -18,6 +18,7 @@ from astrotf.infer import TileOptions, adapt_channels, denoise_image, denoise_ti
 from astrotf.models.resunet import ResUNet
 from astrotf.noise_map import NoiseOptions, check_against_frame, frame_noise
 from astrotf.noise_model import NoiseModel
+from astrotf.restore import RestoreOptions, restore_and_report
 from astrotf.sky_level import keep_sky_level
 
 GAIN, READ_NOISE = 2.0, 5.0  # e-/ADU, e-
@@ -262,13 +263,16 @@ def test_cli_writes_the_output_and_the_noise_map_with_the_noise_model_in_both_hi
     loaded = load_model(path)
     network = denoise_image(data[..., None], loaded, TileOptions(32, 0.25), noise_sigma=sigma[..., None])
     kept = keep_sky_level(network, data[..., None], sigma[..., None])
-    np.testing.assert_allclose(out, kept.image[..., 0], rtol=1e-5)
-    assert f"astrotf {kept.line()}" in history
-    # --no-sky-level: the network's output as it is, and no sky-level card
-    result = invoke(src, "--model", path, "-o", tmp_path / "raw.fits", "--no-sky-level")
+    soft, _ = restore_and_report(data[..., None], kept.image, RestoreOptions(), soft=True,  # on by default, with
+                                 noise_sigma=sigma[..., None])                             # the model's sigma map
+    np.testing.assert_allclose(out, soft[..., 0], rtol=1e-5)
+    assert f"astrotf {kept.line()}" in history and any(card.startswith("astrotf soft restore") for card in history)
+    # --no-sky-level --no-soft-restore: the network's output as it is, and neither card
+    result = invoke(src, "--model", path, "-o", tmp_path / "raw.fits", "--no-sky-level", "--no-soft-restore")
     assert result.exit_code == 0, result.output
     np.testing.assert_allclose(fits.getdata(tmp_path / "raw.fits"), network[..., 0], rtol=1e-5)
-    assert not any("sky level" in str(card) for card in fits.getheader(tmp_path / "raw.fits")["HISTORY"])
+    cards = [str(card) for card in fits.getheader(tmp_path / "raw.fits")["HISTORY"]]
+    assert not any("sky level" in card or "soft restore" in card for card in cards)
 
 
 def test_cli_overrides_give_the_noise_map_of_the_formula(tmp_path, conditioned):
@@ -356,10 +360,13 @@ def test_the_api_takes_gain_and_read_noise_and_reads_ccddata_meta(conditioned):
     loaded = load_model(path)
     sigma = NoiseModel(GAIN, READ_NOISE).sigma_map(data)[..., None]
     network = denoise_image(data[..., None], loaded, TileOptions(32, 0.25), noise_sigma=sigma)
-    expected = keep_sky_level(network, data[..., None], sigma).image[..., 0]
+    expected, _ = restore_and_report(data[..., None], keep_sky_level(network, data[..., None], sigma).image,
+                                     RestoreOptions(), soft=True, noise_sigma=sigma)
+    expected = expected[..., 0]
     out = astrotf.denoise(data, str(path), tile=32, gain=GAIN, read_noise=READ_NOISE)
     np.testing.assert_allclose(out, expected, rtol=1e-5)
-    raw = astrotf.denoise(data, str(path), tile=32, gain=GAIN, read_noise=READ_NOISE, sky_level=False)
+    raw = astrotf.denoise(data, str(path), tile=32, gain=GAIN, read_noise=READ_NOISE, sky_level=False,
+                          soft_restore=False)
     np.testing.assert_allclose(raw, network[..., 0], rtol=1e-5)
     ccd = CCDData(data, unit=u.adu, meta={"GAIN": GAIN, "RDNOISE": READ_NOISE})
     result = astrotf.Denoiser(str(path), tile=32)(ccd)

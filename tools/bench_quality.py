@@ -196,8 +196,8 @@ def with_restore(denoise, k: float):
 
 def with_soft_restore(denoise):
     """The soft restore after ``denoise``: local Wiener shrinkage of the residual with the input's noise
-    level (Gaussian fit in [-20, 20] G), as ``astrotf infer --soft-restore`` (`astrotf.restore.soft_restore`)."""
-    from astrotf.restore import soft_restore
+    level (Gaussian fit in [-20, 20] G), as ``astrotf infer --soft-restore`` (`astrotf.soft_restore.soft_restore`)."""
+    from astrotf.soft_restore import soft_restore
 
     def run(x):
         return soft_restore(denoise(x), x, metrics.noise_level(x, HMI_RANGE).sigma).image
@@ -699,9 +699,9 @@ def linear_benches(args, models: dict, labels: dict, header: dict, results: dict
                                       "default_strength": meta.get("default_strength"),
                                       "training_steps": training.get("steps_including_init") or training.get("steps"),
                                       "noise_conditioned": True}
-        for strength in args.linear_strengths:  # astrotf infer --strength: a calibrated share of the input
-            methods[f"astrotf {Path(args.linear_model).name} (σ map), strength {strength:g}"] = \
-                bench_stars.with_strength(linear, strength)
+        for strength in args.linear_strengths:  # as astrotf infer runs it: the blend, then the soft restore
+            methods[f"astrotf {Path(args.linear_model).name} (σ map), strength {strength:g}, soft restore"] = \
+                bench_stars.as_infer(linear, strength)
     args.out.mkdir(parents=True, exist_ok=True)
     plots = []
     if args.prior_fields or args.held_out_fields:
@@ -751,7 +751,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prior-size", type=int, default=256)
     parser.add_argument("--prior-bm3d", action="store_true", help="also run BM3D on the prior's star fields (slow)")
     parser.add_argument("--linear-strengths", type=float, nargs="*", default=[], metavar="S",
-                        help="also score --linear-model blended with its input, S x output + (1 - S) x input")
+                        help="also score --linear-model as astrotf infer --strength S runs it: S x output + "
+                             "(1 - S) x input, then the soft restore with the frame's sigma map")
     parser.add_argument("--linear-model", metavar="PATH_OR_NAME",
                         help="a noise-conditioned model (inputs image and noise_sigma; a .keras file or a folder "
                              "with one) scored on the prior's star fields and the real frames")

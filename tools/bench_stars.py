@@ -39,7 +39,10 @@ BENCHMARKS.md §2, from :mod:`astrotf.metrics.depth`:
   artefacts excluded), the median over fields.
 
 A noise-conditioned model (two inputs, ``image`` and ``noise_sigma``) runs on the whole field with
-the σ map of ``NoiseModel(gain, read_noise)`` (the true detector), by a direct Keras call.
+the σ map of ``NoiseModel(gain, read_noise)`` (the true detector), by a direct Keras call, and its output
+gets the input's sky level (:func:`astrotf.sky_level.keep_sky_level`) as ``astrotf infer`` gives it.
+The noise-free truth is scored too, as an oracle: at the fixed threshold it shows which stars the input
+finds only on a noise peak.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ from astrotf.data.psf import PSF
 from astrotf.data.simulate import simulate_star_field
 from bench_report import fmt, progress, save_png, table
 
-INPUT, MATCHED_FILTER = "noisy input", "PSF matched filter (limit)"
+INPUT, MATCHED_FILTER, TRUTH = "noisy input", "PSF matched filter (limit)", "noise-free truth (oracle)"
 IN_DISTRIBUTION_SEED, HELD_OUT_SEED = 40_000, 50_000
 FIXED_SIGMA, OWN_SIGMA, SNR_MIN = 3.0, 1.5, 5.0
 MATCH_RADIUS, APERTURE_FWHM = 2.0, 1.5
@@ -129,14 +132,16 @@ def field_groups(n_in: int, n_held: int, ratios: list[float], size: int, axes: l
 
 
 # ----------------------------------------------------------------------------- methods
-def noise_conditioned(path):
+def noise_conditioned(path, sky_level: bool = True):
     """A Keras model with inputs ``image`` and ``noise_sigma`` (a ``.keras`` file, a folder holding one, or a
-    shipped model's name), called on the whole frame with the σ map of the frame's noise model."""
+    shipped model's name), called on the whole frame with the σ map of the frame's noise model, then
+    (``sky_level``) given the input's sky level as ``astrotf infer`` does."""
     from pathlib import Path
 
     import keras
 
     import astrotf.models.registered  # noqa: F401 - registers the custom classes for loading
+    from astrotf.sky_level import keep_sky_level
 
     found = Path(path)
     if not found.exists():
@@ -156,20 +161,27 @@ def noise_conditioned(path):
     def run(x: np.ndarray, noise_model) -> np.ndarray:
         image = np.nan_to_num(np.asarray(x, np.float32))[None, ..., None]
         sigma = np.nan_to_num(noise_model.sigma_map(image).astype(np.float32))
-        out = model({"image": image, "noise_sigma": sigma}, training=False)
-        return np.asarray(out, np.float32)[0, ..., 0]
+        out = np.asarray(model({"image": image, "noise_sigma": sigma}, training=False), np.float32)[0]
+        if sky_level:
+            out = keep_sky_level(out, image[0], sigma[0]).image
+        return out[..., 0]
 
     run.noise_conditioned = True
     run.source = str(found)
     return run
 
 
-def with_strength(method, strength: float):
-    """``strength * method(x) + (1 - strength) * x``, as ``astrotf infer --strength`` blends."""
-    from astrotf.restore import blend
+def as_infer(method, strength: float):
+    """What ``astrotf infer --strength S`` makes of a noise-conditioned model's output: the blend
+    ``S * method(x) + (1 - S) * x``, then the soft restore with the frame's σ map (on by default)."""
+    from astrotf.restore import RestoreOptions, restore_and_report
 
     def run(x: np.ndarray, noise_model) -> np.ndarray:
-        return blend(method(x, noise_model), np.asarray(x, np.float32), strength)
+        image = np.asarray(x, np.float32)[..., None]
+        sigma = noise_model.sigma_map(image[None])[0]
+        out, _ = restore_and_report(image, method(x, noise_model)[..., None], RestoreOptions(strength=strength),
+                                    soft=True, noise_sigma=sigma)
+        return out[..., 0]
 
     run.noise_conditioned = True
     run.source = getattr(method, "source", None)
@@ -180,7 +192,8 @@ def run_on_field(field: PriorField, methods: dict) -> dict:
     """``{name: (output, seconds, prefiltered)}``: the input, its matched filter and every method."""
     kernel, _ = field.psf.kernel()
     outputs = {INPUT: (field.noisy, 0.0, False),
-               MATCHED_FILTER: (metrics.psf_matched_filter(field.noisy, kernel).astype(np.float32), 0.0, True)}
+               MATCHED_FILTER: (metrics.psf_matched_filter(field.noisy, kernel).astype(np.float32), 0.0, True),
+               TRUTH: (field.truth, 0.0, False)}
     for name, method in methods.items():
         if hasattr(method, "prepare"):
             method.prepare(field.noisy.shape)
@@ -239,13 +252,19 @@ def _isolated(field: PriorField) -> np.ndarray:
     return alone
 
 
-def score_image(image: np.ndarray, field: PriorField, ref: dict, seconds: float, prefiltered: bool) -> FieldScore:
+def score_image(image: np.ndarray, field: PriorField, ref: dict, seconds: float, prefiltered: bool,
+                oracle: bool = False) -> FieldScore:
+    """The scores of one image; ``oracle`` (the noise-free truth): the fixed-threshold, flux and sky views
+    only, since it has no background noise to scale the others by."""
     sub = metrics.subtract_background(image)
-    sigma = metrics.background_noise(sub).sigma  # after the sky's gradient is taken off (up to 20 % of the sky)
     common = {"radius": MATCH_RADIUS, "false_radius": ref["false_radius"], "near": ref["near"],
               "exclude_xy": field.artefact_xy, "prefiltered": prefiltered}
     fixed = metrics.detect_and_match(sub, field.xy, FIXED_SIGMA * ref["sigma_in"], **common).found
-    own = metrics.precision_at_sigma(sub, field.xy, sigma, OWN_SIGMA, **common)
+    if oracle:
+        sigma, own = float("nan"), None
+    else:
+        sigma = metrics.background_noise(sub).sigma  # after the sky's gradient is taken off (up to 20 % of the sky)
+        own = metrics.precision_at_sigma(sub, field.xy, sigma, OWN_SIGMA, **common)
     stars = ref["stars"]
     flux = metrics.aperture_flux(sub, field.xy[stars, 0], field.xy[stars, 1], ref["aperture"])
     bias = metrics.sky_bias(image, field.truth, ref["sigma_in"], ref["sky"]) if ref["sky"].sum() >= 10 else np.nan
@@ -263,20 +282,22 @@ def bench_group(specs: list, methods: dict, label: str) -> dict:
         refs.append(ref)
         outputs = run_on_field(field, methods)
         for name, (image, seconds, pre) in outputs.items():
-            scores.setdefault(name, []).append(score_image(image, field, ref, seconds, pre))
+            scores.setdefault(name, []).append(score_image(image, field, ref, seconds, pre, oracle=name == TRUTH))
         progress(f"  {label} field {i + 1}/{len(specs)} ({spec[0]}): {len(field.xy)} sources, "
                  f"FWHM {field.psf.fwhm:.1f} px, gain {field.gain:.2f}, r {field.ratio:.3g}")
     allowance = metrics.false_allowance([f.noisy.shape for f in fields])
     report = {"n_fields": len(fields), "area_px": int(sum(f.noisy.size for f in fields)), "max_false": allowance,
               "settings": sorted({f.setting for f in fields}), "methods": {}}
     for name, per_field in scores.items():
-        report["methods"][name] = summarise(name, per_field, scores[INPUT], fields, refs, allowance)
+        report["methods"][name] = summarise(name, per_field, scores[INPUT], scores[TRUTH], fields, refs, allowance)
     baseline = report["methods"][INPUT]
     for name, row in report["methods"].items():
+        if name == TRUTH:
+            continue
         row["dm50"] = row["m50"] - baseline["m50"]
         row["dm50_isolated"] = row["m50_isolated"] - baseline["m50_isolated"]
         if name == MATCHED_FILTER:  # a detection image, not a denoised one: no fixed-threshold or flux view
-            row.update(kept_snr5=None, flux_abs_error_median=None, flux_bias=None, n_flux=0)
+            row.update(kept_snr5=None, kept_snr5_real=None, flux_abs_error_median=None, flux_bias=None, n_flux=0)
         for axis, values in row["per_setting"].items():
             values["dm50"] = values["m50"] - baseline["per_setting"][axis]["m50"]
     return report
@@ -292,9 +313,35 @@ def _depth(matched: list, fields: list[PriorField], refs: list[dict], select) ->
             "mags": mags, "found": found}
 
 
-def summarise(name: str, per_field: list[FieldScore], inputs: list[FieldScore], fields: list[PriorField],
-              refs: list[dict], allowance: int) -> dict:
+def _fixed_threshold(per_field: list[FieldScore], inputs: list[FieldScore], truths: list[FieldScore],
+                     fields: list[PriorField], refs: list[dict]) -> dict:
+    """Stars of true S/N >= SNR_MIN that the input finds at the fixed threshold, and among those the ones
+    the noise-free truth finds too: the fraction of each kept; the flux errors of stars found in both."""
+    kept, base, kept_real, base_real, errors = 0, 0, 0, 0, []
+    for s, i, t, r, f in zip(per_field, inputs, truths, refs, fields):
+        bright = i.fixed & (r["snr"] >= SNR_MIN) & f.star
+        base, kept = base + bright.sum(), kept + (bright & s.fixed).sum()
+        base_real, kept_real = base_real + (bright & t.fixed).sum(), kept_real + (bright & t.fixed & s.fixed).sum()
+        both = (s.fixed & i.fixed)[r["stars"]] & (r["truth_flux"] > 0)
+        errors.append(s.flux[both] / r["truth_flux"][both] - 1.0)
+    err = np.concatenate(errors) if errors else np.zeros(0)
+    return {"kept_snr5": float(kept / base) if base else float("nan"), "n_snr5": int(base),
+            "kept_snr5_real": float(kept_real / base_real) if base_real else float("nan"),
+            "n_snr5_real": int(base_real),
+            "flux_abs_error_median": float(np.median(np.abs(err))) if err.size else float("nan"),
+            "flux_bias": float(np.median(err)) if err.size else float("nan"), "n_flux": int(err.size),
+            "sky_bias": float(np.nanmedian([s.sky_bias for s in per_field]))}
+
+
+def summarise(name: str, per_field: list[FieldScore], inputs: list[FieldScore], truths: list[FieldScore],
+              fields: list[PriorField], refs: list[dict], allowance: int) -> dict:
     """Pooled scores of one method over a group's fields (see the module docstring)."""
+    fixed = _fixed_threshold(per_field, inputs, truths, fields, refs)
+    if name == TRUTH:  # no background noise: no own-σ or matched-contamination view
+        none = ("k_sigma", "false_matched", "completeness", "m50", "m50_isolated", "dm50", "dm50_isolated",
+                "false_own_per_mpix", "precision_own", "bkg_sigma_ratio", "s_per_mpix")
+        return {**dict.fromkeys(none), **fixed, "n_stars": 0, "n_isolated": 0, "per_setting": {},
+                "completeness_curve": {"mag": [], "completeness": []}}
     k, matched = metrics.matched_contamination(
         [s.sub for s in per_field], [f.xy for f in fields], [s.sigma for s in per_field], allowance,
         exclude_xy=[f.artefact_xy for f in fields], radius=MATCH_RADIUS,
@@ -313,14 +360,6 @@ def summarise(name: str, per_field: list[FieldScore], inputs: list[FieldScore], 
         idx = [i for i, f in enumerate(fields) if f.setting == setting]
         depth = _depth([matched[i] for i in idx], [fields[i] for i in idx], [refs[i] for i in idx], stars)
         per_setting[setting] = {"m50": depth["m50"], "completeness": depth["completeness"]}
-    kept = [(s.fixed & i.fixed & (r["snr"] >= SNR_MIN) & f.star).sum() for s, i, r, f in
-            zip(per_field, inputs, refs, fields)]
-    base = [(i.fixed & (r["snr"] >= SNR_MIN) & f.star).sum() for i, r, f in zip(inputs, refs, fields)]
-    errors = []
-    for s, i, r in zip(per_field, inputs, refs):
-        both = (s.fixed & i.fixed)[r["stars"]] & (r["truth_flux"] > 0)
-        errors.append(s.flux[both] / r["truth_flux"][both] - 1.0)
-    err = np.concatenate(errors) if errors else np.zeros(0)
     n_false_own = sum(s.own.n_false for s in per_field)
     tp_own = sum(s.own.true_positives for s in per_field)
     area = sum(f.noisy.size for f in fields) / 1024**2
@@ -329,12 +368,8 @@ def summarise(name: str, per_field: list[FieldScore], inputs: list[FieldScore], 
         "k_sigma": k, "false_matched": int(sum(d.n_false for d in matched)),
         "completeness": every["completeness"], "n_stars": every["n_stars"], "m50": every["m50"],
         "m50_isolated": alone["m50"], "n_isolated": alone["n_stars"], "per_setting": per_setting,
-        "kept_snr5": float(sum(kept) / sum(base)) if sum(base) else float("nan"), "n_snr5": int(sum(base)),
-        "false_own_per_mpix": n_false_own / area, "precision_own": tp_own / (tp_own + n_false_own)
+        **fixed, "false_own_per_mpix": n_false_own / area, "precision_own": tp_own / (tp_own + n_false_own)
         if tp_own + n_false_own else float("nan"),
-        "flux_abs_error_median": float(np.median(np.abs(err))) if err.size else float("nan"),
-        "flux_bias": float(np.median(err)) if err.size else float("nan"), "n_flux": int(err.size),
-        "sky_bias": float(np.nanmedian([s.sky_bias for s in per_field])),
         "bkg_sigma_ratio": float(np.mean([s.sigma / i.sigma for s, i in zip(per_field, inputs)])),
         "s_per_mpix": None if name in (INPUT, MATCHED_FILTER) else sum(s.seconds for s in per_field) / mpix,
         "completeness_curve": _curve(every["mags"], every["found"])}
@@ -370,7 +405,8 @@ def prior_markdown(report: dict, size: int) -> str:
         rows = []
         for name, m in group["methods"].items():
             rows.append([name, fmt(m["k_sigma"], ".3g"), fmt(m["completeness"], ".3f"), fmt(m["m50"], ".2f"),
-                         fmt(m["dm50"], "+.2f"), fmt(m["dm50_isolated"], "+.2f"), fmt(m["kept_snr5"], ".3f"), fmt(m["false_own_per_mpix"], ".0f"),
+                         fmt(m["dm50"], "+.2f"), fmt(m["dm50_isolated"], "+.2f"), fmt(m["kept_snr5"], ".3f"),
+                         fmt(m.get("kept_snr5_real"), ".3f"), fmt(m["false_own_per_mpix"], ".0f"),
                          fmt(m["precision_own"], ".3f"), fmt(m["flux_abs_error_median"], ".3f"),
                          fmt(m["flux_bias"], "+.3f"), fmt(m["sky_bias"], "+.3f"), fmt(m["bkg_sigma_ratio"], ".3f"),
                          fmt(m["s_per_mpix"], ".2f")])
@@ -378,12 +414,12 @@ def prior_markdown(report: dict, size: int) -> str:
         parts += [f"### Star fields, {key} ({group['n_fields']} × {size}², {n_stars} stars; settings: "
                   f"{', '.join(group['settings'])}; ≤ {group['max_false']} false sources at matched contamination)\n",
                   table(["method", "k (own σ)", "completeness", "m50", "Δm50", "Δm50 isolated", f"S/N≥{SNR_MIN:g} kept",
-                         f"false at {OWN_SIGMA:g}σ own / 1024²", f"precision {OWN_SIGMA:g}σ", "med abs ΔF/F",
+                         "of those real", f"false at {OWN_SIGMA:g}σ own / 1024²", f"precision {OWN_SIGMA:g}σ", "med abs ΔF/F",
                          "flux bias", "sky bias (σ)", "bkg σ / input", "s / Mpix"], rows), ""]
         settings = group["settings"]
         if len(settings) > 1:
             rows = [[name] + [fmt(m["per_setting"][a]["dm50"], "+.2f") for a in settings]
-                    for name, m in group["methods"].items() if name != INPUT]
+                    for name, m in group["methods"].items() if name not in (INPUT, TRUTH)]
             rows.insert(0, [f"{INPUT} (m50)"] + [fmt(group["methods"][INPUT]["per_setting"][a]["m50"], ".2f")
                                                  for a in settings])
             parts += [f"Δm50 per held-out setting, {key} (at the group's matched-contamination threshold):\n",
@@ -398,7 +434,9 @@ def prior_markdown(report: dict, size: int) -> str:
         f"source within 2 FWHM with a tenth of their flux. *{MATCHED_FILTER}*: the noisy input correlated with its "
         "true PSF, detected at its peak without sep's 3×3 filter (here not an upper bound: see the docstring). "
         f"*S/N≥{SNR_MIN:g} kept*: of the stars of true S/N ≥ {SNR_MIN:g} that the input "
-        f"finds at {FIXED_SIGMA:g} × its background σ, the fraction each image finds at that same threshold. "
+        f"finds at {FIXED_SIGMA:g} × its background σ, the fraction each image finds at that same threshold; "
+        f"*of those real*: the same among the stars that the noise-free truth also finds there (the input finds "
+        f"some fainter ones only on an upward noise peak, which no denoiser should keep: *{TRUTH}* shows it). "
         f"*{OWN_SIGMA:g}σ own*: sep at {OWN_SIGMA:g} × each image's own σ. *Flux*: stars found at the fixed "
         f"threshold in input and output, {APERTURE_FWHM:g}-FWHM apertures forced at the true positions against "
         "the noise-free truth's. *Sky bias*: median(output − truth) / σ_in over sky pixels, median over fields.\n")
@@ -431,7 +469,7 @@ def prior_plots(report: dict, out, labels: tuple = ()) -> list:
     fig.tight_layout()
     save_png(fig, out / "stars_completeness.png")
     written.append(out / "stars_completeness.png")
-    methods = [m for m in report[key]["methods"] if m != INPUT]
+    methods = [m for m in report[key]["methods"] if m not in (INPUT, TRUTH)]
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(methods) + 1.6))
     for j, group in enumerate(report):
         values = [report[group]["methods"].get(m, {}).get("dm50", np.nan) for m in methods]

@@ -58,6 +58,7 @@ def star_figures(bench: dict, name: str) -> dict | None:
             continue
         m = report["methods"][label]
         groups[group] = {"method": label, "dm50": _round(m.get("dm50")), "kept_snr5": _round(m.get("kept_snr5")),
+                         "kept_snr5_real": _round(m.get("kept_snr5_real")),
                          "precision_own_1p5sigma": _round(m.get("precision_own")),
                          "flux_abs_error_median": _round(m.get("flux_abs_error_median"), 4),
                          "input_flux_abs_error_median": _round(report["methods"].get("noisy input", {})
