@@ -47,7 +47,8 @@ if [ "$what" = rgb-v2 ]; then
   else  # the next phase, from the exported weights
     phase=$(python -c "import json; print(len(json.load(open('saved_models/resunet-rgb-v2/metadata.json'))['versions']) + 1)")
     astrotf train resunet --config resunet-rgb-v2 --init saved_models/resunet-rgb-v2 --data datasets/stellarium-rgb \
-      --out "runs/resunet-rgb-v2-phase$phase" --tile 192 --lr 2e-4 --seed "$phase" $(resume_flag "resunet-rgb-v2-phase$phase")
+      --out "runs/resunet-rgb-v2-phase$phase" --tile 192 --lr 2e-4 --epochs 70 --seed "$phase" \
+      $(resume_flag "resunet-rgb-v2-phase$phase")
     astrotf export "runs/resunet-rgb-v2-phase$phase" --out saved_models/resunet-rgb-v2 --version "$phase" \
       --format onnx --credits datasets/stellarium-rgb/CREDITS.json
   fi
