@@ -157,7 +157,11 @@ def test_real_frames_are_scored_without_truth(stars, bench, tmp_path):
     assert rows["same"]["sky_shift"] == 0.0 and rows["same"]["max_change"] == 0.0
     assert rows["blur"]["bkg_sigma_ratio"] < 0.5 and report["frames"]["a"]["noise_model"]["gain_from"] == "header GAIN"
     assert (tmp_path / "real_a.png").is_file()
-    assert "| blur |" in bench_real.real_markdown(report)
+    # the frame's noise (5 ADU) is half what GAIN and RDNOISE predict at its sky (10.3 ADU): infer would refuse
+    reasons = report["frames"]["a"]["noise_model"]["refused_by_infer"]
+    assert any("0.4" in r and "x the model's sigma" in r for r in reasons), reasons
+    text = bench_real.real_markdown(report)
+    assert "| blur |" in text and "refuses this frame's noise model unless `--trust-noise-model`" in text
 
 
 def test_real_frames_tool_says_what_is_missing(bench, tmp_path, capsys):  # bench: tools/ on sys.path

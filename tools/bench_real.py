@@ -5,8 +5,10 @@ Used by ``tools/bench_quality.py --real DIR`` (issue #21 item 5; BENCHMARKS.md, 
 source, licence and notes. Every method runs on each frame (NaN pixels filled with the sky's median
 first and NaN again after); a noise-conditioned model gets the σ map of
 :func:`astrotf.noise_model.resolve_noise_model` (header keywords, else a fit of the frame), and is
-skipped, with the reason, on a frame whose noise model cannot be had. No truth, so every measure is
-against the input:
+skipped, with the reason, on a frame whose noise model cannot be had. It runs even where
+``astrotf infer`` would refuse the noise model after checking it against the frame's own noise
+(:func:`astrotf.noise_map.distrust`): the report names those frames and the reason, so their rows
+show what ``--trust-noise-model`` gives. No truth, so every measure is against the input:
 
 * **sky shift**: ``median(output - input) / σ_in`` over the input's sky (outside the sources `sep`
   finds at 1.5 σ, grown by 3 px; :func:`astrotf.metrics.sky_bias`): 0 for a method that leaves the
@@ -98,9 +100,12 @@ def run_on_frame(frame: dict, methods: dict) -> tuple[dict, dict]:
         out[bad] = np.nan
         outputs[name] = (out, time.perf_counter() - start)
     if noise_model is not None:
+        from astrotf.noise_map import check_against_frame, distrust
+
         frame["noise_model"] = {"gain": noise_model.gain, "read_noise": noise_model.read_noise,
                                 "unit": noise_model.unit, "exptime": noise_model.exptime,
-                                "gain_from": noise_model.gain_from, "read_noise_from": noise_model.read_noise_from}
+                                "gain_from": noise_model.gain_from, "read_noise_from": noise_model.read_noise_from,
+                                "refused_by_infer": distrust(noise_model, check_against_frame(noise_model, filled))}
     return outputs, skipped
 
 
@@ -189,6 +194,9 @@ def real_markdown(report: dict) -> str:
                          "residual structure", "s / Mpix"], rows), ""]
         for method, why in frame["skipped"].items():
             parts.append(f"- {method}: not run ({why})")
+        if model and model.get("refused_by_infer"):
+            parts.append(f"- `astrotf infer` refuses this frame's noise model unless `--trust-noise-model` is given: "
+                         f"{'; '.join(model['refused_by_infer'])}. The noise-conditioned rows show what that option gives.")
         parts.append("")
     parts.append("No truth: *sky shift*: median(output − input) / σ_in over the input's sky (outside sep's sources "
                  "at 1.5σ, grown 3 px); *bkg σ / input*: sigma-clipped MAD after sep's background; *source flux "
