@@ -185,10 +185,10 @@ class RestoreOptions:
     mode : {"input", "clip"}
         :func:`restore`'s ``mode``.
     soft : bool, optional
-        :func:`soft_restore` on or off; None: on for Self2Self and noise-conditioned models (then
+        :func:`~astrotf.soft_restore.soft_restore` on or off; None: on for Self2Self and noise-conditioned models (then
         skipped with a line saying why when the input's noise level cannot be measured).
     soft_width : float
-        :func:`soft_restore`'s window, px.
+        :func:`~astrotf.soft_restore.soft_restore`'s window, px.
     report : bool
         Report noise levels and what the output kept of the input.
     noise_range : (float, float), optional
@@ -314,7 +314,7 @@ def restore_and_report(data: np.ndarray, result: np.ndarray, options: RestoreOpt
         The input frame and the network's output, same shape.
     options : RestoreOptions
     soft : bool
-        Apply :func:`soft_restore` (``options.soft``, or the model's default when that is None).
+        Apply :func:`~astrotf.soft_restore.soft_restore` (``options.soft``, or the model's default when that is None).
         A soft restore that is on by default is skipped, with a line saying why, when the input's
         noise level cannot be measured; one that was asked for fails the image.
     info : astrotf.io.ImageInfo, optional

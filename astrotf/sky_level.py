@@ -56,7 +56,8 @@ class SkyLevel:
     max_shift: float
 
     def line(self, scale: float = SCALE_PX) -> str:
-        return f"sky level kept above {scale:g} px: median shift {self.median_shift:.3f}, max {self.max_shift:.3f} sigma"
+        return (f"sky level kept above {scale:g} px: median shift {self.median_shift:.3f}, "
+                f"max {self.max_shift:.3f} sigma")
 
 
 def _block_sums(values: np.ndarray, block: int) -> np.ndarray:

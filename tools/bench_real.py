@@ -196,7 +196,8 @@ def real_markdown(report: dict) -> str:
             parts.append(f"- {method}: not run ({why})")
         if model and model.get("refused_by_infer"):
             parts.append(f"- `astrotf infer` refuses this frame's noise model unless `--trust-noise-model` is given: "
-                         f"{'; '.join(model['refused_by_infer'])}. The noise-conditioned rows show what that option gives.")
+                         f"{'; '.join(model['refused_by_infer'])}. The noise-conditioned rows show what that "
+                         "option gives.")
         parts.append("")
     parts.append("No truth: *sky shift*: median(output − input) / σ_in over the input's sky (outside sep's sources "
                  "at 1.5σ, grown 3 px); *bkg σ / input*: sigma-clipped MAD after sep's background; *source flux "

@@ -413,9 +413,9 @@ def prior_markdown(report: dict, size: int) -> str:
         n_stars = group["methods"][INPUT]["n_stars"]
         parts += [f"### Star fields, {key} ({group['n_fields']} × {size}², {n_stars} stars; settings: "
                   f"{', '.join(group['settings'])}; ≤ {group['max_false']} false sources at matched contamination)\n",
-                  table(["method", "k (own σ)", "completeness", "m50", "Δm50", "Δm50 isolated", f"S/N≥{SNR_MIN:g} kept",
-                         "of those real", f"false at {OWN_SIGMA:g}σ own / 1024²", f"precision {OWN_SIGMA:g}σ", "med abs ΔF/F",
-                         "flux bias", "sky bias (σ)", "bkg σ / input", "s / Mpix"], rows), ""]
+                  table(["method", "k (own σ)", "completeness", "m50", "Δm50", "Δm50 isolated",
+                         f"S/N≥{SNR_MIN:g} kept", "of those real", f"false at {OWN_SIGMA:g}σ own / 1024²",
+                         f"precision {OWN_SIGMA:g}σ", "med abs ΔF/F", "flux bias", "sky bias (σ)", "bkg σ / input", "s / Mpix"], rows), ""]
         settings = group["settings"]
         if len(settings) > 1:
             rows = [[name] + [fmt(m["per_setting"][a]["dm50"], "+.2f") for a in settings]

@@ -99,8 +99,8 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
           server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
-          restore_sigma, restore_mode, soft_restore, soft_width, strength, sky_level, report, noise_range, gain, read_noise,
-          write_noise_map, trust_noise_model):
+          restore_sigma, restore_mode, soft_restore, soft_width, strength, sky_level, report, noise_range, gain,
+          read_noise, write_noise_map, trust_noise_model):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
     The result keeps the input's format, dtype, channel layout and header (plus a
