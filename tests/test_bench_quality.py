@@ -128,6 +128,21 @@ def test_a_noise_conditioned_model_gets_the_sigma_map(stars, tmp_path):
     np.testing.assert_allclose(out, frame, rtol=1e-5, atol=1e-3)  # zero-initialised head: the identity
 
 
+def test_as_infer_blends_then_soft_restores_with_the_sigma_map(stars):
+    from astrotf.noise_model import NoiseModel
+    from astrotf.restore import blend
+    from astrotf.soft_restore import soft_restore
+
+    frame = np.random.default_rng(2).normal(100.0, 5.0, (48, 56)).astype(np.float32)
+    flat = lambda x, noise_model: np.full_like(x, 100.0)  # noqa: E731 - a "denoiser" that flattens everything
+    model = NoiseModel(2.0, 5.0)
+    out = stars.as_infer(flat, 0.6)(frame, model)
+    blended = blend(np.full_like(frame, 100.0), frame, 0.6)
+    sigma = model.sigma_map(frame[None, ..., None])[0, ..., 0]
+    np.testing.assert_allclose(out, soft_restore(blended, frame, sigma).image, rtol=1e-6)
+    assert np.all((out - frame) * (blended - frame) >= 0) and np.all(np.abs(out - frame) <= np.abs(blended - frame))
+
+
 def _write_frames(folder, rng):
     from astropy.io import fits
 
