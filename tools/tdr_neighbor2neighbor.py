@@ -1,0 +1,163 @@
+"""TDR with a Neighbor2Neighbor network instead of Self2Self, under the paper-noise reference protocol.
+
+An experiment for issue #17 ("a blind-spot variant ... if it beats Self2Self"), not yet a trainer of the
+package. Like TDR, it trains on ONE noisy magnetogram of the kind (sample 1's disk-centre crop plus
+6.2 G of seeded white noise, from ``tools/hmi_data.py --add-noise 6.2``) and needs no clean data:
+
+* Neighbor2Neighbor (Huang et al. 2021): every 2×2 cell of a training patch gives two neighbouring
+  pixels at random, one to each of two half-resolution sub-images ``g1(y)``, ``g2(y)``, whose noise is
+  independent. The network learns ``f(g1(y)) ≈ g2(y)`` with the regulariser
+  ``γ ||f(g1(y)) - g2(y) - (g1(f(y)) - g2(f(y)))||²`` that closes the half-pixel gap; ``f(y)`` is
+  computed without gradient.
+* The network is astrotf's ResUNet (linear, no per-tile normalisation; the data are divided by 60 G,
+  about 10 × the noise, as Self2Self's scale), trained for a fixed wall-time budget.
+* One pass denoises a frame (Self2Self averages 16 dropout passes).
+
+It then scores the raw output, the soft restore (1 and 2 px windows) and blends with the input on
+sample 1's side crop (the validation crop where settings are chosen) and on samples 2 and 3 with
+:func:`bench_tdr.paper_noise_scores`, the measures of ``docs/tdr.md``'s table, and writes them as JSON.
+
+    python tools/hmi_data.py --out datasets/hmi --add-noise 6.2     # once
+    python tools/tdr_neighbor2neighbor.py --minutes 8 --out runs/tdr-n2n
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+SCALE_G = 60.0
+CROPS = (("sample_1_side1024", "validation"), ("sample_2_crop1024", "test"), ("sample_3_crop1024", "test"))
+# the 8 ordered pairs of horizontally or vertically adjacent pixels of a 2x2 cell (indices 0 1 / 2 3)
+PAIRS = ((0, 1), (1, 0), (0, 2), (2, 0), (1, 3), (3, 1), (2, 3), (3, 2))
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "datasets" / "hmi")
+    parser.add_argument("--noise", type=float, default=6.2, help="the added noise of the crops, G")
+    parser.add_argument("--minutes", type=float, default=8.0, help="training wall-time budget")
+    parser.add_argument("--filters", type=int, default=24)
+    parser.add_argument("--depth", type=int, default=3)
+    parser.add_argument("--patch", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--gamma", type=float, default=2.0, help="weight of the regulariser")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "tdr-n2n")
+    return parser.parse_args()
+
+
+def make_step(model, optimizer, gamma: float):
+    import tensorflow as tf
+
+    pairs = tf.constant(PAIRS, tf.int32)
+
+    def cells(x):  # (B, H, W) -> (B, H/2, W/2, 4)
+        b, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
+        c = tf.reshape(x, [b, h // 2, 2, w // 2, 2])
+        return tf.reshape(tf.transpose(c, [0, 1, 3, 2, 4]), [b, h // 2, w // 2, 4])
+
+    def pick(c, index):
+        return tf.gather(c, index, axis=-1, batch_dims=3)[..., None]
+
+    @tf.function
+    def step(y, seed):
+        fy = tf.stop_gradient(model(y, training=False))
+        cy, cf = cells(y[..., 0]), cells(fy[..., 0])
+        pair = tf.gather(pairs, tf.random.stateless_uniform(tf.shape(cy)[:3], seed, 0, 8, tf.int32))
+        g1, g2 = pick(cy, pair[..., 0]), pick(cy, pair[..., 1])
+        f1, f2 = pick(cf, pair[..., 0]), pick(cf, pair[..., 1])
+        with tf.GradientTape() as tape:
+            out = model(g1, training=True)
+            loss = tf.reduce_mean(tf.square(out - g2)) + gamma * tf.reduce_mean(tf.square(out - g2 - (f1 - f2)))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+        return loss
+
+    return step
+
+
+def patches(image: np.ndarray, size: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` random patches with random flips and transposes, (count, size, size, 1)."""
+    out = []
+    for _ in range(count):
+        r, c = rng.integers(0, image.shape[0] - size + 1), rng.integers(0, image.shape[1] - size + 1)
+        p = image[r:r + size, c:c + size]
+        p = p[:, ::-1] if rng.integers(2) else p
+        p = p[::-1] if rng.integers(2) else p
+        out.append(p.transpose(1, 0, 2) if rng.integers(2) else p)
+    return np.ascontiguousarray(np.stack(out))
+
+
+def train(args, image: np.ndarray):
+    import keras
+    import tensorflow as tf
+
+    from astrotf.models.resunet import ResUNet
+
+    keras.utils.set_random_seed(args.seed)
+    model = ResUNet(channels=1, depth=args.depth, base_filters=args.filters, normalization="none")
+    step = make_step(model, keras.optimizers.Adam(args.lr), args.gamma)
+    rng, start, n, losses = np.random.default_rng(args.seed), time.perf_counter(), 0, []
+    while time.perf_counter() - start < args.minutes * 60:
+        losses.append(float(step(tf.constant(patches(image, args.patch, args.batch_size, rng)),
+                                 tf.constant([args.seed, n], tf.int64))))
+        n += 1
+        if n % 200 == 0:
+            print(f"step {n}: loss {np.mean(losses[-200:]):.5f}, {time.perf_counter() - start:.0f} s", flush=True)
+    return model, n, time.perf_counter() - start
+
+
+def score(args, model) -> dict:
+    from astrotf import io
+    from astrotf.metrics import noise_level
+    from astrotf.soft_restore import soft_restore
+    from bench_tdr import paper_noise_scores
+
+    crops = {}
+    for name, role in CROPS:
+        noisy = io.read_image(args.data / f"{name}_plus{args.noise:g}G.fits")[0][..., 0].astype(np.float64)
+        reference = io.read_image(args.data / f"{name}.fits")[0][..., 0].astype(np.float64)
+        sigma_in = noise_level(noisy, (-20.0, 20.0)).sigma
+        start = time.perf_counter()
+        out = np.asarray(model(np.nan_to_num(noisy / SCALE_G)[None, ..., None].astype(np.float32)))[0, ..., 0]
+        out = np.where(np.isfinite(noisy), out * SCALE_G, np.nan)
+        seconds = time.perf_counter() - start
+        rows = {"N2N raw": out}
+        for width in (1.0, 2.0):
+            rows[f"N2N soft restore ({width:g} px)"] = soft_restore(out, noisy, sigma_in, width).image
+        for share in (0.1, 0.2):
+            rows[f"N2N + {share:g} x input"] = out + share * (noisy - out)
+        crops[name] = {"role": role, "sigma_in": sigma_in, "seconds": seconds,
+                       "rows": {k: paper_noise_scores(v, noisy, reference, sigma_in) for k, v in rows.items()}}
+        for k, v in crops[name]["rows"].items():
+            print(f"{name} {k:28s} σ ratio {v['sigma_ratio']:.3f}  RMSE {v['rmse']:.2f} G  >50 G {v['rmse_strong']:.2f}"
+                  f"  slope {v['slope_strong']:.3f}  structure {v['residual_structure']:.2f}", flush=True)
+    return crops
+
+
+def main() -> None:
+    args = parse_args()
+    from astrotf import io
+
+    image = io.read_image(args.data / f"sample_1_crop1024_plus{args.noise:g}G.fits")[0][..., :1]
+    image = np.nan_to_num(image.astype(np.float32) / SCALE_G)
+    model, steps, seconds = train(args, image)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(args.out.with_suffix(".keras"))
+    report = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "steps": steps, "train_s": round(seconds, 1),
+              "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+              "crops": score(args, model)}
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    print(f"trained {steps} steps in {seconds:.0f} s; wrote {args.out.with_suffix('.json')}")
+
+
+if __name__ == "__main__":
+    main()
