@@ -84,31 +84,21 @@ def make_step(model, optimizer, gamma: float):
     return step
 
 
-def patches(image: np.ndarray, size: int, count: int, rng: np.random.Generator) -> np.ndarray:
-    """``count`` random patches with random flips and transposes, (count, size, size, 1)."""
-    out = []
-    for _ in range(count):
-        r, c = rng.integers(0, image.shape[0] - size + 1), rng.integers(0, image.shape[1] - size + 1)
-        p = image[r:r + size, c:c + size]
-        p = p[:, ::-1] if rng.integers(2) else p
-        p = p[::-1] if rng.integers(2) else p
-        out.append(p.transpose(1, 0, 2) if rng.integers(2) else p)
-    return np.ascontiguousarray(np.stack(out))
-
-
 def train(args, image: np.ndarray):
     import keras
     import tensorflow as tf
 
     from astrotf.models.resunet import ResUNet
+    from astrotf.train.self2self import sample_patches  # random patches, flips and transposes
 
     keras.utils.set_random_seed(args.seed)
     model = ResUNet(channels=1, depth=args.depth, base_filters=args.filters, normalization="none")
     step = make_step(model, keras.optimizers.Adam(args.lr), args.gamma)
     rng, start, n, losses = np.random.default_rng(args.seed), time.perf_counter(), 0, []
+    valid = np.ones_like(image)
     while time.perf_counter() - start < args.minutes * 60:
-        losses.append(float(step(tf.constant(patches(image, args.patch, args.batch_size, rng)),
-                                 tf.constant([args.seed, n], tf.int64))))
+        batch, _ = sample_patches(image, valid, args.patch, args.batch_size, rng)
+        losses.append(float(step(tf.constant(batch), tf.constant([args.seed, n], tf.int64))))
         n += 1
         if n % 200 == 0:
             print(f"step {n}: loss {np.mean(losses[-200:]):.5f}, {time.perf_counter() - start:.0f} s", flush=True)
