@@ -238,9 +238,10 @@ def _is_self2self(model: LoadedModel) -> bool:
 
 def _soft_by_default(model: LoadedModel) -> bool:
     """Whether the soft restore runs when neither --soft-restore nor --no-soft-restore is given: for
-    Self2Self models (which never see the pixel they predict) and noise-conditioned ones (on real
-    frames it gives back the flux the network takes from sharp stars as from cosmic rays)."""
-    return _is_self2self(model) or model.noise_conditioned
+    one-image models (Self2Self never sees the pixel it predicts; Neighbor2Neighbor learns from
+    neighbours) and noise-conditioned ones (on real frames it gives back the flux the network takes
+    from sharp stars as from cosmic rays)."""
+    return _is_self2self(model) or model.one_image_method is not None or model.noise_conditioned
 
 
 def _with_options_ensemble(model: LoadedModel, options: InferOptions) -> LoadedModel:

@@ -23,6 +23,10 @@ SELF2SELF_KEEP_PROB = 0.7
 #: Dropout passes averaged by the Self2Self ensemble at inference (TDR eq. 4).
 SELF2SELF_SAMPLES = 16
 
+#: ``normalization`` values of a denoiser (ResUNet, NAFNet, Pix2Pix) that takes linear data in physical
+#: units: per-tile median / MAD, or one fixed offset and scale.
+LINEAR_NORMALIZATIONS = ("background", "fixed")
+
 #: Names of the serving signature's image input and denoised output (SavedModel, ONNX, TF Serving).
 INPUT_NAME = "image"
 OUTPUT_NAME = "denoised"

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from astrotf import __version__
-from astrotf.constants import INPUT_NAME, NOISE_INPUT_NAME, OUTPUT_NAME, SELF2SELF_SAMPLES
+from astrotf.constants import INPUT_NAME, LINEAR_NORMALIZATIONS, NOISE_INPUT_NAME, OUTPUT_NAME, SELF2SELF_SAMPLES
 from astrotf.errors import AstroTFError
 from astrotf.model_folder import VERSION_FILES, versions_in  # noqa: F401  (part of this module's API)
 from astrotf.model_folder import INSTALLING, install_version, replace_folder, version_history
@@ -66,6 +66,11 @@ def build_metadata(run: dict, name: str, version: int, noise_map: bool | None = 
     if noise_map is None:
         noise_map = bool(recipe["model"].get("noise_map", False))
     metadata = _denoiser_metadata(run, name, version)
+    if recipe.get("train", {}).get("method") == "neighbor2neighbor":
+        metadata["one_image_method"] = "neighbor2neighbor"
+        metadata["training"]["method"] = ("Neighbor2Neighbor on one image (Huang et al. 2021): neighbouring "
+                                          "sub-image pairs, flips, regulariser gamma = "
+                                          f"{recipe['train'].get('gamma')}")
     metadata["noise_map"] = noise_map
     if noise_map:
         signature = metadata["signature"]
@@ -78,7 +83,8 @@ def build_metadata(run: dict, name: str, version: int, noise_map: bool | None = 
 def _denoiser_metadata(run: dict, name: str, version: int) -> dict:
     """Metadata of a ResUNet, NAFNet or Pix2Pix generator (one image input)."""
     recipe = run["recipe"]
-    linear = recipe["model"].get("normalization") == "background"
+    normalization = recipe["model"].get("normalization")
+    linear = normalization in LINEAR_NORMALIZATIONS
     return {
         "name": name,
         "version": version,
@@ -87,16 +93,9 @@ def _denoiser_metadata(run: dict, name: str, version: int) -> dict:
         "architecture": recipe["model"],
         "channels": recipe["model"]["channels"],
         "data_domain": "linear" if linear else "stretched",
-        "input": (
-            "linear data in any physical unit (electrons, ADU, ...); NaN must be filled by the caller"
-            if linear else "stretched (display) data scaled to [0, 1]"
-        ),
-        "normalization": (
-            {"kind": "background", "inside_model": True,
-             "formula": "y = a + s * f((x - a) / s), a = tile median, s = 1.4826 * tile MAD"}
-            if linear else {"kind": "none", "range": [0.0, 1.0]}
-        ),
-        "tile": recipe["data"]["tile"],
+        "input": _input_note(normalization, run.get("data", {})),
+        "normalization": _normalization_note(recipe["model"]),
+        "tile": recipe.get("data", {}).get("tile", 256),  # a one-image run has no [data]: infer's default
         "signature": {"name": "serving_default", "input": INPUT_NAME, "output": OUTPUT_NAME,
                       "shape": [None, None, None, recipe["model"]["channels"]], "dtype": "float32"},
         "recipe": recipe,
@@ -114,6 +113,29 @@ def _denoiser_metadata(run: dict, name: str, version: int) -> dict:
             "steps_including_init": _steps_including_init(run.get("step"), run.get("init")),
         },
     }
+
+
+def _input_note(normalization: str | None, data: dict) -> str:
+    """What the model takes, in words, for ``metadata.json``."""
+    if normalization == "fixed":
+        return (f"linear data in the units of the training image ({data.get('bunit') or 'unknown unit'}); "
+                "NaN must be filled by the caller")
+    if normalization == "background":
+        return "linear data in any physical unit (electrons, ADU, ...); NaN must be filled by the caller"
+    return "stretched (display) data scaled to [0, 1]"
+
+
+def _normalization_note(model: dict) -> dict:
+    """The model's data normalisation, for ``metadata.json``."""
+    if model.get("normalization") == "fixed":
+        return {"kind": "fixed", "inside_model": True, "offset": model["offset"], "scale": model["scale"],
+                "formula": "y = a + s * f((x - a) / s), a = offset, s = scale"
+                           + (f"; offset = median of the training image, scale = {model['scale_sigmas']} x its "
+                              "MAD-sigma" if "scale_sigmas" in model else "")}
+    if model.get("normalization") == "background":
+        return {"kind": "background", "inside_model": True,
+                "formula": "y = a + s * f((x - a) / s), a = tile median, s = 1.4826 * tile MAD"}
+    return {"kind": "none", "range": [0.0, 1.0]}
 
 
 def _steps_including_init(steps: int | None, init: dict | None) -> int | None:
@@ -138,6 +160,7 @@ def _self2self_metadata(run: dict, name: str, version: int) -> dict:
         "version": version,
         "astrotf_version": __version__,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "one_image_method": "self2self",
         "architecture": {**model, "channels": channels},
         "channels": channels,
         "data_domain": "linear",

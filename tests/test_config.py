@@ -25,9 +25,10 @@ def test_importing_config_imports_neither_tensorflow_nor_keras():
 
 @pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_validates(path):
-    if path.name.startswith("self2self"):
+    one_image = path.name.startswith(("self2self", "neighbor2neighbor"))
+    if one_image:
         recipe = config.load_self2self_recipe(path)
-        assert isinstance(recipe, config.Self2SelfRecipe)
+        assert recipe.train.method == path.name.split("-")[0]
     elif path.name.startswith("pix2pix"):
         recipe = config.load_pix2pix_recipe(path)
         assert recipe.discriminator.receptive_field() <= recipe.data.tile
@@ -36,7 +37,7 @@ def test_every_shipped_recipe_validates(path):
         assert recipe.model.name in registry.MODELS
     assert config.resolve_recipe_path(path.stem).resolve() == path.resolve()
     expected = {"name": recipe.model.name, **config.read_toml(path)["model"]}
-    if path.name.startswith("self2self"):
+    if one_image:
         expected.setdefault("scale_sigmas", 10.0)
     assert recipe.to_dict()["model"] == expected
 
@@ -88,7 +89,7 @@ def test_resolved_model_spells_out_the_constructor_defaults():
     model = config.ModelConfig("resunet", {"base_filters": 16}).resolved()
     assert model.kwargs() == {"channels": 3, "depth": 3, "base_filters": 16, "activation": "relu",
                               "normalization": "none", "space_to_depth": 1, "head_initializer": "zeros",
-                              "noise_map": False}
+                              "noise_map": False, "offset": 0.0, "scale": 1.0}
 
 
 def test_recorded_recipes_of_shipped_models_still_load():
@@ -108,8 +109,8 @@ def test_self2self_model_config_leaves_the_normalisation_to_the_trainer():
     assert model.to_dict() == {"name": "self2self", "offset": None, "scale": None, "scale_sigmas": 10.0}
     with pytest.raises(ValueError, match="scale"):
         config.Self2SelfModelConfig(arguments={"scale": -1.0})
-    with pytest.raises(ValueError, match="'self2self'"):
-        config.Self2SelfModelConfig(name="resunet")
+    with pytest.raises(ValueError, match="one of self2self, resunet"):
+        config.Self2SelfModelConfig(name="nafnet")
 
 
 def test_override_changes_model_arguments_and_ignores_none():

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astrotf.constants import INPUT_NAME, NOISE_INPUT_NAME
+from astrotf.constants import INPUT_NAME, LINEAR_NORMALIZATIONS, NOISE_INPUT_NAME
 from astrotf.errors import AstroTFError
 from astrotf.infer import TileOptions
 from astrotf.models.registry import TILE_DEPENDENT
@@ -147,6 +147,12 @@ class LoadedModel:
     def noise_conditioned(self) -> bool:
         """Whether the network takes a noise σ map beside the image (input ``noise_sigma``)."""
         return bool(self.metadata.get("noise_map", False))
+
+    @property
+    def one_image_method(self) -> str | None:
+        """How a one-image (TDR) model learnt without clean data (``"self2self"``,
+        ``"neighbor2neighbor"``), None for a model trained on a data folder."""
+        return self.metadata.get("one_image_method")
 
     @property
     def normalises_tiles(self) -> bool:
@@ -288,7 +294,7 @@ def _keras_domain(path: Path) -> str | None:
     if config.get("class_name") == "Self2Self":
         return "linear"
     if config.get("class_name") in ("ResUNet", "NAFNet", "Pix2PixGenerator"):
-        return "linear" if config.get("config", {}).get("normalization") == "background" else "stretched"
+        return "linear" if config.get("config", {}).get("normalization") in LINEAR_NORMALIZATIONS else "stretched"
     return None
 
 

@@ -120,6 +120,10 @@ def _load_keras_file(path: Path, metadata: dict, precision: str) -> LoadedModel:
     if getattr(model, "normalization", "none") == "background":
         metadata.setdefault("data_domain", "linear")
         metadata.setdefault("normalization", {"kind": "background", "inside_model": True})
+    elif getattr(model, "normalization", "none") == "fixed":
+        metadata.setdefault("data_domain", "linear")
+        metadata.setdefault("normalization", {"kind": "fixed", "inside_model": True, "offset": model.offset,
+                                              "scale": model.scale})
 
     name = metadata.get("name", path.parent.name if path.name == "model.keras" else path.stem)
     return LoadedModel(name, predict, metadata, precision=precision)
@@ -137,6 +141,8 @@ def _from_run(path: Path, metadata: dict) -> None:
         return
     if isinstance(recipe.get("model"), dict):
         metadata.setdefault("architecture", recipe["model"])
+    if isinstance(recipe.get("train"), dict) and "method" in recipe["train"]:
+        metadata.setdefault("one_image_method", recipe["train"]["method"])
     if isinstance(recipe.get("data"), dict) and "tile" in recipe["data"]:
         metadata.setdefault("tile", int(recipe["data"]["tile"]))
 

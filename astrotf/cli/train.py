@@ -1,4 +1,5 @@
-"""``astrotf train``: a denoiser on a data folder (ResUNet, NAFNet; the enhanced Pix2Pix GAN), or Self2Self on one image (TDR)."""
+"""``astrotf train``: a denoiser on a data folder (ResUNet, NAFNet; the enhanced Pix2Pix GAN), or Self2Self or
+Neighbor2Neighbor on one image (TDR)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ def _load_recipe(config, resume, out, default, load, from_dict):
 
         # continue with the run's own settings; options given now still override them
         return from_dict(load_run(out)["recipe"], str(out / "run.json"))
+    if recipe_path is None and default is None:
+        return from_dict({}, "the default recipe")
     return load(recipe_path or _resolve_recipe(default))
 
 
@@ -170,53 +173,46 @@ def train_pix2pix_command(data, paired, out, config, reconstruction, l1_weight, 
                f"{state['best_val_loss']:.5f}; generator: {Path(out) / 'model_best.keras'}")
 
 
-@train.command("self2self")
-@click.argument("image", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Run directory, e.g. runs/NAME (checkpoints, history, previews).")
-@click.option("--config", "config", metavar="TOML", help="Recipe: a pipelines/*.toml file or its name (self2self-hmi).")
-@click.option("--steps", type=click.IntRange(min=1), help="Training steps. [recipe: 2000]")
-@click.option("--keep-prob", type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Bernoulli probability p that a pixel is given to the network. [recipe: 0.7]")
-@click.option("--mask-block", type=click.IntRange(1, 8),
-              help="Drop pixels in B x B blocks (for noise correlated between neighbours). [recipe: 1]")
-@click.option("--patch", type=click.IntRange(min=16), help="Patch size in px. [recipe: 64]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="Patches per step. [recipe: 8]")
-@click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
-              help="Adam learning rate (cosine decay). [recipe: 1e-3]")
-@click.option("--seed", type=int, help="Seed of weights, patches, flips and masks. [recipe: 0]")
-@click.option("--init", "init", type=click.Path(exists=True, path_type=Path), metavar="RUN",
-              help="Fine-tune from a Self2Self run, exported model folder or .keras file (keeps its normalisation).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("-q", "--quiet", is_flag=True, help="Log lines instead of a progress bar.")
-@unsafe_model_option
-@friendly_errors
-def train_self2self_command(image, out, config, steps, keep_prob, mask_block, patch, batch_size, lr, seed, init,
-                            resume, quiet):
-    """Train Self2Self on the single noisy IMAGE (TDR: train, then denoise others of its kind).
+def _one_image_options(func):
+    """The options ``train self2self`` and ``train neighbor2neighbor`` share."""
+    options = [
+        click.argument("image", required=False, type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="Run directory, e.g. runs/NAME (checkpoints, history, previews)."),
+        click.option("--steps", type=click.IntRange(min=1), help="Training steps. [recipe]"),
+        click.option("--patch", type=click.IntRange(min=16), help="Patch size in px. [recipe]"),
+        click.option("--batch-size", type=click.IntRange(min=1), help="Patches per step. [recipe: 8]"),
+        click.option("--lr", type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+                     help="Adam learning rate (cosine decay). [recipe: 1e-3]"),
+        click.option("--seed", type=int, help="Seed of weights, patches, flips and masks. [recipe: 0]"),
+        click.option("--init", "init", type=click.Path(exists=True, path_type=Path), metavar="RUN",
+                     help="Fine-tune from a run, exported model folder or .keras file of the same method "
+                          "(keeps its normalisation)."),
+        click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+        click.option("-q", "--quiet", is_flag=True, help="Log lines instead of a progress bar."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
-    Loss on the dropped pixels only (eq. 3), random flips, NaN pixels ignored. Stop
-    with Ctrl-C at any time: the run is checkpointed and continues with --resume.
-    """
-    from astrotf.config import Self2SelfRecipe, load_self2self_recipe, override, self2self_recipe_from_dict
+
+def _train_one_image(method, default, image, out, config, init, resume, quiet, **overrides):
+    """Check the arguments, load and override the recipe, run :func:`astrotf.train.train_self2self`."""
+    from astrotf.config import load_self2self_recipe, override, self2self_recipe_from_dict
 
     if not resume and image is None:
-        raise AstroTFError("IMAGE is required to start a Self2Self run (or pass --resume)")
+        raise AstroTFError(f"IMAGE is required to start a {method} run (or pass --resume)")
     if image is not None and not image.is_file():
         raise AstroTFError(f"{image}: no such file (IMAGE)")
     if resume and init is not None:
         raise AstroTFError("--init starts a new run; it cannot be combined with --resume")
-    recipe_path = _resolve_recipe(config)
-    if resume and image is None and not (out / "run.json").is_file():
+    if resume and image is None and _resolve_recipe(config) is None and not (out / "run.json").is_file():
         raise AstroTFError(f"{out}: no run to resume (no run.json); IMAGE is required to start one")
-    if resume and recipe_path is None and (out / "run.json").is_file():
-        from astrotf.runs import load_run
-
-        recipe = self2self_recipe_from_dict(load_run(out)["recipe"], str(out / "run.json"))
-    else:
-        recipe = load_self2self_recipe(recipe_path) if recipe_path else Self2SelfRecipe()
-    recipe = override(recipe, train__steps=steps, train__keep_prob=keep_prob, train__mask_block=mask_block,
-                      train__patch=patch, train__batch_size=batch_size, train__lr=lr, train__seed=seed)
+    recipe = _load_recipe(config, resume, out, default, load_self2self_recipe, self2self_recipe_from_dict)
+    if recipe.train.method != method:
+        raise AstroTFError(f"{config or default or out / 'run.json'}: a {recipe.train.method} recipe; train it with "
+                           f"astrotf train {recipe.train.method}")
+    recipe = override(recipe, **{f"train__{k}": v for k, v in overrides.items()})
 
     from astrotf.runs import TrainingInterrupted
     from astrotf.train import train_self2self
@@ -228,3 +224,45 @@ def train_self2self_command(image, out, config, steps, keep_prob, mask_block, pa
         sys.exit(130)
     click.echo(f"Finished {state['step']} steps in {state['wall_time_s']:.0f} s; model: {Path(out)} "
                f"(denoise with: astrotf infer IMAGE --model {out}; export with: astrotf export {out} --out ...)")
+
+
+@train.command("self2self")
+@_one_image_options
+@click.option("--config", "config", metavar="TOML",
+              help="Recipe: a pipelines/*.toml file or its name. [self2self-hmi's model, 2000 steps]")
+@click.option("--keep-prob", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Bernoulli probability p that a pixel is given to the network. [recipe: 0.7]")
+@click.option("--mask-block", type=click.IntRange(1, 8),
+              help="Drop pixels in B x B blocks (for noise correlated between neighbours). [recipe: 1]")
+@unsafe_model_option
+@friendly_errors
+def train_self2self_command(image, out, steps, patch, batch_size, lr, seed, init, resume, quiet, config, keep_prob,
+                            mask_block):
+    """Train Self2Self on the single noisy IMAGE (TDR: train, then denoise others of its kind).
+
+    Loss on the dropped pixels only (eq. 3), random flips, NaN pixels ignored. Stop
+    with Ctrl-C at any time: the run is checkpointed and continues with --resume.
+    """
+    _train_one_image("self2self", None, image, out, config, init, resume, quiet, steps=steps, keep_prob=keep_prob,
+                     mask_block=mask_block, patch=patch, batch_size=batch_size, lr=lr, seed=seed)
+
+
+@train.command("neighbor2neighbor")
+@_one_image_options
+@click.option("--config", "config", metavar="TOML",
+              help="Recipe: a pipelines/*.toml file or its name. [neighbor2neighbor-hmi]")
+@click.option("--gamma", type=click.FloatRange(0, 100),
+              help="Weight of the regulariser that closes the sub-images' half-pixel gap. [recipe: 2]")
+@unsafe_model_option
+@friendly_errors
+def train_neighbor2neighbor_command(image, out, steps, patch, batch_size, lr, seed, init, resume, quiet, config,
+                                    gamma):
+    """Train a Neighbor2Neighbor ResUNet on the single noisy IMAGE (TDR's rule: train, then denoise
+    others of its kind, one deterministic pass each).
+
+    Pairs of neighbouring sub-images of every patch teach the network without clean data;
+    NaN pixels are ignored. Stop with Ctrl-C at any time: the run is checkpointed and
+    continues with --resume.
+    """
+    _train_one_image("neighbor2neighbor", "neighbor2neighbor-hmi", image, out, config, init, resume, quiet,
+                     steps=steps, gamma=gamma, patch=patch, batch_size=batch_size, lr=lr, seed=seed)

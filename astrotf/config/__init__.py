@@ -78,12 +78,34 @@ class Recipe:
         return {f.name: _table(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
 
+#: The network each one-image method trains (``[train] method`` -> ``[model] name``).
+ONE_IMAGE_NETWORKS = {"self2self": "self2self", "neighbor2neighbor": "resunet"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Self2SelfRecipe:
-    """``pipelines/self2self-*.toml``: a ``[model]`` and a ``[train]`` table."""
+    """A one-image (TDR) recipe, ``pipelines/self2self-*.toml`` or ``pipelines/neighbor2neighbor-*.toml``:
+    a ``[model]`` and a ``[train]`` table.
+
+    Raises
+    ------
+    AstroTFError
+        A network that the ``[train] method`` cannot train, or a Neighbor2Neighbor ResUNet without
+        ``normalization = "fixed"``.
+    """
 
     model: Self2SelfModelConfig = Self2SelfModelConfig()
     train: Self2SelfTrainConfig = Self2SelfTrainConfig()
+
+    def __post_init__(self):
+        method, network = self.train.method, ONE_IMAGE_NETWORKS[self.train.method]
+        if self.model.name != network:
+            raise AstroTFError(f"[train] method = '{method}' trains a '{network}' network, not [model] name = "
+                               f"'{self.model.name}'")
+        normalization = self.model.arguments.get("normalization")
+        if network == "resunet" and (normalization != "fixed" or self.model.arguments.get("noise_map")):
+            raise AstroTFError("[model] a Neighbor2Neighbor ResUNet takes linear data with one normalisation for "
+                               "every tile: set normalization = 'fixed' (and no noise_map)")
 
     def to_dict(self) -> dict:
         """Nested dicts, as in a recipe file (the ``[model]`` table flat)."""

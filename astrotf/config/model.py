@@ -141,10 +141,16 @@ class ModelConfig:
         return dataclasses.replace(self, arguments=registry.resolve_arguments(self.name, self.arguments))
 
 
+#: The networks a one-image recipe can train: Self2Self's, and a ResUNet for Neighbor2Neighbor.
+ONE_IMAGE_MODELS = ("self2self", "resunet")
+
+
 @dataclasses.dataclass(frozen=True)
 class Self2SelfModelConfig(ModelConfig):
-    """The ``[model]`` table of a Self2Self recipe: :class:`astrotf.models.self2self.Self2Self`'s
-    arguments and how its data normalisation is chosen.
+    """The ``[model]`` table of a one-image recipe: the arguments of
+    :class:`astrotf.models.self2self.Self2Self` (``method = "self2self"``) or of
+    :class:`astrotf.models.resunet.ResUNet` (``method = "neighbor2neighbor"``, with
+    ``normalization = "fixed"``), and how the data normalisation is chosen.
 
     ``offset`` / ``scale`` left out (or None) are measured on the training image: the
     median of its finite pixels and ``scale_sigmas`` times their MAD-sigma.
@@ -157,8 +163,8 @@ class Self2SelfModelConfig(ModelConfig):
     optional = ("offset", "scale")
 
     def __post_init__(self):
-        if self.name != "self2self":
-            msg = f"`name` must be 'self2self'. Received: name={self.name!r}"
+        if self.name not in ONE_IMAGE_MODELS:
+            msg = f"`name` must be one of {', '.join(ONE_IMAGE_MODELS)}. Received: name={self.name!r}"
             raise ValueError(msg)
         if not (_is_real(self.scale_sigmas) and self.scale_sigmas > 0):
             msg = f"`scale_sigmas` must be > 0. Received: scale_sigmas={self.scale_sigmas!r}"

@@ -2,7 +2,7 @@
 
 :class:`LossConfig` is the ``[loss]`` table of a ResUNet recipe (AstroPics §2.5),
 :class:`TrainConfig` its ``[train]`` table (§2.6), :class:`Self2SelfTrainConfig` the
-``[train]`` table of a Self2Self recipe (TDR, "Training").
+``[train]`` table of a one-image recipe (TDR, "Training": Self2Self or Neighbor2Neighbor).
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from astrotf.errors import check_fields
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
+
+#: How a one-image (TDR) run learns without clean data: ``[train] method`` of a Self2Self recipe.
+ONE_IMAGE_METHODS = ("self2self", "neighbor2neighbor")
 
 #: The losses of ``[loss] kind``.
 LOSS_KINDS = ("astropics", "science")
@@ -165,20 +168,27 @@ class TrainConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Self2SelfTrainConfig:
-    """Optimisation of a Self2Self run.
+    """Optimisation of a one-image run (TDR's rule: train on one noisy image of the kind).
 
     Parameters
     ----------
+    method : {"self2self", "neighbor2neighbor"}
+        ``"self2self"``: Bernoulli-masked inputs, a dropout ensemble at test time
+        (:mod:`astrotf.train.self2self`). ``"neighbor2neighbor"``: pairs of neighbouring
+        sub-images, one deterministic pass at test time (:mod:`astrotf.train.neighbor2neighbor`).
     steps : int
         Total optimisation steps (a resumed run continues up to this number).
     keep_prob : float
-        Bernoulli probability ``p`` that a pixel is given to the network (eq. 2).
+        Self2Self: Bernoulli probability ``p`` that a pixel is given to the network (eq. 2).
     mask_block : int
-        Draw the Bernoulli mask per ``mask_block × mask_block`` block of pixels (1: per
+        Self2Self: draw the Bernoulli mask per ``mask_block × mask_block`` block of pixels (1: per
         pixel, as in the paper). Blocks hide a dropped pixel's neighbours too, for noise
         that is correlated between adjacent pixels.
+    gamma : float
+        Neighbor2Neighbor: weight of the regulariser that closes the half-pixel gap between the
+        two sub-images (Huang et al. 2021, eq. 6).
     patch : int
-        Patch size in px.
+        Patch size in px (even for Neighbor2Neighbor, whose sub-images are half as large).
     batch_size : int
         Patches per step.
     lr : float
@@ -191,9 +201,11 @@ class Self2SelfTrainConfig:
         Seed of weights, patches, flips and masks: a run is reproducible.
     """
 
+    method: str = "self2self"
     steps: int = 2000
     keep_prob: float = SELF2SELF_KEEP_PROB
     mask_block: int = 1
+    gamma: float = 2.0
     patch: int = 64
     batch_size: int = 8
     lr: float = 1e-3
@@ -204,10 +216,13 @@ class Self2SelfTrainConfig:
 
     def __post_init__(self):
         check_fields(self, [
+            ("method", self.method in ONE_IMAGE_METHODS, f"one of {', '.join(ONE_IMAGE_METHODS)}"),
             ("steps", isinstance(self.steps, int) and self.steps >= 1, "an integer >= 1"),
+            ("gamma", isinstance(self.gamma, (int, float)) and 0 <= self.gamma <= 100, "in [0, 100]"),
             ("keep_prob", isinstance(self.keep_prob, (int, float)) and 0 < self.keep_prob < 1, "in (0, 1)"),
             ("mask_block", isinstance(self.mask_block, int) and 1 <= self.mask_block <= 8, "an integer in [1, 8]"),
-            ("patch", isinstance(self.patch, int) and self.patch >= 16, "an integer >= 16"),
+            ("patch", isinstance(self.patch, int) and self.patch >= 16
+             and (self.method == "self2self" or self.patch % 2 == 0), "an integer >= 16, even for neighbor2neighbor"),
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
             ("lr", isinstance(self.lr, (int, float)) and 0 < self.lr < 1, "in (0, 1)"),
             ("min_valid", isinstance(self.min_valid, (int, float)) and 0 < self.min_valid <= 1, "in (0, 1]"),

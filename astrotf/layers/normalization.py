@@ -1,10 +1,15 @@
-"""Reversible background normalisation for linear data, inside the model.
+"""Reversible normalisation of linear data, inside the model.
 
-A linear frame (electrons, ADU, Gauss) is mapped per tile to ``(x - a) / s`` with
+``"background"``: a linear frame (electrons, ADU, Gauss) is mapped per tile to ``(x - a) / s`` with
 ``a`` the median and ``s`` the MAD-based standard deviation of the tile, and mapped
 back exactly after the network: ``y = a + s * f((x - a) / s)``. Flux stays in the
 input's units, the background level is kept, and a SavedModel takes raw linear
 data, so TF Serving clients need no pre-processing.
+
+``"fixed"``: the same map with one ``(a, s)`` for every tile, chosen from the training data and
+stored in the model's config: for data whose noise is the same in every tile, such as a
+magnetogram in Gauss (:mod:`astrotf.train.neighbor2neighbor`). Tiles that are mostly blank
+(off-disk) then keep the scale of the rest.
 """
 
 from __future__ import annotations
@@ -78,19 +83,21 @@ class NoiseNormalization(layers.Layer):
         return sigma_shape
 
 
-def denoiser_inputs(channels: int, normalization: str, noise_map: bool):
+def denoiser_inputs(channels: int, normalization: str, noise_map: bool, offset: float = 0.0, scale: float = 1.0):
     """The input section shared by the denoisers: inputs, normalisation and the σ-map conditioning.
 
     Parameters
     ----------
     channels : int
         Image channels; the σ map has as many.
-    normalization : {"none", "background"}
+    normalization : {"none", "background", "fixed"}
         ``"background"``: the image goes through :class:`BackgroundNormalization` and the σ map
-        through :class:`NoiseNormalization` with the same tile scale.
+        through :class:`NoiseNormalization` with the same tile scale. ``"fixed"``: ``(x - offset) / scale``.
     noise_map : bool
         Add a second input ``noise_sigma`` (per-pixel σ in the image's units), concatenated to the
         (normalised) image as extra channels of what the network body sees.
+    offset, scale : float
+        The map of ``normalization="fixed"``, in the data's units.
 
     Returns
     -------
@@ -101,18 +108,27 @@ def denoiser_inputs(channels: int, normalization: str, noise_map: bool):
     body : keras.KerasTensor
         What the network body takes: ``x``, or ``x`` and the (scaled) σ map concatenated.
     stats : tuple or None
-        ``(offset, scale)`` for :class:`Denormalization`, None without normalisation.
+        ``(offset, scale)`` for :class:`Denormalization` (tensors, or floats for ``"fixed"``), None
+        without normalisation.
     """
     image = keras.Input(shape=(None, None, channels), dtype="float32", name="image")
     x, stats = image, None
+    # float32 whatever the policy: a bfloat16 autocast would round counts of 20000 to +-64
     if normalization == "background":
-        # float32 whatever the policy: a bfloat16 autocast would round counts of 20000 to +-64
         x, offset, scale = BackgroundNormalization(dtype="float32", name="normalize")(x)
         stats = (offset, scale)
+    elif normalization == "fixed":
+        x = layers.Rescaling(1.0 / scale, offset=-offset / scale, dtype="float32", name="normalize")(x)
+        stats = (float(offset), float(scale))
     if not noise_map:
         return image, x, x, stats
     sigma = keras.Input(shape=(None, None, channels), dtype="float32", name="noise_sigma")
-    scaled = sigma if stats is None else NoiseNormalization(dtype="float32", name="normalize_sigma")(sigma, stats[1])
+    if stats is None:
+        scaled = sigma
+    elif normalization == "fixed":
+        scaled = layers.Rescaling(1.0 / stats[1], dtype="float32", name="normalize_sigma")(sigma)
+    else:
+        scaled = NoiseNormalization(dtype="float32", name="normalize_sigma")(sigma, stats[1])
     body = layers.Concatenate(dtype="float32", name="condition")([x, scaled])
     return [image, sigma], x, body, stats
 
@@ -125,7 +141,9 @@ def denoiser_output(correction, x, stats):
     """
     correction = CropLike(dtype="float32", name="crop")(correction, x)
     out = layers.Add(dtype="float32", name="residual")([x, correction])
-    if stats is not None:
+    if stats is not None and isinstance(stats[1], float):
+        out = layers.Rescaling(stats[1], offset=stats[0], dtype="float32", name="denormalize")(out)
+    elif stats is not None:
         out = Denormalization(dtype="float32", name="denormalize")(out, *stats)
     return out
 

@@ -14,7 +14,9 @@ the science intact:
   learns nothing at all (``tools/bench_head_init.py``).
 * **Reversible normalisation** (``normalization="background"``) for linear data:
   per-tile median / MAD scaling before the network and its exact inverse after, so
-  the model takes and returns data in physical units.
+  the model takes and returns data in physical units. ``normalization="fixed"`` uses one
+  ``(offset, scale)`` for every tile instead, stored in the config (data whose noise is the
+  same everywhere, such as magnetograms in Gauss).
 
 Any H × W is accepted: the input is reflect-padded to a multiple of
 ``space_to_depth · 2**depth`` and the output is cropped back.
@@ -51,7 +53,7 @@ from astrotf.layers.blocks import (
 )
 from astrotf.layers.normalization import denoiser_inputs, denoiser_output
 
-NORMALIZATIONS = ("none", "background")
+NORMALIZATIONS = ("none", "background", "fixed")
 
 
 @keras.saving.register_keras_serializable(package="astrotf")
@@ -68,9 +70,9 @@ class ResUNet(keras.Model):
         Filters at full resolution; doubled at every level.
     activation : str
         Activation of the residual blocks.
-    normalization : {"none", "background"}
-        ``"none"`` for stretched data in [0, 1]; ``"background"`` for linear data
-        (see :mod:`astrotf.layers.normalization`).
+    normalization : {"none", "background", "fixed"}
+        ``"none"`` for stretched data in [0, 1]; ``"background"`` for linear data, ``"fixed"`` for
+        linear data with ``(x - offset) / scale`` (see :mod:`astrotf.layers.normalization`).
     space_to_depth : int
         1: the U-Net works at full resolution; 2: on 2×2 pixel blocks folded into
         channels (faster, see the module docstring).
@@ -78,6 +80,8 @@ class ResUNet(keras.Model):
         Take a second input ``noise_sigma`` (N, H, W, channels), the per-pixel noise σ in
         the image's units, and condition the network on it (see the module docstring).
         The model is then called as ``model([image, noise_sigma])``.
+    offset, scale : float
+        The map of ``normalization="fixed"``, in the data's units; unused otherwise.
     head_initializer : str
         Initializer of the last convolution's kernel: ``"zeros"`` (the network starts
         as the identity, see the module docstring) or any Keras initializer name.
@@ -102,6 +106,8 @@ class ResUNet(keras.Model):
         space_to_depth: int = 1,
         head_initializer: str = "zeros",
         noise_map: bool = False,
+        offset: float = 0.0,
+        scale: float = 1.0,
         dtype=None,
         **kwargs,
     ):
@@ -124,9 +130,12 @@ class ResUNet(keras.Model):
         if not isinstance(noise_map, bool):
             msg = f"`noise_map` must be True or False. Received: noise_map={noise_map!r}"
             raise ValueError(msg)
+        if not (float(scale) > 0 and abs(float(offset)) < float("inf") and float(scale) < float("inf")):
+            msg = f"`scale` must be finite and > 0, `offset` finite. Received: offset={offset!r}, scale={scale!r}"
+            raise ValueError(msg)
 
         # === Functional model ===
-        inputs, x, body, stats = denoiser_inputs(channels, normalization, noise_map)
+        inputs, x, body, stats = denoiser_inputs(channels, normalization, noise_map, float(offset), float(scale))
         padded = PadToMultiple(space_to_depth * 2**depth, dtype=dtype, name="pad")(body)
         h = padded
         if space_to_depth > 1:
@@ -158,6 +167,8 @@ class ResUNet(keras.Model):
         self.space_to_depth = space_to_depth
         self.head_initializer = head_initializer
         self.noise_map = noise_map
+        self.offset = float(offset)
+        self.scale = float(scale)
 
     def get_config(self):
         return {
@@ -171,6 +182,8 @@ class ResUNet(keras.Model):
             "space_to_depth": self.space_to_depth,
             "head_initializer": self.head_initializer,
             "noise_map": self.noise_map,
+            "offset": self.offset,
+            "scale": self.scale,
         }
 
     @classmethod

@@ -4,7 +4,8 @@
   (AstroPics §2.6).
 * :func:`train_pix2pix` (:mod:`astrotf.train.pix2pix`): the enhanced Pix2Pix GAN on a data folder
   (Xu §3–4), its alternating step in :mod:`astrotf.train.gan`.
-* :func:`train_self2self` (:mod:`astrotf.train.self2self`): Self2Self on one noisy image (TDR).
+* :func:`train_self2self` (:mod:`astrotf.train.self2self`): one noisy image (TDR), by Self2Self or,
+  with ``[train] method = "neighbor2neighbor"``, by Neighbor2Neighbor (:mod:`astrotf.train.neighbor2neighbor`).
 
 :func:`load_run` and :class:`TrainingInterrupted` are :mod:`astrotf.runs`'s, named here too.
 """

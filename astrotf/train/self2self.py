@@ -19,6 +19,10 @@ The run directory has the same layout and resume behaviour as a ResUNet run
 ``init`` starts from another Self2Self model (a run, an exported model folder or a
 ``.keras`` file) and keeps its normalisation: the paper's base model + per-image
 fine-tuning.
+
+The run machinery here (image, patches, normalisation, checkpoints, resume, Ctrl-C) serves every
+one-image method; ``[train] method = "neighbor2neighbor"`` takes its network, train step and
+previews from :mod:`astrotf.train.neighbor2neighbor`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import dataclasses
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -104,20 +109,35 @@ def sample_patches(image: np.ndarray, valid: np.ndarray, patch: int, batch: int,
 
 
 # ----------------------------------------------------------------------------- model
-def _load_init(init: str | os.PathLike):
-    """A Self2Self Keras model from a run directory, an exported model folder or a .keras file."""
-    from astrotf.models.registry import load_model
-    from astrotf.models.self2self import Self2Self
+#: What the trainer calls the networks of ``[model] name``, in messages.
+NETWORK_NAMES = {"self2self": "Self2Self", "resunet": "ResUNet"}
 
+
+def method_module(recipe: Self2SelfRecipe):
+    """The module that holds a method's ``INIT_ARGUMENTS``, ``make_train_step`` and ``Session``:
+    this one for Self2Self, :mod:`astrotf.train.neighbor2neighbor` for Neighbor2Neighbor."""
+    if recipe.train.method == "neighbor2neighbor":
+        from astrotf.train import neighbor2neighbor
+
+        return neighbor2neighbor
+    return sys.modules[__name__]
+
+
+def _load_init(init: str | os.PathLike, name: str = "self2self"):
+    """A Keras model of the registered class ``name`` from a run directory, an exported model folder
+    or a .keras file."""
+    from astrotf.models.registry import load_model, model_class
+
+    kind = NETWORK_NAMES[name]
     path = Path(init)
     for candidate in (path / "model_last.keras", path / "model.keras", path):
         if candidate.is_file() and candidate.suffix == ".keras":
             break
     else:
-        raise AstroTFError(f"{init}: no Self2Self model found (--init takes a run, a model folder or a .keras file)")
+        raise AstroTFError(f"{init}: no {kind} model found (--init takes a run, a model folder or a .keras file)")
     model = load_model(candidate, dtype="float32")
-    if not isinstance(model, Self2Self):
-        raise AstroTFError(f"{candidate}: is a {type(model).__name__}, not a Self2Self model (--init)")
+    if not isinstance(model, model_class(name)):
+        raise AstroTFError(f"{candidate}: is a {type(model).__name__}, not a {kind} model (--init)")
     return model, candidate
 
 
@@ -136,7 +156,7 @@ def model_arguments(recipe: Self2SelfRecipe, data: np.ndarray, base=None, init=N
     if base is not None:
         if base.channels != channels:
             raise AstroTFError(f"{init}: model has {base.channels} channel(s), {image_path} has {channels}")
-        args.update({k: base.get_config()[k] for k in INIT_ARGUMENTS})
+        args.update({k: base.get_config()[k] for k in method_module(recipe).INIT_ARGUMENTS})
     if args.setdefault("channels", channels) != channels:
         raise AstroTFError(f"[model]: channels = {args['channels']}, {image_path} has {channels}")
     if args.get("offset") is None or args.get("scale") is None:
@@ -176,7 +196,7 @@ def make_train_step(model, optimizer, tcfg, offset: float, scale: float):
 # ----------------------------------------------------------------------------- the loop's state
 @dataclasses.dataclass
 class Session:
-    """What one Self2Self training session works with."""
+    """What one one-image training session works with (Self2Self's previews)."""
 
     recipe: Self2SelfRecipe
     record: runs.RunRecord
@@ -253,7 +273,7 @@ def run_steps(session: Session) -> int:
                     session.save("running")
                     session.preview(step)
         except KeyboardInterrupt:
-            err = record.interrupted(session.step(), "astrotf train self2self")
+            err = record.interrupted(session.step(), f"astrotf train {tcfg.method}")
             runs.save_model(session.model, record.dir / "model_last.keras")
             raise err from None
     return step
@@ -280,16 +300,16 @@ def _build_session(recipe, record, image_path, data, finite, init, verbose):
 
     from astrotf.models.registry import build_model
 
-    tcfg = recipe.train
+    tcfg, method = recipe.train, method_module(recipe)
     keras.utils.set_random_seed(tcfg.seed)
     base = None
     if init is None and record.resume_checkpoint() is None:  # a run killed before its first checkpoint
         init = record.state.get("init_source")
     if init is not None:
-        base, init_path = _load_init(init)
+        base, init_path = _load_init(init, recipe.model.name)
     args = model_arguments(recipe, data, base, init, image_path)
     try:
-        model = build_model("self2self", dtype="float32", **args)
+        model = build_model(recipe.model.name, dtype="float32", **args)
         recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, arguments=args).resolved())
     except (TypeError, ValueError) as err:
         raise AstroTFError(f"[model]: {err}") from None
@@ -306,20 +326,23 @@ def _build_session(recipe, record, image_path, data, finite, init, verbose):
     preview_rng = np.random.default_rng([tcfg.seed, 2**31 - 1])
     preview_x, preview_valid = sample_patches(filled, valid, min(tcfg.patch * 2, min(data.shape[:2])), 2,
                                               preview_rng, tcfg.min_valid)
-    train_step = make_train_step(model, optimizer, tcfg, args["offset"], args["scale"])
-    session = Session(recipe, record, model, optimizer, train_step, filled, valid, preview_x, preview_valid, verbose)
+    train_step = method.make_train_step(model, optimizer, tcfg, args["offset"], args["scale"])
+    session = method.Session(recipe, record, model, optimizer, train_step, filled, valid, preview_x, preview_valid,
+                             verbose)
     return session, recipe
 
 
 def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | None, run_dir: str | os.PathLike,
                     *, init: str | os.PathLike | None = None, resume: bool = False, verbose: int = 1) -> dict:
-    """Train Self2Self on one image, or resume such a run.
+    """Train on one image by the recipe's ``[train] method`` (Self2Self or Neighbor2Neighbor), or
+    resume such a run.
 
     Parameters
     ----------
     recipe : Self2SelfRecipe
         On resume, the run's ``model`` section is used (it holds the resolved
-        normalisation); ``train`` may differ (e.g. more ``steps`` to extend a run).
+        normalisation); ``train`` may differ (e.g. more ``steps`` to extend a run), but not its
+        ``method``.
     image_path : path or None
         The noisy training image (any format :func:`astrotf.io.read_image` reads); on
         resume ``None`` means the run's own image.
@@ -346,6 +369,9 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
     record = runs.RunRecord(run_dir, resume)
     if record.resume:
         saved = self2self_recipe_from_dict(record.state["recipe"], str(record.path))
+        if saved.train.method != recipe.train.method:
+            raise AstroTFError(f"{record.path}: a {saved.train.method} run; continue it with astrotf train "
+                               f"{saved.train.method}")
         recipe = dataclasses.replace(recipe, model=saved.model)
         image_path = Path(image_path or record.state["data"]["image"])
         init = None
