@@ -80,7 +80,7 @@ class Denoiser:
         TDR restore: no pixel moves by more than R (data units), or R = K × the input's noise level.
     restore_mode : {"input", "clip"}
     soft_restore : bool, optional
-        None: on for Self2Self and noise-conditioned models.
+        None: on for one-image (Self2Self, Neighbor2Neighbor) and noise-conditioned models.
     gain, read_noise : float, optional
         Noise-conditioned models: the gain in e⁻/ADU and the read noise in e⁻, instead of those of
         the ``NDData``'s meta or a fit of the frame (a finite number > 0; refused for other models).

@@ -185,7 +185,7 @@ class RestoreOptions:
     mode : {"input", "clip"}
         :func:`restore`'s ``mode``.
     soft : bool, optional
-        :func:`~astrotf.soft_restore.soft_restore` on or off; None: on for Self2Self and noise-conditioned models (then
+        :func:`~astrotf.soft_restore.soft_restore` on or off; None: on for one-image and noise-conditioned models (then
         skipped with a line saying why when the input's noise level cannot be measured).
     soft_width : float
         :func:`~astrotf.soft_restore.soft_restore`'s window, px.

@@ -714,16 +714,19 @@ def paper_noise_main(argv: list[str]) -> None:
     parser.add_argument("--markdown", type=Path, help="write the Markdown table (generated from the report)")
     parser.add_argument("--from-json", type=Path, help="only regenerate --markdown / --docs from this JSON")
     parser.add_argument("--docs", type=Path, help="also put the generated table between the markers of this page")
+    parser.add_argument("--docs-tag", help="the table's markers name this tag (a page with more than one table)")
     parser.add_argument("--real-json", type=Path, nargs="+",
                         help="with --docs: fill its real-data table from these single-image JSONs instead")
     parser.add_argument("--figure", type=Path, help="residual figure (PNG) of --figure-sample")
     parser.add_argument("--figure-sample", type=int, default=3)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    tag = f" {args.docs_tag}" if args.docs_tag else ""
     if args.real_json:
         figures = [json.loads(path.read_text()) for path in args.real_json]
-        args.docs.write_text(fill_markers(args.docs.read_text(), real_data_markdown(figures), REAL_BEGIN_MARK,
-                                          REAL_END_MARK))
+        args.docs.write_text(fill_markers(args.docs.read_text(), real_data_markdown(figures),
+                                          REAL_BEGIN_MARK.replace(" table", f" table{tag}"),
+                                          REAL_END_MARK.replace(" table", f" table{tag}")))
         return
     if args.from_json:
         report = json.loads(args.from_json.read_text())
@@ -738,7 +741,9 @@ def paper_noise_main(argv: list[str]) -> None:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(paper_noise_markdown(report))
     if args.docs:
-        args.docs.write_text(fill_markers(args.docs.read_text(), paper_noise_markdown(report, heading=False)))
+        args.docs.write_text(fill_markers(args.docs.read_text(), paper_noise_markdown(report, heading=False),
+                                          BEGIN_MARK.replace(" table", f" table{tag}"),
+                                          END_MARK.replace(" table", f" table{tag}")))
 
 
 if __name__ == "__main__":

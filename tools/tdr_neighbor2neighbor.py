@@ -53,7 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--gamma", type=float, default=2.0, help="weight of the regulariser")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "tdr-n2n")
+    parser.add_argument("--score-only", action="store_true", help="score the model saved in OUT.keras again")
     return parser.parse_args()
 
 
@@ -94,7 +96,8 @@ def train(args, image: np.ndarray):
     from astrotf.train.self2self import sample_patches  # random patches, flips and transposes
 
     keras.utils.set_random_seed(args.seed)
-    model = ResUNet(channels=1, depth=args.depth, base_filters=args.filters, normalization="none")
+    model = ResUNet(channels=1, depth=args.depth, base_filters=args.filters, normalization="none",
+                    dtype=None if args.precision == "float32" else args.precision)
     step = make_step(model, keras.optimizers.Adam(args.lr), args.gamma)
     rng, start, n, losses = np.random.default_rng(args.seed), time.perf_counter(), 0, []
     valid = np.ones_like(image)
@@ -139,6 +142,16 @@ def main() -> None:
     args = parse_args()
     from astrotf import io
 
+    if args.score_only:
+        import keras
+
+        import astrotf.models.registered  # noqa: F401  (registers the custom classes)
+
+        report = json.loads(args.out.with_suffix(".json").read_text()) if args.out.with_suffix(".json").is_file() \
+            else {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "steps": args.steps}
+        report["crops"] = score(args, keras.saving.load_model(args.out.with_suffix(".keras")))
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+        return
     image = io.read_image(args.data / f"sample_1_crop1024_plus{args.noise:g}G.fits")[0][..., :1]
     image = np.nan_to_num(image.astype(np.float32) / SCALE_G)
     model, steps, seconds = train(args, image)

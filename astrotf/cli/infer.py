@@ -66,8 +66,9 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
               help="Give each pixel back the part of its change that is more than noise (local Wiener "
                    "shrinkage of input - denoised; applied before --restore). Keeps strong structure the "
                    "network cut, e.g. sunspot peaks; every pixel stays between its denoised and input values. "
-                   "[on for Self2Self models, which never see the pixel they predict, and for noise-conditioned "
-                   "models, whose science output must keep every source's flux; off for others]")
+                   "[on for one-image models (Self2Self, Neighbor2Neighbor), which learnt without clean data, and "
+                   "for noise-conditioned models, whose science output must keep every source's flux; off for "
+                   "others]")
 @click.option("--soft-width", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               metavar="PX", help="--soft-restore: Gaussian sigma (px) of the window measuring the residual's power.")
 @click.option("--strength", type=click.FloatRange(0.0, 1.0), default=None, metavar="S",

@@ -252,7 +252,7 @@ def train_self2self_command(image, out, steps, patch, batch_size, lr, seed, init
 @click.option("--config", "config", metavar="TOML",
               help="Recipe: a pipelines/*.toml file or its name. [neighbor2neighbor-hmi]")
 @click.option("--gamma", type=click.FloatRange(0, 100),
-              help="Weight of the regulariser that closes the sub-images' half-pixel gap. [recipe: 2]")
+              help="Weight of the regulariser that closes the sub-images' half-pixel gap. [recipe: 1]")
 @unsafe_model_option
 @friendly_errors
 def train_neighbor2neighbor_command(image, out, steps, patch, batch_size, lr, seed, init, resume, quiet, config,
