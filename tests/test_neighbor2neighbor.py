@@ -95,6 +95,7 @@ def test_recipe_pairs_each_method_with_its_network():
         ({"model": {"name": "resunet", "normalization": "fixed"}, "train": {"method": "neighbor2neighbor",
                                                                             "patch": 33}}, "even"),
         ({"train": {"method": "noise2void"}}, "one of self2self, neighbor2neighbor"),
+        ({"train": {"precision": "mixed_bfloat16"}}, "float32 \\(Self2Self\\)"),
         ({"model": {"name": "nafnet"}}, "`name` must be one of self2self, resunet"),
     ]
     for values, message in bad:
@@ -119,7 +120,7 @@ def trained_run(tmp_path_factory):
                       '[train]\nmethod = "neighbor2neighbor"\ncheckpoint_every = 200\nlog_every = 20\n')
     out = tmp / "run"
     result = run(["train", "neighbor2neighbor", str(tmp / "a.fits"), "--out", str(out), "--config", str(recipe),
-                  "--steps", "400", "--patch", "32", "--seed", "1", "-q"])
+                  "--steps", "400", "--patch", "32", "--seed", "1", "--precision", "float32", "-q"])
     assert result.exit_code == 0, result.output
     return tmp, out
 
@@ -182,3 +183,18 @@ def test_resume_export_onnx_and_init(trained_run, tmp_path):
     model = json.loads((tmp_path / "ft" / "run.json").read_text())["recipe"]["model"]
     assert {k: model[k] for k in ("offset", "scale", "depth", "base_filters")} == \
         {k: base[k] for k in ("offset", "scale", "depth", "base_filters")}
+
+
+@pytest.mark.slow
+def test_bfloat16_training_keeps_the_data_path_in_float32(trained_run, tmp_path):
+    tmp, out = trained_run
+    result = run(["train", "neighbor2neighbor", str(tmp / "a.fits"), "--out", str(tmp_path / "bf16"), "--init",
+                  str(out), "--steps", "4", "--patch", "32", "--precision", "mixed_bfloat16", "-q"])
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "bf16" / "run.json").read_text())
+    assert state["precision"] == "mixed_bfloat16" and state["recipe"]["train"]["precision"] == "mixed_bfloat16"
+    from astrotf.backends import load_model
+
+    model = load_model(tmp_path / "bf16")  # linear data: float32 at inference
+    x = fits.getdata(tmp / "a.fits")[None, 8:40, 8:40, None].astype(np.float32)
+    assert model.precision == "float32" and np.isfinite(model.predict(x)).all()

@@ -199,6 +199,9 @@ class Self2SelfTrainConfig:
         Steps between checkpoints (with previews) and between history rows.
     seed : int
         Seed of weights, patches, flips and masks: a run is reproducible.
+    precision : {"float32", "auto", "mixed_bfloat16"}
+        Keras dtype policy of the network (:func:`resolve_precision`); Neighbor2Neighbor only, Self2Self
+        runs in float32. The normalisation, the last layer and the loss stay float32.
     """
 
     method: str = "self2self"
@@ -213,9 +216,13 @@ class Self2SelfTrainConfig:
     checkpoint_every: int = 250
     log_every: int = 50
     seed: int = 0
+    precision: str = "float32"
 
     def __post_init__(self):
         check_fields(self, [
+            ("precision", self.precision == "float32" or (self.method == "neighbor2neighbor" and self.precision in
+                                                          ("auto", "mixed_bfloat16")),
+             "float32 (Self2Self), or auto or mixed_bfloat16 for neighbor2neighbor"),
             ("method", self.method in ONE_IMAGE_METHODS, f"one of {', '.join(ONE_IMAGE_METHODS)}"),
             ("steps", isinstance(self.steps, int) and self.steps >= 1, "an integer >= 1"),
             ("gamma", isinstance(self.gamma, (int, float)) and 0 <= self.gamma <= 100, "in [0, 100]"),

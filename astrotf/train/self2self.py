@@ -295,12 +295,15 @@ def _read_image(image_path: Path, tcfg):
 
 def _build_session(recipe, record, image_path, data, finite, init, verbose):
     """Model (from ``init`` if given), optimizer (restored on resume), step, patches; returns the
-    session and the recipe with the resolved model arguments."""
+    session, the recipe with the resolved model arguments and the dtype policy."""
     import keras
+    import tensorflow as tf
 
+    from astrotf.config import resolve_precision
     from astrotf.models.registry import build_model
 
     tcfg, method = recipe.train, method_module(recipe)
+    precision = resolve_precision(tcfg.precision, bool(tf.config.list_physical_devices("GPU")))
     keras.utils.set_random_seed(tcfg.seed)
     base = None
     if init is None and record.resume_checkpoint() is None:  # a run killed before its first checkpoint
@@ -309,7 +312,7 @@ def _build_session(recipe, record, image_path, data, finite, init, verbose):
         base, init_path = _load_init(init, recipe.model.name)
     args = model_arguments(recipe, data, base, init, image_path)
     try:
-        model = build_model(recipe.model.name, dtype="float32", **args)
+        model = build_model(recipe.model.name, dtype=precision, **args)
         recipe = dataclasses.replace(recipe, model=dataclasses.replace(recipe.model, arguments=args).resolved())
     except (TypeError, ValueError) as err:
         raise AstroTFError(f"[model]: {err}") from None
@@ -329,7 +332,7 @@ def _build_session(recipe, record, image_path, data, finite, init, verbose):
     train_step = method.make_train_step(model, optimizer, tcfg, args["offset"], args["scale"])
     session = method.Session(recipe, record, model, optimizer, train_step, filled, valid, preview_x, preview_valid,
                              verbose)
-    return session, recipe
+    return session, recipe, precision
 
 
 def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | None, run_dir: str | os.PathLike,
@@ -381,14 +384,14 @@ def train_self2self(recipe: Self2SelfRecipe, image_path: str | os.PathLike | Non
     record.begin(recipe=recipe.to_dict(), data={"image": str(image_path)},
                  init_source=str(Path(init).resolve()) if init is not None else None)
     data, info, finite = _read_image(image_path, recipe.train)
-    session, recipe = _build_session(recipe, record, image_path, data, finite, init, verbose)
+    session, recipe, precision = _build_session(recipe, record, image_path, data, finite, init, verbose)
     record.start(
         recipe=recipe.to_dict(),
         data={"image": str(image_path), "name": image_path.name, "shape": list(data.shape),
               "format": info.format, "finite_fraction": round(float(finite.mean()), 4),
               "bunit": (info.header or {}).get("BUNIT") if info.format == "fits" else None},
         init=str(init) if init is not None else record.state.get("init", record.state.get("init_source")),
-        precision="float32",
+        precision=precision,
     )
     (record.dir / "previews").mkdir(exist_ok=True)
     step = run_steps(session)
