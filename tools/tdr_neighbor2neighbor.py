@@ -1,7 +1,6 @@
 """TDR with a Neighbor2Neighbor network instead of Self2Self, under the paper-noise reference protocol.
 
-An experiment for issue #17 ("a blind-spot variant ... if it beats Self2Self"), not yet a trainer of the
-package. Like TDR, it trains on ONE noisy magnetogram of the kind (sample 1's disk-centre crop plus
+A settings experiment, not a trainer. Like TDR, it trains on ONE noisy magnetogram of the kind (sample 1's disk-centre crop plus
 6.2 G of seeded white noise, from ``tools/hmi_data.py --add-noise 6.2``) and needs no clean data:
 
 * Neighbor2Neighbor (Huang et al. 2021): every 2×2 cell of a training patch gives two neighbouring
@@ -9,8 +8,9 @@ package. Like TDR, it trains on ONE noisy magnetogram of the kind (sample 1's di
   independent. The network learns ``f(g1(y)) ≈ g2(y)`` with the regulariser
   ``γ ||f(g1(y)) - g2(y) - (g1(f(y)) - g2(f(y)))||²`` that closes the half-pixel gap; ``f(y)`` is
   computed without gradient.
-* The network is astrotf's ResUNet (linear, no per-tile normalisation; the data are divided by 60 G,
-  about 10 × the noise, as Self2Self's scale), trained for a fixed wall-time budget.
+* The network is astrotf's ResUNet with ``normalization="fixed"`` (the data divided by 60 G, about 10 ×
+  the noise, as Self2Self's scale) and the train step of :mod:`astrotf.train.neighbor2neighbor`,
+  trained for a fixed number of steps or wall time.
 * One pass denoises a frame (Self2Self averages 16 dropout passes).
 
 It then scores the raw output, the soft restore (1 and 2 px windows) and blends with the input on
@@ -19,6 +19,10 @@ sample 1's side crop (the validation crop where settings are chosen) and on samp
 
     python tools/hmi_data.py --out datasets/hmi --add-noise 6.2     # once
     python tools/tdr_neighbor2neighbor.py --minutes 8 --out runs/tdr-n2n
+    python tools/tdr_neighbor2neighbor.py --summarise docs/bench-tdr/neighbor2neighbor-settings/*.json
+
+``astrotf train neighbor2neighbor`` is the trainer of the package; this tool is where its recipe's
+settings (``pipelines/neighbor2neighbor-hmi.toml``) were compared, on the validation crop only.
 """
 
 from __future__ import annotations
@@ -35,8 +39,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
 SCALE_G = 60.0
 CROPS = (("sample_1_side1024", "validation"), ("sample_2_crop1024", "test"), ("sample_3_crop1024", "test"))
-# the 8 ordered pairs of horizontally or vertically adjacent pixels of a 2x2 cell (indices 0 1 / 2 3)
-PAIRS = ((0, 1), (1, 0), (0, 2), (2, 0), (1, 3), (3, 1), (2, 3), (3, 2))
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,36 +58,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "tdr-n2n")
     parser.add_argument("--score-only", action="store_true", help="score the model saved in OUT.keras again")
+    parser.add_argument("--summarise", type=Path, nargs="+", metavar="JSON",
+                        help="print a Markdown table of these runs' validation-crop figures and stop")
     return parser.parse_args()
-
-
-def make_step(model, optimizer, gamma: float):
-    import tensorflow as tf
-
-    pairs = tf.constant(PAIRS, tf.int32)
-
-    def cells(x):  # (B, H, W) -> (B, H/2, W/2, 4)
-        b, h, w = tf.shape(x)[0], tf.shape(x)[1], tf.shape(x)[2]
-        c = tf.reshape(x, [b, h // 2, 2, w // 2, 2])
-        return tf.reshape(tf.transpose(c, [0, 1, 3, 2, 4]), [b, h // 2, w // 2, 4])
-
-    def pick(c, index):
-        return tf.gather(c, index, axis=-1, batch_dims=3)[..., None]
-
-    @tf.function
-    def step(y, seed):
-        fy = tf.stop_gradient(model(y, training=False))
-        cy, cf = cells(y[..., 0]), cells(fy[..., 0])
-        pair = tf.gather(pairs, tf.random.stateless_uniform(tf.shape(cy)[:3], seed, 0, 8, tf.int32))
-        g1, g2 = pick(cy, pair[..., 0]), pick(cy, pair[..., 1])
-        f1, f2 = pick(cf, pair[..., 0]), pick(cf, pair[..., 1])
-        with tf.GradientTape() as tape:
-            out = model(g1, training=True)
-            loss = tf.reduce_mean(tf.square(out - g2)) + gamma * tf.reduce_mean(tf.square(out - g2 - (f1 - f2)))
-        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
-        return loss
-
-    return step
 
 
 def train(args, image: np.ndarray):
@@ -93,17 +68,18 @@ def train(args, image: np.ndarray):
     import tensorflow as tf
 
     from astrotf.models.resunet import ResUNet
+    from astrotf.train.neighbor2neighbor import make_train_step
     from astrotf.train.self2self import sample_patches  # random patches, flips and transposes
 
     keras.utils.set_random_seed(args.seed)
-    model = ResUNet(channels=1, depth=args.depth, base_filters=args.filters, normalization="none",
+    model = ResUNet(channels=1, depth=args.depth, base_filters=args.filters, normalization="fixed", scale=SCALE_G,
                     dtype=None if args.precision == "float32" else args.precision)
-    step = make_step(model, keras.optimizers.Adam(args.lr), args.gamma)
+    step = make_train_step(model, keras.optimizers.Adam(args.lr), argparse.Namespace(gamma=args.gamma), 0.0, SCALE_G)
     rng, start, n, losses = np.random.default_rng(args.seed), time.perf_counter(), 0, []
     valid = np.ones_like(image)
     while time.perf_counter() - start < args.minutes * 60 and (args.steps is None or n < args.steps):
-        batch, _ = sample_patches(image, valid, args.patch, args.batch_size, rng)
-        losses.append(float(step(tf.constant(batch), tf.constant([args.seed, n], tf.int64))))
+        batch, valid_batch = sample_patches(image, valid, args.patch, args.batch_size, rng)
+        losses.append(float(step(tf.constant(batch), tf.constant(valid_batch), tf.constant([args.seed, n], tf.int64))))
         n += 1
         if n % 200 == 0:
             print(f"step {n}: loss {np.mean(losses[-200:]):.5f}, {time.perf_counter() - start:.0f} s", flush=True)
@@ -122,8 +98,8 @@ def score(args, model) -> dict:
         reference = io.read_image(args.data / f"{name}.fits")[0][..., 0].astype(np.float64)
         sigma_in = noise_level(noisy, (-20.0, 20.0)).sigma
         start = time.perf_counter()
-        out = np.asarray(model(np.nan_to_num(noisy / SCALE_G)[None, ..., None].astype(np.float32)))[0, ..., 0]
-        out = np.where(np.isfinite(noisy), out * SCALE_G, np.nan)
+        out = np.asarray(model(np.nan_to_num(noisy)[None, ..., None].astype(np.float32)))[0, ..., 0]
+        out = np.where(np.isfinite(noisy), out, np.nan)
         seconds = time.perf_counter() - start
         rows = {"N2N raw": out}
         for width in (1.0, 2.0):
@@ -138,8 +114,26 @@ def score(args, model) -> dict:
     return crops
 
 
+def summary_table(paths: list[Path], row: str = "N2N soft restore (1 px)") -> str:
+    """Markdown: one line per run, its settings and the ``row`` figures on the validation crop."""
+    lines = ["| run | gamma | filters | steps | precision | train s | σ ratio | RMSE G | RMSE >50 G | slope >50 G "
+             "| resid. str. |", "|" + "---|" * 11]
+    for path in paths:
+        report = json.loads(path.read_text())
+        s = report["settings"]
+        scores = next(c for c in report["crops"].values() if c["role"] == "validation")["rows"][row]
+        train_s = f"{report['train_s']:.0f}" if report.get("train_s") else "n/a"
+        lines.append(f"| {path.stem} | {s['gamma']:g} | {s['filters']} | {report['steps']} | "
+                     f"{s.get('precision', 'float32')} | {train_s} | {scores['sigma_ratio']:.3f} | {scores['rmse']:.2f} | "
+                     f"{scores['rmse_strong']:.2f} | {scores['slope_strong']:.3f} | {scores['residual_structure']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     args = parse_args()
+    if args.summarise:
+        print(summary_table(args.summarise))
+        return
     from astrotf import io
 
     if args.score_only:
@@ -153,7 +147,7 @@ def main() -> None:
         args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
         return
     image = io.read_image(args.data / f"sample_1_crop1024_plus{args.noise:g}G.fits")[0][..., :1]
-    image = np.nan_to_num(image.astype(np.float32) / SCALE_G)
+    image = np.nan_to_num(image.astype(np.float32))
     model, steps, seconds = train(args, image)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     model.save(args.out.with_suffix(".keras"))
