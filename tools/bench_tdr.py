@@ -113,6 +113,11 @@ def one_image_method(model_path: str | Path) -> str:
     return "self2self"
 
 
+def passes(method: str, samples: int) -> str:
+    """How many network passes a frame gets, in words."""
+    return f"{samples} passes" if method == "self2self" else "one pass"
+
+
 def with_samples(model, samples: int, seed: int):
     """A Self2Self model in its seeded ensemble of ``samples`` dropout passes; a deterministic model as it is."""
     return with_ensemble(model, samples, seed=seed) if getattr(model, "sample", None) is not None else model
@@ -196,6 +201,7 @@ def main() -> None:
         "training_steps": training.get("steps"), "training_wall_time_s": training.get("wall_time_s"),
         "training_hardware": (training.get("hardware") or {}).get("cpu"),
         "shape": list(data.shape), "finite_fraction": float(finite.mean()), "samples": args.samples,
+        "method": one_image_method(args.model),
         "fine_tune_steps": args.fine_tune, "fine_tune_s": fine_tune_s,
         "inference_s": round(infer_s, 1), "sigma_in": sigma_in, "restore_sigma": args.restore_sigma, "R": threshold,
         "soft_width": args.soft_width, "date": __import__("datetime").date.today().isoformat(), "machine": machine(),
@@ -234,7 +240,7 @@ def main() -> None:
     print(f"model {args.model}: trained on {trained_on}, {figures['training_steps']} steps, "
           f"{wall / 60 if wall else float('nan'):.1f} min on {figures['training_hardware']}")
     print(f"image {args.image} {data.shape[1]}x{data.shape[0]} px, {100 * finite.mean():.1f} % finite; "
-          f"inference {infer_s:.1f} s ({args.samples} samples, tile {options.tile})")
+          f"inference {infer_s:.1f} s ({passes(one_image_method(args.model), args.samples)}, tile {options.tile})")
     print(f"noise level in: {sigma_in:.3f} G (Gaussian fit in {list(value_range)})")
     head = "  err left  (quiet)" if reference is not None else ""
     print(f"{'':15s} {'sigma_out':>9s} {'ratio':>6s} {'max|d|':>8s} {'slope>50G':>9s} {'(fit)':>6s} "
@@ -582,7 +588,8 @@ def real_data_markdown(figures: list[dict]) -> str:
             cells += [fmt.format(f[label][key]) if label in f else "" for f in figures]
         lines.append("| " + " | ".join(cells) + " |")
     f0 = figures[0]
-    note = (f"\nModel `{f0['model']}` (trained on `{f0['trained_on']}`), {f0['samples']} passes, soft restore window "
+    note = (f"\nModel `{f0['model']}` (trained on `{f0['trained_on']}`), "
+            f"{passes(f0.get('method', 'self2self'), f0['samples'])}, soft restore window "
             f"{f0['soft_width']:g} px, R = {f0['restore_sigma']:g} x the input's noise level ("
             + ", ".join(f"{f['sigma_in']:.2f} G on {Path(f['image']).name}" for f in figures) + ")"
             + (f"; {f0['date']}, {f0['machine']['cpu']}, {f0['machine']['cores']} cores" if "machine" in f0 else "")
