@@ -36,6 +36,19 @@ def test_sub_images_take_two_adjacent_pixels_of_every_cell():
     np.testing.assert_array_equal(np.asarray(d2)[0, ..., 0], 2 * g2)
 
 
+def test_larger_cells_pair_pixels_half_a_cell_apart():
+    h, w = 16, 24
+    index = np.arange(h * w, dtype=np.float32).reshape(1, h, w, 1)
+    (g1, g2), = subsample_pair(tf.constant([5, 6], tf.int64), index, cell=4)
+    g1, g2 = np.asarray(g1)[0, ..., 0].astype(int), np.asarray(g2)[0, ..., 0].astype(int)
+    assert g1.shape == (h // 4, w // 4)
+    r1, c1, r2, c2 = g1 // w, g1 % w, g2 // w, g2 % w
+    cell_r, cell_c = np.mgrid[0:h // 4, 0:w // 4]
+    assert (r1 // 4 == cell_r).all() and (c1 // 4 == cell_c).all() and (r2 // 4 == cell_r).all()
+    distance = np.abs(r1 - r2) + np.abs(c1 - c2)
+    assert (distance == 2).all() and ((r1 == r2) | (c1 == c2)).all()  # 2 px apart in a row or a column
+
+
 def test_sub_images_are_seeded_and_use_all_eight_pairs():
     x = np.arange(64 * 64, dtype=np.float32).reshape(1, 64, 64, 1)
     a = np.asarray(subsample_pair(tf.constant([1, 2], tf.int64), x)[0][0])
@@ -51,21 +64,21 @@ def test_sub_images_are_seeded_and_use_all_eight_pairs():
 
 # ----------------------------------------------------------------------------- loss
 class _Config:
-    def __init__(self, gamma):
-        self.gamma = gamma
+    def __init__(self, gamma, cell=2):
+        self.gamma, self.cell = gamma, cell
 
 
-@pytest.mark.parametrize("gamma", [0.0, 5.0])
-def test_first_loss_of_an_identity_network_is_twice_the_noise_variance(gamma):
+@pytest.mark.parametrize("gamma, cell", [(0.0, 2), (5.0, 2), (1.0, 4)])
+def test_first_loss_of_an_identity_network_is_twice_the_noise_variance(gamma, cell):
     """ResUNet starts as the identity, so f(g1) - g2 = g1 - g2 and the regulariser's term is exactly 0:
     the loss is mean((g1 - g2)^2) / scale^2 = 2 sigma^2 / scale^2 whatever gamma is."""
     sigma, scale = 8.0, 60.0
-    y = np.random.default_rng(0).normal(100.0, sigma, (4, 64, 64, 1)).astype(np.float32)
+    y = np.random.default_rng(0).normal(100.0, sigma, (8, 128, 128, 1)).astype(np.float32)
     valid = np.ones_like(y)
-    valid[:, :, :32] = 0.0  # half the pixels do not count, and must not bias the mean
-    y[:, :, :32] = 1e4
+    valid[:, :, :64] = 0.0  # half the pixels do not count, and must not bias the mean
+    y[:, :, :64] = 1e4  # (16384 pairs left: the mean is within 1.1 % of its expectation, 1 sigma)
     model = ResUNet(**TINY, offset=100.0, scale=scale)
-    step = make_train_step(model, tf.keras.optimizers.SGD(0.0), _Config(gamma), 100.0, scale)
+    step = make_train_step(model, tf.keras.optimizers.SGD(0.0), _Config(gamma, cell), 100.0, scale)
     loss = float(step(tf.constant(y), tf.constant(valid), tf.constant([0, 0], tf.int64)))
     assert loss == pytest.approx(2 * sigma**2 / scale**2, rel=0.05)
 
@@ -93,7 +106,9 @@ def test_recipe_pairs_each_method_with_its_network():
         ({"model": {"name": "resunet", "normalization": "background"}, "train": {"method": "neighbor2neighbor"}},
          "normalization = 'fixed'"),
         ({"model": {"name": "resunet", "normalization": "fixed"}, "train": {"method": "neighbor2neighbor",
-                                                                            "patch": 33}}, "even"),
+                                                                            "patch": 33}}, "multiple of cell"),
+        ({"model": {"name": "resunet", "normalization": "fixed"}, "train": {"method": "neighbor2neighbor",
+                                                                            "cell": 3}}, "2, 4, 6 or 8"),
         ({"train": {"method": "noise2void"}}, "one of self2self, neighbor2neighbor"),
         ({"train": {"precision": "mixed_bfloat16"}}, "float32 \\(Self2Self\\)"),
         ({"model": {"name": "nafnet"}}, "`name` must be one of self2self, resunet"),

@@ -253,13 +253,16 @@ def train_self2self_command(image, out, steps, patch, batch_size, lr, seed, init
               help="Recipe: a pipelines/*.toml file or its name. [neighbor2neighbor-hmi]")
 @click.option("--gamma", type=click.FloatRange(0, 100),
               help="Weight of the regulariser that closes the sub-images' half-pixel gap. [recipe: 1]")
+@click.option("--cell", type=click.Choice(["2", "4", "6", "8"]),
+              help="Take the two pixels of a pair CELL/2 apart in CELL x CELL cells (2: neighbours; more for "
+                   "noise correlated between neighbours). [recipe: 2]")
 @click.option("--precision", type=click.Choice(["auto", "float32", "mixed_bfloat16"]),
               help="Keras dtype policy; auto = mixed_bfloat16 where the hardware has native bfloat16 "
                    "(GPU, AVX512-BF16/AMX CPU), else float32. [recipe: auto]")
 @unsafe_model_option
 @friendly_errors
 def train_neighbor2neighbor_command(image, out, steps, patch, batch_size, lr, seed, init, resume, quiet, config,
-                                    gamma, precision):
+                                    gamma, cell, precision):
     """Train a Neighbor2Neighbor ResUNet on the single noisy IMAGE (TDR's rule: train, then denoise
     others of its kind, one deterministic pass each).
 
@@ -268,5 +271,5 @@ def train_neighbor2neighbor_command(image, out, steps, patch, batch_size, lr, se
     continues with --resume.
     """
     _train_one_image("neighbor2neighbor", "neighbor2neighbor-hmi", image, out, config, init, resume, quiet,
-                     steps=steps, gamma=gamma, patch=patch, batch_size=batch_size, lr=lr, seed=seed,
-                     precision=precision)
+                     steps=steps, gamma=gamma, cell=None if cell is None else int(cell), patch=patch,
+                     batch_size=batch_size, lr=lr, seed=seed, precision=precision)

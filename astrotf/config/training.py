@@ -187,8 +187,13 @@ class Self2SelfTrainConfig:
     gamma : float
         Neighbor2Neighbor: weight of the regulariser that closes the half-pixel gap between the
         two sub-images (Huang et al. 2021, eq. 6).
+    cell : int
+        Neighbor2Neighbor: the sub-images take two pixels ``cell / 2`` apart from every
+        ``cell × cell`` cell (2: adjacent pixels, as in the paper; 4, 6 or 8 for noise that is
+        correlated between neighbours, like ``mask_block`` for Self2Self).
     patch : int
-        Patch size in px (even for Neighbor2Neighbor, whose sub-images are half as large).
+        Patch size in px (a multiple of ``cell`` for Neighbor2Neighbor, whose sub-images are ``cell``
+        times smaller).
     batch_size : int
         Patches per step.
     lr : float
@@ -209,6 +214,7 @@ class Self2SelfTrainConfig:
     keep_prob: float = SELF2SELF_KEEP_PROB
     mask_block: int = 1
     gamma: float = 2.0
+    cell: int = 2
     patch: int = 64
     batch_size: int = 8
     lr: float = 1e-3
@@ -226,10 +232,12 @@ class Self2SelfTrainConfig:
             ("method", self.method in ONE_IMAGE_METHODS, f"one of {', '.join(ONE_IMAGE_METHODS)}"),
             ("steps", isinstance(self.steps, int) and self.steps >= 1, "an integer >= 1"),
             ("gamma", isinstance(self.gamma, (int, float)) and 0 <= self.gamma <= 100, "in [0, 100]"),
+            ("cell", self.cell in (2, 4, 6, 8) and isinstance(self.cell, int), "2, 4, 6 or 8"),
             ("keep_prob", isinstance(self.keep_prob, (int, float)) and 0 < self.keep_prob < 1, "in (0, 1)"),
             ("mask_block", isinstance(self.mask_block, int) and 1 <= self.mask_block <= 8, "an integer in [1, 8]"),
             ("patch", isinstance(self.patch, int) and self.patch >= 16
-             and (self.method == "self2self" or self.patch % 2 == 0), "an integer >= 16, even for neighbor2neighbor"),
+             and (self.method == "self2self" or self.patch % self.cell == 0),
+             "an integer >= 16, for neighbor2neighbor a multiple of cell"),
             ("batch_size", isinstance(self.batch_size, int) and self.batch_size >= 1, "an integer >= 1"),
             ("lr", isinstance(self.lr, (int, float)) and 0 < self.lr < 1, "in (0, 1)"),
             ("min_valid", isinstance(self.min_valid, (int, float)) and 0 < self.min_valid <= 1, "in (0, 1]"),

@@ -5,7 +5,8 @@ training patch ``y`` gives two neighbouring pixels, drawn at random among the 8 
 of horizontal or vertical neighbours, one to each of two half-resolution sub-images
 ``g1(y)`` and ``g2(y)``. Their noise is independent where the image's noise is independent
 between pixels, while their signal differs only by the half-pixel gap, so the network learns
-``f(g1(y)) ≈ g2(y)``. The regulariser
+``f(g1(y)) ≈ g2(y)``. ``[train] cell = 4`` (or 6, 8) takes the two pixels ``cell / 2`` apart in
+``cell × cell`` cells instead, for noise that is correlated between adjacent pixels. The regulariser
 
     γ · ||f(g1(y)) − g2(y) − (g1(f(y)) − g2(f(y)))||²
 
@@ -34,28 +35,39 @@ from astrotf.train import self2self
 #: The ResUNet constructor arguments that ``init`` takes from its base model.
 INIT_ARGUMENTS = ("depth", "base_filters", "activation", "normalization", "space_to_depth", "offset", "scale")
 
-#: The 8 ordered pairs of horizontally or vertically adjacent pixels of a 2×2 cell (indices 0 1 / 2 3).
-NEIGHBOUR_PAIRS = ((0, 1), (1, 0), (0, 2), (2, 0), (1, 3), (3, 1), (2, 3), (3, 2))
+def cell_pairs(cell: int = 2) -> np.ndarray:
+    """The ordered pairs ``(first, second)`` of pixel indices (row-major) in a ``cell × cell`` cell whose
+    pixels lie ``cell / 2`` apart in a row or a column: ``2 · cell²`` pairs. For ``cell = 2`` they are the 8
+    ordered pairs of horizontally or vertically adjacent pixels, Neighbor2Neighbor's own; a larger cell
+    spaces the two pixels further apart, for noise that is correlated between neighbours."""
+    half = cell // 2
+    pairs = []
+    for r in range(cell):
+        for c in range(cell):
+            pairs.append((r * cell + c, r * cell + (c + half) % cell))
+            pairs.append((r * cell + c, ((r + half) % cell) * cell + c))
+    return np.array(pairs, np.int32)
 
 
-def cells(x):
-    """``(B, H, W, C)`` -> ``(B, H/2, W/2, C, 4)``: the 4 pixels of every 2×2 cell (row-major)."""
+def cells(x, cell: int = 2):
+    """``(B, H, W, C)`` -> ``(B, H/cell, W/cell, C, cell²)``: the pixels of every cell (row-major)."""
     import tensorflow as tf
 
     shape = tf.shape(x)
     b, h, w, c = shape[0], shape[1], shape[2], shape[3]
-    x = tf.reshape(x, [b, h // 2, 2, w // 2, 2, c])
-    return tf.reshape(tf.transpose(x, [0, 1, 3, 5, 2, 4]), [b, h // 2, w // 2, c, 4])
+    x = tf.reshape(x, [b, h // cell, cell, w // cell, cell, c])
+    return tf.reshape(tf.transpose(x, [0, 1, 3, 5, 2, 4]), [b, h // cell, w // cell, c, cell * cell])
 
 
-def subsample_pair(seed, *images):
-    """Neighbor2Neighbor's sub-images: for each image, ``(g1, g2)`` of shape ``(B, H/2, W/2, C)``,
-    with one neighbour pair per cell drawn at random (seeded) and shared by all ``images``."""
+def subsample_pair(seed, *images, cell: int = 2):
+    """Neighbor2Neighbor's sub-images: for each image, ``(g1, g2)`` of shape ``(B, H/cell, W/cell, C)``,
+    with one pair of :func:`cell_pairs` per cell drawn at random (seeded) and shared by all ``images``."""
     import tensorflow as tf
 
-    pairs = tf.constant(NEIGHBOUR_PAIRS, tf.int32)
-    split = [cells(x) for x in images]
-    choice = tf.gather(pairs, tf.random.stateless_uniform(tf.shape(split[0])[:4], seed, 0, 8, tf.int32))
+    table = cell_pairs(cell)
+    pairs = tf.constant(table, tf.int32)
+    split = [cells(x, cell) for x in images]
+    choice = tf.gather(pairs, tf.random.stateless_uniform(tf.shape(split[0])[:4], seed, 0, len(table), tf.int32))
     return [(tf.gather(c, choice[..., 0], axis=-1, batch_dims=4), tf.gather(c, choice[..., 1], axis=-1, batch_dims=4))
             for c in split]
 
@@ -71,7 +83,7 @@ def make_train_step(model, optimizer, tcfg, offset: float, scale: float):
     @tf.function
     def train_step(y, valid_px, seed):
         fy = tf.stop_gradient(model(y, training=False))
-        (g1, g2), (f1, f2), (_, v2) = subsample_pair(seed, y, fy, valid_px)
+        (g1, g2), (f1, f2), (_, v2) = subsample_pair(seed, y, fy, valid_px, cell=tcfg.cell)
         weight = v2 / tf.maximum(tf.reduce_sum(v2), 1.0)
         with tf.GradientTape() as tape:
             out = model(g1, training=True)
