@@ -68,9 +68,10 @@ def build_metadata(run: dict, name: str, version: int, noise_map: bool | None = 
     metadata = _denoiser_metadata(run, name, version)
     if recipe.get("train", {}).get("method") == "neighbor2neighbor":
         metadata["one_image_method"] = "neighbor2neighbor"
-        metadata["training"]["method"] = ("Neighbor2Neighbor on one image (Huang et al. 2021): neighbouring "
-                                          "sub-image pairs, flips, regulariser gamma = "
-                                          f"{recipe['train'].get('gamma')}")
+        train = recipe["train"]
+        metadata["training"]["method"] = ("Neighbor2Neighbor on one image (Huang et al. 2021): sub-image pairs "
+                                          f"{train.get('cell', 2) // 2} px apart in {train.get('cell', 2)} px cells, "
+                                          f"flips, regulariser gamma = {train.get('gamma')}")
     metadata["noise_map"] = noise_map
     if noise_map:
         signature = metadata["signature"]
