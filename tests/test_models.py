@@ -16,6 +16,7 @@ CASES = [
     dict(channels=1, depth=2, base_filters=4, normalization="background", space_to_depth=2),
     dict(channels=1, depth=2, base_filters=4, normalization="background", noise_map=True),
     dict(channels=3, depth=2, base_filters=4, space_to_depth=2, noise_map=True),
+    dict(channels=1, depth=2, base_filters=4, normalization="fixed", offset=500.0, scale=300.0),
 ]
 SHIPPED = Path(__file__).resolve().parents[1] / "saved_models"
 
@@ -31,7 +32,7 @@ def model_inputs(kwargs, x):
 def test_model_contract(kwargs, tmp_path):
     model = build_model("resunet", **kwargs, head_initializer="glorot_uniform")
     rng = np.random.default_rng(0)
-    scale = 1000.0 if kwargs.get("normalization") == "background" else 1.0
+    scale = 1000.0 if kwargs.get("normalization") in ("background", "fixed") else 1.0
     for shape in [(2, 32, 32), (1, 37, 53), (1, 5, 9)]:
         x = (rng.random(shape + (kwargs["channels"],)) * scale).astype(np.float32)
         assert model(model_inputs(kwargs, x)).shape == x.shape

@@ -65,7 +65,8 @@ def test_fp16_graph_matches_float32_within_a_fraction_of_the_noise(name, toleran
     assert abs(float(np.median(b) - np.median(a))) <= 0.02 * noise
 
 
-def test_exported_graph_uses_only_operators_tensorrt_imports(tmp_path):
+@pytest.mark.parametrize("kwargs", [dict(channels=3), dict(channels=1, normalization="fixed", offset=2.0, scale=60.0)])
+def test_exported_graph_uses_only_operators_tensorrt_imports(kwargs, tmp_path):
     """ONNX operators without a TensorRT importer (onnx-tensorrt's support matrix) must not appear."""
     import keras
 
@@ -73,7 +74,7 @@ def test_exported_graph_uses_only_operators_tensorrt_imports(tmp_path):
     from astrotf.models.resunet import ResUNet
 
     keras.utils.set_random_seed(0)
-    export_onnx(ResUNet(channels=3, depth=2, base_filters=4, head_initializer="glorot_uniform"), tmp_path / "m.onnx")
+    export_onnx(ResUNet(**kwargs, depth=2, base_filters=4, head_initializer="glorot_uniform"), tmp_path / "m.onnx")
     ops = {n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node}
     assert not ops & {"Compress", "ReverseSequence", "NonZero", "Unique", "Mod"}, ops
 
