@@ -99,7 +99,8 @@ def peak_rss_child(name: str, size: int) -> float:
 
     Read from the child's own ``VmHWM`` (/proc/self/status): ``ru_maxrss`` would report the
     parent's peak, which Linux carries over through fork and exec. The frame is made in
-    float32 directly (sky 100 e- with Gaussian noise of Poisson's sigma, 10 e-).
+    float32 directly (sky 100 e- with Gaussian noise of Poisson's sigma, 10 e-); a noise-conditioned
+    model also gets the frame's σ map, which it holds beside the frame.
     """
     code = (
         "import numpy as np\n"
@@ -110,7 +111,11 @@ def peak_rss_child(name: str, size: int) -> float:
         "x *= 10.0\n"
         "x += 100.0\n"
         "options = m.tile_options(x.shape, 0.25)\n"
-        "denoise_tiled(x, adapt_channels(m.predict, m.channels, 1), options)\n"
+        "sigma = None\n"
+        "if m.noise_conditioned:  # its σ map, as infer makes it: Poisson's σ at gain 1\n"
+        "    from astrotf.noise_model import NoiseModel\n"
+        "    sigma = NoiseModel(gain=1.0, read_noise=0.0).sigma_map(x)\n"
+        "denoise_tiled(x, adapt_channels(m.predict, m.channels, 1), options, noise_sigma=sigma)\n"
         "print([line for line in open('/proc/self/status') if line.startswith('VmHWM')][0].split()[1])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
