@@ -5,14 +5,14 @@ training patch ``y`` gives two neighbouring pixels, drawn at random among the 8 
 of horizontal or vertical neighbours, one to each of two half-resolution sub-images
 ``g1(y)`` and ``g2(y)``. Their noise is independent where the image's noise is independent
 between pixels, while their signal differs only by the half-pixel gap, so the network learns
-``f(g1(y)) ≈ g2(y)``. ``[train] cell = 4`` (or 6, 8) takes the two pixels ``cell / 2`` apart in
-``cell × cell`` cells instead, for noise that is correlated between adjacent pixels. The regulariser
-
-    γ · ||f(g1(y)) − g2(y) − (g1(f(y)) − g2(f(y)))||²
-
+``f(g1(y)) ≈ g2(y)``. The regulariser ``γ · ||f(g1(y)) − g2(y) − (g1(f(y)) − g2(f(y)))||²``
 closes that gap: ``f(y)``, the network on the whole patch (no gradient), shows how the signal
 itself differs between the two sub-images. Both terms are means over the finite pixels of
 ``g2``, in the units of the model's fixed normalisation.
+
+``[train] cell = 4`` (or 6, 8) takes the two pixels ``cell / 2`` apart in ``cell × cell`` cells
+instead, for noise that is correlated between adjacent pixels (the network then learns on a grid
+``cell`` times coarser than the one it is applied to).
 
 The network is a :class:`astrotf.models.resunet.ResUNet` with ``normalization="fixed"``: the
 offset and scale (median and ``scale_sigmas`` × MAD-sigma of the training image) are stored in
