@@ -18,7 +18,7 @@ The network is a :class:`astrotf.models.resunet.ResUNet` with ``normalization="f
 offset and scale (median and ``scale_sigmas`` × MAD-sigma of the training image) are stored in
 the model, which takes and returns the data's units. Unlike Self2Self it sees every pixel and
 is deterministic, so one pass denoises a frame (Self2Self averages a dropout ensemble), and it
-exports like any single-input denoiser (SavedModel, ONNX, TensorRT). Because it does see the
+exports like any single-input denoiser (SavedModel, ONNX, and TensorRT from the ONNX file). Because it does see the
 pixel it predicts, :mod:`astrotf.infer` runs the soft restore after it by default.
 
 Everything else (the run folder, patches and flips, NaN handling, checkpoints, resume, Ctrl-C,
