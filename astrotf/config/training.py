@@ -186,7 +186,7 @@ class Self2SelfTrainConfig:
         that is correlated between adjacent pixels.
     gamma : float
         Neighbor2Neighbor: weight of the regulariser that closes the half-pixel gap between the
-        two sub-images (Huang et al. 2021, eq. 6).
+        two sub-images (Huang et al. 2021).
     cell : int
         Neighbor2Neighbor: the sub-images take two pixels ``cell / 2`` apart from every
         ``cell × cell`` cell (2: adjacent pixels, as in the paper; 4, 6 or 8 for noise that is
