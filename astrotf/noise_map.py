@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from astrotf.errors import AstroTFError
-from astrotf.noise_model import NoiseModel, block_statistics, check_override, resolve_noise_model
+from astrotf.noise_model import NoiseModel, block_statistics, check_override, history_lines, resolve_noise_model
 
 #: Largest factor between the noise σ measured in the frame's background cells and the model's σ there
 #: (median over the cells) for a model to be trusted.
@@ -181,11 +180,6 @@ def _summary(model: NoiseModel) -> str:
             f"({model.read_noise_from}), unit {model.unit}")
 
 
-def _cards(text: str) -> list[str]:
-    """``text`` as FITS HISTORY lines of at most 72 characters."""
-    return textwrap.wrap(text, 72, subsequent_indent="noise model:   ")
-
-
 def frame_noise(data: np.ndarray, header=None, options: NoiseOptions = NoiseOptions()) -> FrameNoise:
     """The noise model and σ map of a linear frame, for a noise-conditioned model.
 
@@ -227,11 +221,11 @@ def frame_noise(data: np.ndarray, header=None, options: NoiseOptions = NoiseOpti
                                "--gain and --read-noise, or pass --trust-noise-model to use it anyway")
         sigma[..., c] = model.sigma_map(plane)
         prefix = f"ch{c} " if data.shape[-1] > 1 else ""
-        cards = [*model.history_cards(), *_cards(f"noise model: {check.line()}")]
+        cards = [*model.history_cards(), *history_lines(f"noise model: {check.line()}")]
         for reason in reasons:
             why = "--trust-noise-model" if options.trust else "--gain and --read-noise given"
             lines.append(f"Warning: {channel}noise model used ({why}) although {reason}")
-            cards += _cards(f"noise model: used ({why}) although {reason}")
+            cards += history_lines(f"noise model: used ({why}) although {reason}")
         history += [prefix + card for card in cards]
         lines.append(f"{channel}noise model: {_summary(model)}; {check.line()}")
         models.append(model)

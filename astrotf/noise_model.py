@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import textwrap
 
 import numpy as np
 
@@ -252,15 +253,23 @@ class NoiseModel:
         return np.sqrt(self.variance_map(data)).astype(dtype)
 
     def history_cards(self) -> list[str]:
-        """Lines for FITS HISTORY cards (each at most 72 characters) recording the model and its origin."""
-        cards = [
+        """Lines for FITS HISTORY cards (each at most 72 characters) recording the model and its origin;
+        a longer line continues on the next card (:func:`history_lines`), nothing is cut."""
+        lines = [
             "noise model: sigma^2 = max(x - offset, 0)/k + (read_noise/k)^2",
-            f"noise model: gain {self.gain:.4g} e-/ADU ({self.gain_from})"[:72],
-            f"noise model: read noise {self.read_noise:.4g} e- ({self.read_noise_from})"[:72],
-            f"noise model: unit {self.unit}, exptime {self.exptime:.6g} s, k {self.electrons_per_unit:.6g} e-/unit"[:72],
-            f"noise model: offset {self.offset:.6g} data units"[:72],
+            f"noise model: gain {self.gain:.4g} e-/ADU ({self.gain_from})",
+            f"noise model: read noise {self.read_noise:.4g} e- ({self.read_noise_from})",
+            f"noise model: unit {self.unit}, exptime {self.exptime:.6g} s, k {self.electrons_per_unit:.6g} e-/unit",
+            f"noise model: offset {self.offset:.6g} data units",
+            *(f"noise model: {note}" for note in self.notes),
         ]
-        return cards + [f"noise model: {note}"[:72] for note in self.notes]
+        return [card for line in lines for card in history_lines(line)]
+
+
+def history_lines(text: str, width: int = 72) -> list[str]:
+    """``text`` as FITS HISTORY lines of at most ``width`` characters, continued lines indented under
+    ``noise model:``."""
+    return textwrap.wrap(text, width, subsequent_indent="noise model:   ", break_on_hyphens=False)
 
 
 def _header_number(header, keys: tuple[str, ...]) -> tuple[float | None, str | None]:

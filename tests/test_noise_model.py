@@ -121,6 +121,16 @@ def test_overrides_win_over_the_header_and_are_recorded():
     assert any("gain 2 e-/ADU (--gain)" in c for c in cards) and all(len(c) <= 72 for c in cards)
 
 
+def test_long_history_lines_continue_on_the_next_card():
+    note = "fit: 3969/4096 cells of 8x8 px, signal 123456.789 to 9876543.21 data units, from the frame's sky"
+    model = NoiseModel(gain=2.0, read_noise=4.0, notes=(note,))
+    cards = model.history_cards()
+    assert all(len(c) <= 72 for c in cards)
+    start = next(i for i, c in enumerate(cards) if c.startswith("noise model: fit:"))
+    joined = cards[start] + " " + " ".join(c.removeprefix("noise model:").strip() for c in cards[start + 1:])
+    assert joined == f"noise model: {note}"  # nothing is cut
+
+
 @pytest.mark.parametrize("option, value", [("gain", -1.0), ("gain", 0.0), ("gain", float("nan")),
                                            ("read_noise", -3.0), ("read_noise", 0), ("read_noise", float("nan"))])
 def test_bad_overrides_are_refused_in_one_line(option, value):
