@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
 
 from astrotf.errors import AstroTFError
-from astrotf.noise_model import NoiseModel, block_statistics, check_override, history_lines, resolve_noise_model
+from astrotf.noise_model import NoiseModel, block_statistics, check_override, resolve_noise_model
 
 #: Largest factor between the noise σ measured in the frame's background cells and the model's σ there
 #: (median over the cells) for a model to be trusted.
@@ -180,6 +181,12 @@ def _summary(model: NoiseModel) -> str:
             f"({model.read_noise_from}), unit {model.unit}")
 
 
+def history_lines(text: str, width: int = 72) -> list[str]:
+    """``text`` as FITS HISTORY lines of at most ``width`` characters, continued lines indented under
+    ``noise model:``: nothing is cut."""
+    return textwrap.wrap(text, width, subsequent_indent="noise model:   ", break_on_hyphens=False)
+
+
 def frame_noise(data: np.ndarray, header=None, options: NoiseOptions = NoiseOptions()) -> FrameNoise:
     """The noise model and σ map of a linear frame, for a noise-conditioned model.
 
@@ -221,7 +228,8 @@ def frame_noise(data: np.ndarray, header=None, options: NoiseOptions = NoiseOpti
                                "--gain and --read-noise, or pass --trust-noise-model to use it anyway")
         sigma[..., c] = model.sigma_map(plane)
         prefix = f"ch{c} " if data.shape[-1] > 1 else ""
-        cards = [*model.history_cards(), *history_lines(f"noise model: {check.line()}")]
+        cards = [card for line in (*model.history_cards(), f"noise model: {check.line()}")
+                 for card in history_lines(line)]
         for reason in reasons:
             why = "--trust-noise-model" if options.trust else "--gain and --read-noise given"
             lines.append(f"Warning: {channel}noise model used ({why}) although {reason}")

@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import textwrap
 
 import numpy as np
 
@@ -253,9 +252,8 @@ class NoiseModel:
         return np.sqrt(self.variance_map(data)).astype(dtype)
 
     def history_cards(self) -> list[str]:
-        """Lines for FITS HISTORY cards (each at most 72 characters) recording the model and its origin;
-        a longer line continues on the next card (:func:`history_lines`), nothing is cut."""
-        lines = [
+        """HISTORY lines recording the model and its origin, whole (:mod:`astrotf.noise_map` wraps them)."""
+        return [
             "noise model: sigma^2 = max(x - offset, 0)/k + (read_noise/k)^2",
             f"noise model: gain {self.gain:.4g} e-/ADU ({self.gain_from})",
             f"noise model: read noise {self.read_noise:.4g} e- ({self.read_noise_from})",
@@ -263,13 +261,6 @@ class NoiseModel:
             f"noise model: offset {self.offset:.6g} data units",
             *(f"noise model: {note}" for note in self.notes),
         ]
-        return [card for line in lines for card in history_lines(line)]
-
-
-def history_lines(text: str, width: int = 72) -> list[str]:
-    """``text`` as FITS HISTORY lines of at most ``width`` characters, continued lines indented under
-    ``noise model:``."""
-    return textwrap.wrap(text, width, subsequent_indent="noise model:   ", break_on_hyphens=False)
 
 
 def _header_number(header, keys: tuple[str, ...]) -> tuple[float | None, str | None]:
