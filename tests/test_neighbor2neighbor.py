@@ -7,15 +7,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from astropy.io import fits
-from click.testing import CliRunner
 
-from astrotf.cli import main
 from astrotf.config import Self2SelfRecipe, self2self_recipe_from_dict
 from astrotf.errors import AstroTFError
 from astrotf.metrics import noise_level
 from astrotf.models.resunet import ResUNet
 from astrotf.train.neighbor2neighbor import make_train_step, subsample_pair
-from tests.test_self2self import synthetic_field
+from tests.test_self2self import run, synthetic_field
 
 TINY = dict(channels=1, depth=2, base_filters=8, normalization="fixed")
 
@@ -119,10 +117,6 @@ def test_recipe_pairs_each_method_with_its_network():
 
 
 # ----------------------------------------------------------------------------- end to end
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
-
-
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A tiny Neighbor2Neighbor run on one synthetic noisy field (sigma = 8 'G')."""
