@@ -469,3 +469,21 @@ def test_fits_extensions_other_than_the_image_are_kept(tmp_path):
         assert [h.name for h in hdul] == ["PRIMARY", "TRUTH"]
         np.testing.assert_array_equal(hdul["TRUTH"].data["flux"], [10.0, 20.0])
         np.testing.assert_array_equal(hdul[0].data, image * 2)
+
+
+def test_fits_image_read_from_an_extension_goes_back_there_after_the_primary_header(tmp_path):
+    src = tmp_path / "flt.fits"
+    image = np.arange(12, dtype=np.float32).reshape(3, 4)
+    fits.HDUList([fits.PrimaryHDU(header=fits.Header([("TELESCOP", "HST"), ("EXPTIME", 150.0)])),
+                  fits.ImageHDU(image, name="SCI"), fits.ImageHDU(image / 10, name="ERR")]).writeto(src)
+    data, info = read_image(src)
+    write_image(tmp_path / "out.fits", data * 2, info, history=["astrotf test"])
+    with fits.open(tmp_path / "out.fits") as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "SCI", "ERR"]
+        assert hdul[0].header["TELESCOP"] == "HST" and hdul[0].header["EXPTIME"] == 150.0
+        np.testing.assert_array_equal(hdul["SCI"].data, image * 2)
+        np.testing.assert_array_equal(hdul["ERR"].data, image / 10)
+        assert "astrotf test" in str(hdul["SCI"].header["HISTORY"])
+    again, info_again = read_image(tmp_path / "out.fits")  # the output reads like the input
+    assert info_again.hdu_index == 1
+    np.testing.assert_array_equal(again, data * 2)

@@ -113,27 +113,34 @@ def write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: li
         header.add_history(line)
 
     compression = extra.get("compression")
-    hdu = fits.CompImageHDU(pixels, header, **compression) if compression else fits.PrimaryHDU(pixels, header)
+    hdus = _source_hdus(info)
+    index = info.hdu_index if hdus else (1 if compression else 0)
+    if compression:
+        hdu = fits.CompImageHDU(pixels, header, **compression)
+    else:
+        hdu = fits.PrimaryHDU(pixels, header) if index == 0 else fits.ImageHDU(pixels, header)
     # Set after construction: astropy drops scaling cards passed in with the header, and then writes
     # the integer array as the raw stored values.
     for key, value in scaling.items():
         hdu.header[key] = value
-    hdul = fits.HDUList([fits.PrimaryHDU(), hdu] if compression else [hdu])
-    hdul.extend(_other_extensions(info))
-    hdul.writeto(tmp, output_verify="silentfix", checksum=extra.get("checksum", False))
+    hdus = hdus or [fits.PrimaryHDU()] * index + [None]
+    hdus[index] = hdu
+    fits.HDUList(hdus).writeto(tmp, output_verify="silentfix", checksum=extra.get("checksum", False))
 
 
-def _other_extensions(info: ImageInfo) -> list:
-    """Copies of the source file's extensions other than the image (tables, masks, weights).
+def _source_hdus(info: ImageInfo) -> list:
+    """Copies of every HDU of the source file, in their order (the image's own replaced by the caller),
+    or an empty list for a source that is not a readable FITS file.
 
-    Nothing of the input is lost: a catalogue or a data-quality extension travels to the output.
+    Nothing of the input is lost: the primary header of an image read from an extension (an HST or
+    compressed file), an uncertainty, a data-quality plane or a catalogue all travel to the output,
+    where they were.
     """
     if info.format != "fits" or not info.path.is_file():
         return []
     try:
         with fits.open(info.path, lazy_load_hdus=False) as source:
-            return [h.copy() for i, h in enumerate(source)
-                    if i != info.hdu_index and i > 0 and not (isinstance(h, fits.CompImageHDU) and i == 1)]
+            return [h.copy() for h in source]
     except (OSError, ValueError) as err:
         logger.warning("%s: extensions not copied to the output (%s)", info.path, one_line(err))
         return []
