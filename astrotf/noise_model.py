@@ -50,6 +50,7 @@ import numpy as np
 
 from astrotf.constants import MAD_TO_SIGMA
 from astrotf.errors import AstroTFError
+from astrotf.metrics.noise import block_statistics
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,6 @@ _BUNIT_ALIASES = {
     "adu/s": ("adu/s", "dn/s", "count/s", "counts/s", "adu/sec", "counts/sec"),
     "electron/s": ("electron/s", "electrons/s", "e/s", "e-/s", "electron/sec", "electrons/sec"),
 }
-
-#: A pixel's Laplacian ``x - mean(4 neighbours)`` has variance 1.25 σ² for white noise of variance σ².
-_LAPLACIAN_VARIANCE = 1.25
 
 
 def _positive(name: str, value, *, allow_zero: bool = False) -> float:
@@ -200,7 +198,7 @@ class NoiseModel:
         unit, exptime : str, float
             Unit of the data and exposure time, for ``k`` when the gain is known (or the unit is electrons).
         block : int
-            Side of the cells (:func:`block_statistics`).
+            Side of the cells (:func:`astrotf.metrics.noise.block_statistics`).
         min_cells : int
             Fewest usable cells to fit.
         max_slope_error : float
@@ -323,52 +321,6 @@ def read_header(header) -> dict:
         exptime = None
     return {"unit": unit, "bunit_given": bunit is not None, "exptime": exptime, "gain": gain,
             "gain_from": gain_from, "read_noise": read_noise, "read_noise_from": read_noise_from}
-
-
-@dataclasses.dataclass(frozen=True)
-class BlockStatistics:
-    """Local signal and noise variance of the usable ``block × block`` cells of a frame (data units)."""
-
-    signal: np.ndarray
-    variance: np.ndarray
-    pixels: int
-
-
-def block_statistics(data: np.ndarray, block: int = 8) -> BlockStatistics:
-    """Median signal and noise variance in each ``block × block`` cell.
-
-    The variance comes from the Laplacian ``x - mean(4 neighbours)``, which cancels the sky and
-    any linear gradient; a MAD pass finds the scale and a 5σ clip around the median drops star cores
-    and cosmic rays before the mean square is taken (unbiased to 0.3 % on white noise).
-    Cells with a non-finite pixel or no spread (saturated, padded) are left out.
-    """
-    x = np.asarray(data, dtype=np.float64)
-    if x.ndim != 2:
-        msg = f"`data` must be a 2-D frame. Received: data.shape={x.shape}"
-        raise AstroTFError(msg)
-    core = x[1:-1, 1:-1]
-    lap = core - 0.25 * (x[:-2, 1:-1] + x[2:, 1:-1] + x[1:-1, :-2] + x[1:-1, 2:])
-    rows, cols = core.shape[0] // block, core.shape[1] // block
-    if rows < 1 or cols < 1:
-        return BlockStatistics(np.empty(0), np.empty(0), block * block)
-
-    def cells(a):
-        a = a[: rows * block, : cols * block].reshape(rows, block, cols, block)
-        return a.transpose(0, 2, 1, 3).reshape(rows * cols, block * block)
-
-    values, residual = cells(core), cells(lap)
-    finite = np.isfinite(values).all(axis=1) & np.isfinite(residual).all(axis=1)
-    values, residual = values[finite], residual[finite]
-    centre = np.median(residual, axis=1, keepdims=True)
-    scale = MAD_TO_SIGMA * np.median(np.abs(residual - centre), axis=1, keepdims=True)
-    kept = np.abs(residual - centre) <= 5.0 * scale
-    count = kept.sum(axis=1)
-    # the mean square about 0, not about the cell's median: the Laplacian of a smooth signal is 0, and
-    # subtracting a median estimated from the same 64 correlated values biases the variance by ~2 %
-    variance = (np.where(kept, residual, 0.0) ** 2).sum(axis=1) / np.maximum(count, 1)
-    usable = (scale[:, 0] > 0) & (count >= block * block // 2)
-    return BlockStatistics(np.median(values[usable], axis=1), variance[usable] / _LAPLACIAN_VARIANCE,
-                           block * block)
 
 
 def _fit_line(signal: np.ndarray, variance: np.ndarray, slope: float | None):

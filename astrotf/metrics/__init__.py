@@ -6,7 +6,8 @@ No TensorFlow import: metrics run on the outputs of any denoiser. Every name is 
 ``noise.py`` — noise in physical units
     `noise_level` (Gaussian fitted to the histogram, TDR; `NoiseFit`) and `background_noise`
     (sigma-clipped MAD, astropy; `Background`); both handle quantised data
-    (`astrotf.quantise.value_grid`, re-exported here).
+    (`astrotf.quantise.value_grid`, re-exported here). `block_statistics`: signal and noise
+    variance in small cells of a linear frame (`BlockStatistics`, `cell_blocks`).
 ``similarity.py`` — fidelity to a reference and agreement between two images
     `psnr`, `ssim` (scikit-image, data-range and NaN aware), `kl_divergence` of the pixel
     distributions (Astro U-net eq. 9), `correlation` (Pearson r and linear-fit slope, TDR Fig. 2;
@@ -45,7 +46,8 @@ from astrotf.metrics.depth import (Detections, completeness_magnitude, detect_an
                                    precision_at_sigma, psf_matched_filter)
 from astrotf.metrics.fields import (FluxRatio, StrongSlope, residual_structure, source_flux_ratio, source_mask,
                                     strong_slope)
-from astrotf.metrics.noise import Background, NoiseFit, background_noise, noise_level, sky_bias
+from astrotf.metrics.noise import (Background, BlockStatistics, NoiseFit, background_noise, block_statistics,
+                                   cell_blocks, noise_level, sky_bias)
 from astrotf.metrics.similarity import (LinearFit, correlation, divergence_frequency, kl_divergence,
                                         power_spectrum, psnr, ssim)
 from astrotf.metrics.stars import (Catalogue, StarRecovery, aperture_flux, detect_sources, empty_aperture_noise,
@@ -55,7 +57,8 @@ from astrotf.quantise import value_grid
 
 __all__ = [
     # noise.py
-    "NoiseFit", "noise_level", "Background", "background_noise", "value_grid", "sky_bias",
+    "NoiseFit", "noise_level", "Background", "background_noise", "value_grid", "sky_bias", "BlockStatistics",
+    "block_statistics", "cell_blocks",
     # similarity.py
     "psnr", "ssim", "power_spectrum", "divergence_frequency", "LinearFit", "correlation", "kl_divergence",
     # fields.py

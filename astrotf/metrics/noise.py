@@ -4,6 +4,9 @@
   returned as a `NoiseFit`.
 * `background_noise`: sigma-clipped median and MAD standard deviation (astropy), returned as a
   `Background`.
+* `block_statistics`: median signal and noise variance (from the Laplacian) of each small cell of a
+  linear frame, the photon-transfer measure :mod:`astrotf.noise_model` fits and
+  :mod:`astrotf.noise_map` checks a σ map against; `BlockStatistics`, `cell_blocks`.
 
 Both handle quantised data (integer ADU, 8/16-bit, BSCALE) through :mod:`astrotf.quantise`.
 
@@ -20,7 +23,8 @@ import dataclasses
 
 import numpy as np
 
-from astrotf.constants import MAGNETOGRAM_NOISE_RANGE_G
+from astrotf.constants import MAD_TO_SIGMA, MAGNETOGRAM_NOISE_RANGE_G
+from astrotf.errors import AstroTFError
 from astrotf.quantise import dither_values, quantisation_variance, value_grid
 
 
@@ -266,3 +270,60 @@ def sky_bias(image: np.ndarray, reference: np.ndarray, sigma: float, mask: np.nd
         msg = f"Too few sky pixels for the sky bias: {int(use.sum())} (at least 10 needed)."
         raise ValueError(msg)
     return float(np.median(diff[use]) / sigma)
+
+
+# ----------------------------------------------------------------------------- local noise in cells
+#: A pixel's Laplacian ``x - mean(4 neighbours)`` has variance 1.25 σ² for white noise of variance σ².
+LAPLACIAN_VARIANCE = 1.25
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockStatistics:
+    """Local signal and noise variance of the usable ``block × block`` cells of a frame (data units).
+
+    ``index``: the flat indices of those cells among :func:`cell_blocks` of the frame's inner pixels
+    ``[1:-1, 1:-1]``, so that any other map of the frame can be read in the same cells.
+    """
+
+    signal: np.ndarray
+    variance: np.ndarray
+    pixels: int
+    index: np.ndarray
+
+
+def cell_blocks(a: np.ndarray, block: int) -> np.ndarray:
+    """``(cells, block * block)``: the whole ``block × block`` cells of a 2-D array, row by row."""
+    rows, cols = a.shape[0] // block, a.shape[1] // block
+    a = a[: rows * block, : cols * block].reshape(rows, block, cols, block)
+    return a.transpose(0, 2, 1, 3).reshape(rows * cols, block * block)
+
+
+def block_statistics(data: np.ndarray, block: int = 8) -> BlockStatistics:
+    """Median signal and noise variance in each ``block × block`` cell.
+
+    The variance comes from the Laplacian ``x - mean(4 neighbours)``, which cancels the sky and
+    any linear gradient; a MAD pass finds the scale and a 5σ clip around the median drops star cores
+    and cosmic rays before the mean square is taken (unbiased to 0.3 % on white noise).
+    Cells with a non-finite pixel or no spread (saturated, padded) are left out.
+    """
+    x = np.asarray(data, dtype=np.float64)
+    if x.ndim != 2:
+        msg = f"`data` must be a 2-D frame. Received: data.shape={x.shape}"
+        raise AstroTFError(msg)
+    core = x[1:-1, 1:-1]
+    lap = core - 0.25 * (x[:-2, 1:-1] + x[2:, 1:-1] + x[1:-1, :-2] + x[1:-1, 2:])
+    if core.shape[0] < block or core.shape[1] < block:
+        return BlockStatistics(np.empty(0), np.empty(0), block * block, np.zeros(0, int))
+    values, residual = cell_blocks(core, block), cell_blocks(lap, block)
+    finite = np.isfinite(values).all(axis=1) & np.isfinite(residual).all(axis=1)
+    values, residual = values[finite], residual[finite]
+    centre = np.median(residual, axis=1, keepdims=True)
+    scale = MAD_TO_SIGMA * np.median(np.abs(residual - centre), axis=1, keepdims=True)
+    kept = np.abs(residual - centre) <= 5.0 * scale
+    count = kept.sum(axis=1)
+    # the mean square about 0, not about the cell's median: the Laplacian of a smooth signal is 0, and
+    # subtracting a median estimated from the same 64 correlated values biases the variance by ~2 %
+    variance = (np.where(kept, residual, 0.0) ** 2).sum(axis=1) / np.maximum(count, 1)
+    usable = (scale[:, 0] > 0) & (count >= block * block // 2)
+    return BlockStatistics(np.median(values[usable], axis=1), variance[usable] / LAPLACIAN_VARIANCE,
+                           block * block, np.flatnonzero(finite)[usable])
