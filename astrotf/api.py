@@ -11,14 +11,16 @@ and shape it was given:
 
 * a NumPy array (H, W) or (H, W, C), C = 1 or 3, comes back as float32 of the same shape;
 * an ``NDData`` or ``CCDData`` comes back as the same class: its mask becomes NaN going in and is
-  kept coming out, WCS, unit and meta are carried over (meta gains ``HISTORY`` lines), and an
-  uncertainty is dropped with a warning, because a denoiser's output has no honest per-pixel
-  uncertainty to give.
+  kept coming out, WCS, unit and meta are carried over (meta gains ``HISTORY`` lines). The result
+  has no uncertainty, because a denoiser's output has none that could be given honestly; the
+  input's is dropped with a warning unless a noise-conditioned model used it (below).
 
 A noise-conditioned model gets the frame's noise σ map as ``astrotf infer`` makes it
-(:mod:`astrotf.noise_map`): ``gain=`` (e⁻/ADU) and ``read_noise=`` (e⁻), else the ``meta`` of an
-``NDData`` (``GAIN``, ``RDNOISE``, ``EXPTIME``; its unit as ``BUNIT``), else a fit of the frame.
-A noise model the frame contradicts raises unless ``trust_noise_model=True``.
+(:mod:`astrotf.noise_map`): the ``NDData``'s own uncertainty (``StdDevUncertainty``,
+``VarianceUncertainty`` or ``InverseVariance``) unless ``use_uncertainty=False``, ``gain=`` or
+``read_noise=`` is given; else a noise model from ``gain=`` (e⁻/ADU) and ``read_noise=`` (e⁻), else
+the ``meta`` (``GAIN``, ``RDNOISE``, ``EXPTIME``; its unit as ``BUNIT``), else a fit of the frame.
+A σ map the frame contradicts raises unless ``trust_noise_model=True``.
 
 Arrays carry no file format, so the data domain is guessed from the values and the unit (see
 :func:`array_domain`); pass ``domain=`` to say it.
@@ -37,6 +39,7 @@ from astrotf.batch import InferOptions, denoise_frame
 from astrotf.constants import MAGNETOGRAM_UNITS
 from astrotf.errors import AstroTFError
 from astrotf.infer import looks_stretched
+from astrotf.io import Uncertainty
 from astrotf.noise_map import NoiseOptions
 from astrotf.restore import RestoreOptions
 
@@ -85,7 +88,10 @@ class Denoiser:
         Noise-conditioned models: the gain in e⁻/ADU and the read noise in e⁻, instead of those of
         the ``NDData``'s meta or a fit of the frame (a finite number > 0; refused for other models).
     trust_noise_model : bool
-        Noise-conditioned models: use a noise model that the frame's own noise contradicts.
+        Noise-conditioned models: use a noise model (or an uncertainty) that the frame's own noise
+        contradicts.
+    use_uncertainty : bool
+        Noise-conditioned models: take an ``NDData``'s uncertainty as the σ map when it has one.
     sky_level : bool
         Noise-conditioned models: give the output the input's sky level on large scales
         (:func:`astrotf.sky_level.keep_sky_level`).
@@ -97,7 +103,7 @@ class Denoiser:
     def __init__(self, model: str | None = None, *, domain: str | None = None, strength: float | None = None,
                  restore: float | None = None, restore_sigma: float | None = None, restore_mode: str = "input",
                  soft_restore: bool | None = None, gain: float | None = None, read_noise: float | None = None,
-                 trust_noise_model: bool = False, sky_level: bool = True, **options):
+                 trust_noise_model: bool = False, sky_level: bool = True, use_uncertainty: bool = True, **options):
         if domain is not None and domain not in DOMAINS:
             msg = f"`domain` must be one of {DOMAINS}. Received: domain={domain!r}"
             raise AstroTFError(msg)
@@ -108,7 +114,7 @@ class Denoiser:
             raise AstroTFError(msg)
         after = RestoreOptions(threshold=restore, sigmas=restore_sigma, mode=restore_mode, soft=soft_restore,
                                strength=strength, sky_level=sky_level)
-        noise = NoiseOptions(gain=gain, read_noise=read_noise, trust=trust_noise_model)
+        noise = NoiseOptions(gain=gain, read_noise=read_noise, trust=trust_noise_model, uncertainty=use_uncertainty)
         self.options = InferOptions(model=model, restore=after, noise=noise, **options)
         self.domain = domain
         self._models: dict = {}
@@ -122,10 +128,11 @@ class Denoiser:
         array = _as_frame(data)
         return self._run(array, None).data.reshape(np.shape(data))
 
-    def _run(self, frame: np.ndarray, unit, meta=None):
+    def _run(self, frame: np.ndarray, unit, meta=None, uncertainty=None):
         """The :class:`astrotf.batch.Frame` of ``frame``; its restore and report lines are logged."""
         domain = self.domain or array_domain(frame, unit)
-        result = denoise_frame(frame, self.options, domain=domain, models=self._models, header=_header(meta, unit))
+        result = denoise_frame(frame, self.options, domain=domain, models=self._models, header=_header(meta, unit),
+                               uncertainty=uncertainty)
         for line in result.lines:
             (log.warning if line.startswith("Warning: ") else log.info)("%s", line.removeprefix("Warning: "))
         return result
@@ -136,11 +143,11 @@ class Denoiser:
         if mask is not None and mask.shape != data.shape:
             msg = f"the NDData mask is shaped {mask.shape} but its data {data.shape}"
             raise AstroTFError(msg)
-        if nd.uncertainty is not None:
+        frame = _as_frame(np.where(mask, np.nan, data) if mask is not None else data)
+        done = self._run(frame, nd.unit, nd.meta, _uncertainty(nd, frame.shape))
+        if nd.uncertainty is not None and (done.noise is None or done.noise.uncertainty is None):
             warnings.warn("the uncertainty is dropped: a denoised image has no per-pixel uncertainty to "
                           "propagate honestly", UserWarning, stacklevel=3)
-        frame = _as_frame(np.where(mask, np.nan, data) if mask is not None else data)
-        done = self._run(frame, nd.unit, nd.meta)
         result = done.data.reshape(data.shape)
         if mask is not None:
             result = np.where(mask, data, result).astype(np.float32)  # masked pixels come back as they were
@@ -149,6 +156,22 @@ class Denoiser:
         meta["HISTORY"] = [*list(np.atleast_1d(meta["HISTORY"])), *done.history]
         kwargs = {"mask": None if mask is None else mask.copy(), "wcs": nd.wcs, "meta": meta, "unit": nd.unit}
         return type(nd)(result, **kwargs)
+
+
+def _uncertainty(nd, shape: tuple) -> Uncertainty | None:
+    """An ``NDData``'s uncertainty as an :class:`astrotf.io.Uncertainty` laid out like its frame; None
+    without one, or for a kind that is not a standard deviation, a variance or an inverse variance."""
+    kinds = {"std": "sigma", "var": "variance", "ivar": "inverse variance"}
+    kind = kinds.get(getattr(nd.uncertainty, "uncertainty_type", None))
+    if kind is None:
+        return None
+    values = np.asarray(nd.uncertainty.array, dtype=np.float32)
+    try:
+        values = np.broadcast_to(values, np.shape(nd.data))
+    except ValueError:
+        msg = f"the NDData uncertainty is shaped {values.shape} but its data {np.shape(nd.data)}"
+        raise AstroTFError(msg) from None
+    return Uncertainty(values.reshape(shape), kind, f"NDData {type(nd.uncertainty).__name__}")
 
 
 def _header(meta, unit) -> dict | None:

@@ -355,7 +355,8 @@ def pick_model(domain: str, options: InferOptions, models: dict | None = None) -
 
 def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, domain: str,
                   model: LoadedModel | None = None, models: dict | None = None, info=None, step="auto",
-                  label: str = "frame", progress: ProgressFactory | None = None, header=None) -> Frame:
+                  label: str = "frame", progress: ProgressFactory | None = None, header=None,
+                  uncertainty=None) -> Frame:
     """The network, then (for a noise-conditioned model) the input's sky level, then the strength blend,
     soft restore and restore of ``options.restore``, on one frame.
 
@@ -375,9 +376,9 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
         Grid step of quantised values when there is no ``info`` (see :func:`astrotf.infer.denoise_image`).
     label, progress
         ``progress(label)`` as in :func:`denoise_file`.
-    header : mapping, optional
-        Read for the noise model of a noise-conditioned model when there is no ``info`` (whose header
-        is used otherwise): see :func:`astrotf.noise_map.frame_noise`.
+    header, uncertainty : optional
+        A noise-conditioned model's: the mapping read for the noise model and the frame's
+        :class:`astrotf.io.Uncertainty`, by default ``info``'s (:func:`astrotf.noise_map.noise_for`).
     """
     from astrotf.infer import denoise_image
     from astrotf.noise_map import noise_for
@@ -386,8 +387,8 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
     from astrotf.sky_level import keep_sky_level
 
     model = model if model is not None else pick_model(domain, options, models)
-    noise = noise_for(model.name, model.noise_conditioned, data, info.header if info is not None else header,
-                      options.noise, str(info.path) if info is not None else None)
+    noise = noise_for(model.name, model.noise_conditioned, data, options.noise, info=info, header=header,
+                      uncertainty=uncertainty)
     soft = options.restore.soft if options.restore.soft is not None else _soft_by_default(model)
     if options.restore.strength is None:  # the model's own blend with the input (1 for most)
         options = dataclasses.replace(options, restore=dataclasses.replace(options.restore,
@@ -395,8 +396,7 @@ def denoise_frame(data: np.ndarray, options: InferOptions = InferOptions(), *, d
     model = _with_options_ensemble(model, options)
     tiles = model.tile_options(data.shape, options.overlap, options.tile, options.batch_size)
     # integer samples, or float ones on a grid: dithered for a model that scales tiles by their MAD
-    if info is not None:
-        step = info.step if info.step is not None else "auto"
+    step = (info.step if info.step is not None else "auto") if info is not None else step
     step = resolve_step(data, step) if model.normalises_tiles else None
     with progress(f"{label} ({model.name}, {model.precision})") if progress else contextlib.nullcontext() as update:
         result = denoise_image(data, model, tiles, update, step=step, noise_sigma=noise.sigma if noise else None)

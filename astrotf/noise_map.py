@@ -1,17 +1,24 @@
 """The noise σ map a noise-conditioned model is given at inference, checked before it is used.
 
-:func:`frame_noise` resolves the noise model of each channel of a linear frame with
-:func:`astrotf.noise_model.resolve_noise_model` (``--gain`` / ``--read-noise``, then the header's
-keywords, ``noise_model.GAIN_KEYS``, ``READ_NOISE_KEYS``, ``EXPTIME_KEYS`` and ``BUNIT``, then a
-fit of the frame for whatever is missing), compares it with the frame's own noise
-(:func:`check_against_frame`) and makes the σ map. It never guesses silently:
+:func:`frame_noise` makes the σ map of a linear frame from the first of:
+
+* the frame's own per-pixel uncertainty, an :class:`astrotf.io.Uncertainty` (a FITS ``ERR``, ``VAR``
+  or ``IVAR`` extension, :func:`astrotf.io.read_uncertainty`; an ``NDData``'s uncertainty in the
+  API), unless ``--gain`` or ``--read-noise`` is given or ``--no-uncertainty`` turns it off. Pixels
+  it gives no σ for (zero, negative, NaN) take the mean σ of their 5 × 5 neighbours that have one,
+  and are counted; with more than :data:`MAX_UNUSABLE` of them it is refused;
+* the noise model of each channel, :func:`astrotf.noise_model.resolve_noise_model`
+  (``--gain`` / ``--read-noise``, then the header's keywords, ``noise_model.GAIN_KEYS``,
+  ``READ_NOISE_KEYS``, ``EXPTIME_KEYS`` and ``BUNIT``, then a fit of the frame for whatever is missing).
+
+Either is compared with the frame's own noise (:func:`check_against_frame`). It never guesses silently:
 
 * a frame whose noise model cannot be resolved (no background to fit, a gain that the frame does
   not show, a ``BUNIT`` that is neither counts nor electrons) fails, with the reason;
-* a noise model that the frame contradicts, or a fit that had to assume something
+* a noise model or uncertainty that the frame contradicts, or a fit that had to assume something
   (:func:`distrust`), is refused with the reason, unless the user vouched for it:
   ``--trust-noise-model``, or both numbers given as options (``--gain`` and ``--read-noise``;
-  ``--read-noise`` alone for data in electrons). The model is then used, and the disagreement is
+  ``--read-noise`` alone for data in electrons). It is then used, and the disagreement is
   logged, shown and recorded in the HISTORY.
 
 ``--force`` is not that override: in ``astrotf infer`` it only lets outputs be overwritten, and a
@@ -31,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from astrotf.errors import AstroTFError
-from astrotf.noise_model import NoiseModel, block_statistics, check_override, resolve_noise_model
+from astrotf.io import Uncertainty, read_uncertainty
+from astrotf.metrics.noise import block_statistics, cell_blocks
+from astrotf.noise_model import NoiseModel, check_override, resolve_noise_model
 
 #: Largest factor between the noise σ measured in the frame's background cells and the model's σ there
 #: (median over the cells) for a model to be trusted.
@@ -40,6 +49,8 @@ SIGMA_RATIO_LIMIT = 1.25
 AGREEING_FRACTION = 0.5
 #: Fewest ``block × block`` background cells for the comparison; with fewer it is not made (and noted).
 MIN_CHECK_CELLS = 16
+#: Largest fraction of the finite pixels an uncertainty may give no σ for (they are filled) before it is refused.
+MAX_UNUSABLE = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +67,9 @@ class NoiseOptions:
         ``--write-noise-map``: write the σ map used beside the output.
     trust : bool
         ``--trust-noise-model``: use a noise model that :func:`distrust` objects to.
+    uncertainty : bool
+        Use the frame's own uncertainty (an ``ERR`` / ``VAR`` / ``IVAR`` extension) when it has one;
+        False: ``--no-uncertainty``.
 
     Raises
     ------
@@ -67,6 +81,7 @@ class NoiseOptions:
     read_noise: float | None = None
     write_map: bool = False
     trust: bool = False
+    uncertainty: bool = True
 
     def __post_init__(self):
         for name in ("gain", "read_noise"):
@@ -77,7 +92,8 @@ class NoiseOptions:
     def given(self) -> list[str]:
         """The options set, by their command-line names."""
         flags = {"--gain": self.gain is not None, "--read-noise": self.read_noise is not None,
-                 "--write-noise-map": self.write_map, "--trust-noise-model": self.trust}
+                 "--write-noise-map": self.write_map, "--trust-noise-model": self.trust,
+                 "--no-uncertainty": not self.uncertainty}
         return [flag for flag, on in flags.items() if on]
 
 
@@ -88,7 +104,7 @@ class NoiseCheck:
     Attributes
     ----------
     cells : int
-        Usable cells (:func:`astrotf.noise_model.block_statistics`).
+        Usable cells (:func:`astrotf.metrics.noise.block_statistics`).
     sigma_ratio : float
         Median over the cells of measured / predicted variance, square-rooted: the factor between the
         frame's noise and the model's σ. NaN with fewer than :data:`MIN_CHECK_CELLS` cells.
@@ -99,6 +115,7 @@ class NoiseCheck:
     cells: int
     sigma_ratio: float
     agreeing: float
+    against: str = "model sigma"
 
     @property
     def measured(self) -> bool:
@@ -108,15 +125,17 @@ class NoiseCheck:
         """One line for the HISTORY (one card) and the terminal."""
         if not self.measured:
             return f"not checked against the frame ({self.cells} background cells, need {MIN_CHECK_CELLS})"
-        return f"frame noise {self.sigma_ratio:.3f} x model sigma, {self.cells} cells, {self.agreeing:.0%} agree"
+        return (f"frame noise {self.sigma_ratio:.3f} x {self.against}, {self.cells} cells, "
+                f"{self.agreeing:.0%} agree")
 
 
-def check_against_frame(model: NoiseModel, plane: np.ndarray, block: int = 8) -> NoiseCheck:
-    """Compare the σ a noise model predicts with the noise measured in a frame's background cells.
+def check_against_frame(noise: NoiseModel | np.ndarray, plane: np.ndarray, block: int = 8) -> NoiseCheck:
+    """Compare the σ a noise model or a σ map predicts with the noise measured in a frame's background cells.
 
     Parameters
     ----------
-    model : NoiseModel
+    noise : NoiseModel or numpy.ndarray, shape (H, W)
+        A noise model, or a σ map of ``plane`` (an uncertainty's) in its unit.
     plane : numpy.ndarray, shape (H, W)
         One channel of the linear frame, in the model's unit; NaN cells are skipped.
     block : int
@@ -125,21 +144,30 @@ def check_against_frame(model: NoiseModel, plane: np.ndarray, block: int = 8) ->
     Returns
     -------
     NoiseCheck
-        The model's variance is taken at each cell's median signal and compared with the cell's
-        noise variance from its Laplacian (which ignores the sky and gradients; star cores are
-        clipped, and the median over cells ignores what clipping leaves).
+        The model's variance is taken at each cell's median signal (a σ map's is its mean σ² over the
+        cell) and compared with the cell's noise variance from its Laplacian (which ignores the sky and
+        gradients; star cores are clipped, and the median over cells ignores what clipping leaves).
     """
     stats = block_statistics(np.asarray(plane), block)
     if stats.signal.size < MIN_CHECK_CELLS:
         return NoiseCheck(int(stats.signal.size), math.nan, math.nan)
-    predicted = np.maximum(model.variance_map(stats.signal), np.finfo(np.float64).tiny)
-    ratio = stats.variance / predicted
+    if isinstance(noise, NoiseModel):
+        predicted, against = noise.variance_map(stats.signal), "model sigma"
+    else:
+        variance = np.asarray(noise, dtype=np.float64)[1:-1, 1:-1] ** 2
+        predicted, against = cell_blocks(variance, block).mean(axis=1)[stats.index], "uncertainty sigma"
+    with np.errstate(over="ignore"):  # a model with no read noise predicts ~0 below its offset: inf, disagreeing
+        ratio = stats.variance / np.maximum(predicted, np.finfo(np.float64).tiny)
+    usable = np.isfinite(ratio)
+    if usable.sum() < MIN_CHECK_CELLS:
+        return NoiseCheck(int(usable.sum()), math.nan, math.nan, against)
+    ratio = ratio[usable]
     agreeing = float(np.mean((ratio >= 0.5) & (ratio <= 2.0)))
-    return NoiseCheck(int(stats.signal.size), float(np.sqrt(np.median(ratio))), agreeing)
+    return NoiseCheck(int(ratio.size), float(np.sqrt(np.median(ratio))), agreeing, against)
 
 
-def distrust(model: NoiseModel, check: NoiseCheck) -> list[str]:
-    """Why a noise model should not be used on its frame (empty: nothing against it).
+def distrust(model: NoiseModel | None, check: NoiseCheck) -> list[str]:
+    """Why a noise model (None: an uncertainty) should not be used on its frame (empty: nothing against it).
 
     * A fit that found no read-noise term (a negative intercept) took it for a pedestal: a guess.
     * The frame's background noise differs from the model's σ by more than :data:`SIGMA_RATIO_LIMIT`:
@@ -148,15 +176,17 @@ def distrust(model: NoiseModel, check: NoiseCheck) -> list[str]:
     * Fewer than :data:`AGREEING_FRACTION` of the background cells have the predicted noise.
     """
     reasons = []
-    if model.read_noise_from.startswith("fit: below precision"):
+    if model is not None and model.read_noise_from.startswith("fit: below precision"):
         reasons.append(f"the fit found no read-noise term and assumed a pedestal of {model.offset:.4g} data units")
+    why = ("a wrong gain or read noise, a pedestal or subtracted sky, a stack, or correlated noise" if model is not None
+           else "an uncertainty in other units or of other data, or correlated noise")
     if check.measured and not 1.0 / SIGMA_RATIO_LIMIT <= check.sigma_ratio <= SIGMA_RATIO_LIMIT:
-        reasons.append(f"the frame's background noise is {check.sigma_ratio:.2f} x the model's sigma over "
-                       f"{check.cells} cells (trusted: {1 / SIGMA_RATIO_LIMIT:.2f} to {SIGMA_RATIO_LIMIT:.2f}): a "
-                       "wrong gain or read noise, a pedestal or subtracted sky, a stack, or correlated noise")
+        whose = "the model's" if model is not None else "the uncertainty's"
+        reasons.append(f"the frame's background noise is {check.sigma_ratio:.2f} x {whose} sigma over "
+                       f"{check.cells} cells (trusted: {1 / SIGMA_RATIO_LIMIT:.2f} to {SIGMA_RATIO_LIMIT:.2f}): {why}")
     if check.measured and check.agreeing < AGREEING_FRACTION:
-        reasons.append(f"only {check.agreeing:.0%} of {check.cells} background cells have the model's noise "
-                       "within a factor 2")
+        reasons.append(f"only {check.agreeing:.0%} of {check.cells} background cells have the "
+                       f"{'model' if model is not None else 'uncertainty'}'s noise within a factor 2")
     return reasons
 
 
@@ -168,12 +198,14 @@ def vouched(model: NoiseModel) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class FrameNoise:
-    """What :func:`frame_noise` found: the σ map, the model of each channel and the lines to record."""
+    """What :func:`frame_noise` found: the σ map, the model of each channel (none when the frame's own
+    uncertainty gave the map; ``uncertainty`` then names it) and the lines to record."""
 
     sigma: np.ndarray
     models: tuple[NoiseModel, ...]
     history: list[str]
     lines: list[str]
+    uncertainty: str | None = None
 
 
 def _summary(model: NoiseModel) -> str:
@@ -187,8 +219,9 @@ def history_lines(text: str, width: int = 72) -> list[str]:
     return textwrap.wrap(text, width, subsequent_indent="noise model:   ", break_on_hyphens=False)
 
 
-def frame_noise(data: np.ndarray, header=None, options: NoiseOptions = NoiseOptions()) -> FrameNoise:
-    """The noise model and σ map of a linear frame, for a noise-conditioned model.
+def frame_noise(data: np.ndarray, header=None, options: NoiseOptions = NoiseOptions(),
+                uncertainty: Uncertainty | None = None) -> FrameNoise:
+    """The σ map of a linear frame, for a noise-conditioned model: from its uncertainty, else its noise model.
 
     Parameters
     ----------
@@ -197,23 +230,33 @@ def frame_noise(data: np.ndarray, header=None, options: NoiseOptions = NoiseOpti
     header : astropy.io.fits.Header or mapping, optional
         Read for the gain, read noise, exposure time and unit (see the module docstring).
     options : NoiseOptions
+    uncertainty : astrotf.io.Uncertainty, optional
+        The frame's own (:func:`astrotf.io.read_uncertainty`), in its units; used unless
+        ``options`` gives ``--gain``, ``--read-noise`` or ``--no-uncertainty``.
 
     Returns
     -------
     FrameNoise
         ``sigma`` (H, W, C) float32 in data units, NaN where ``data`` is non-finite; ``history``:
-        :meth:`NoiseModel.history_cards` and the check of each channel (prefixed ``ch<i>`` for colour
-        frames); ``lines``: what to tell the user, warnings first (starting ``"Warning: "``).
+        :meth:`NoiseModel.history_cards` (or the uncertainty's source) and the check of each channel
+        (prefixed ``ch<i>`` for colour frames); ``lines``: what to tell the user, warnings first
+        (starting ``"Warning: "``).
 
     Raises
     ------
     astrotf.errors.AstroTFError
-        One line with the reason: the noise model cannot be resolved, or :func:`distrust` objects to
-        it and the user did not vouch for it.
+        One line with the reason: the noise model cannot be resolved, the uncertainty does not fit
+        the frame, or :func:`distrust` objects and the user did not vouch for it.
     """
     data = np.asarray(data)
+    ignored = []
+    if uncertainty is not None:
+        overrides = [flag for flag in options.given if flag in ("--gain", "--read-noise", "--no-uncertainty")]
+        if not overrides:
+            return _from_uncertainty(data, uncertainty, options)
+        ignored = [f"noise model: the {uncertainty.source} is not used ({', '.join(overrides)} given)"]
     sigma = np.empty(data.shape, np.float32)
-    models, history, lines = [], [], []
+    models, history, lines = [], list(ignored), list(ignored)
     for c in range(data.shape[-1]):
         plane = data[..., c]
         channel = f"channel {c}: " if data.shape[-1] > 1 else ""
@@ -227,40 +270,100 @@ def frame_noise(data: np.ndarray, header=None, options: NoiseOptions = NoiseOpti
             raise AstroTFError(f"{channel}noise model not trusted ({_summary(model)}): {'; '.join(reasons)}; give "
                                "--gain and --read-noise, or pass --trust-noise-model to use it anyway")
         sigma[..., c] = model.sigma_map(plane)
-        prefix = f"ch{c} " if data.shape[-1] > 1 else ""
-        cards = [card for line in (*model.history_cards(), f"noise model: {check.line()}")
-                 for card in history_lines(line)]
-        for reason in reasons:
-            why = "--trust-noise-model" if options.trust else "--gain and --read-noise given"
-            lines.append(f"Warning: {channel}noise model used ({why}) although {reason}")
-            cards += history_lines(f"noise model: used ({why}) although {reason}")
-        history += [prefix + card for card in cards]
+        why = "--trust-noise-model" if options.trust else "--gain and --read-noise given"
+        cards = _cards([*model.history_cards(), f"noise model: {check.line()}"], reasons, why, lines, channel)
+        history += [(f"ch{c} " if data.shape[-1] > 1 else "") + card for card in cards]
         lines.append(f"{channel}noise model: {_summary(model)}; {check.line()}")
         models.append(model)
     return FrameNoise(sigma, tuple(models), history, lines)
 
 
-def noise_for(model_name: str, conditioned: bool, data: np.ndarray, header, options: NoiseOptions,
-              where: str | None = None) -> FrameNoise | None:
+def _cards(entries: list[str], reasons: list[str], why: str, lines: list[str], channel: str) -> list[str]:
+    """HISTORY cards of ``entries`` and of the objections overridden by ``why``; those also go to ``lines``."""
+    cards = [card for line in entries for card in history_lines(line)]
+    for reason in reasons:
+        lines.append(f"Warning: {channel}noise model used ({why}) although {reason}")
+        cards += history_lines(f"noise model: used ({why}) although {reason}")
+    return cards
+
+
+def _from_uncertainty(data: np.ndarray, uncertainty: Uncertainty, options: NoiseOptions) -> FrameNoise:
+    """:func:`frame_noise` from the frame's own uncertainty: filled where it gives no σ, checked per channel."""
+    sigma = uncertainty.sigma()
+    if sigma.shape != data.shape:
+        raise AstroTFError(f"the {uncertainty.source} is shaped {sigma.shape[:2]} x {sigma.shape[-1]} channel(s), "
+                           f"the image {data.shape[:2]} x {data.shape[-1]}")
+    finite = np.isfinite(data)
+    unusable = finite & ~np.isfinite(sigma)
+    share = unusable.sum() / max(int(finite.sum()), 1)
+    if share > MAX_UNUSABLE:
+        raise AstroTFError(f"the {uncertainty.source} gives no sigma (zero, negative or NaN) for {share:.1%} of the "
+                           f"pixels with data (at most {MAX_UNUSABLE:.0%}); pass --no-uncertainty to use the gain "
+                           "and read-noise model instead")
+    if unusable.any():
+        sigma = _fill(sigma, unusable)
+    sigma = np.where(finite, sigma, np.nan).astype(np.float32)
+    source = f"noise model: sigma map from the {uncertainty.source}, read as {uncertainty.kind}"
+    if unusable.any():
+        source += f"; {int(unusable.sum())} pixels without a sigma filled from their neighbours"
+    history, lines = [], []
+    for c in range(data.shape[-1]):
+        channel = f"channel {c}: " if data.shape[-1] > 1 else ""
+        check = check_against_frame(sigma[..., c], data[..., c])
+        reasons = distrust(None, check)
+        if reasons and not options.trust:
+            raise AstroTFError(f"{channel}the {uncertainty.source} is not trusted: {'; '.join(reasons)}; pass "
+                               "--no-uncertainty to use the gain and read-noise model instead, or "
+                               "--trust-noise-model to use it anyway")
+        cards = _cards([source, f"noise model: {check.line()}"], reasons, "--trust-noise-model", lines, channel)
+        history += [(f"ch{c} " if data.shape[-1] > 1 else "") + card for card in cards]
+        lines.append(f"{channel}{source}; {check.line()}")
+    return FrameNoise(sigma, (), history, lines, uncertainty.source)
+
+
+def _fill(sigma: np.ndarray, unusable: np.ndarray, size: int = 5) -> np.ndarray:
+    """``sigma`` with its ``unusable`` pixels set to the mean σ of their ``size × size`` neighbours that have
+    one (per channel), or the channel's median σ where none has."""
+    from scipy.ndimage import uniform_filter
+
+    filled = np.array(sigma, dtype=np.float64)
+    for c in range(sigma.shape[-1]):
+        plane, bad = filled[..., c], unusable[..., c]
+        good = np.isfinite(plane)
+        total = uniform_filter(np.where(good, plane, 0.0), size, mode="nearest")
+        count = uniform_filter(good.astype(np.float64), size, mode="nearest")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            local = np.where(count > 0.5 / size**2, total / count, np.nanmedian(plane))
+        plane[bad] = local[bad]
+    return filled.astype(np.float32)
+
+
+def noise_for(model_name: str, conditioned: bool, data: np.ndarray, options: NoiseOptions, *, info=None,
+              header=None, uncertainty: Uncertainty | None = None) -> FrameNoise | None:
     """:func:`frame_noise` for a noise-conditioned model; None for another, which refuses the noise options.
 
-    ``where`` (the input file) starts the message of any error.
+    ``info`` (an :class:`astrotf.io.ImageInfo`): the file's header, its uncertainty extension
+    (:func:`astrotf.io.read_uncertainty`, read for a noise-conditioned model only) and its name, which
+    starts the message of any error; ``header`` and ``uncertainty`` are used instead where given.
 
     Raises
     ------
     astrotf.errors.AstroTFError
         Noise options for a model that takes no σ map, or what :func:`frame_noise` raises.
     """
-    prefix = f"{where}: " if where else ""
+    prefix = f"{info.path}: " if info is not None else ""
     if not conditioned:
         if options.given:
             raise AstroTFError(f"{prefix}{', '.join(options.given)}: model {model_name} is not noise-conditioned "
                                "(it takes no noise sigma map)")
         return None
     try:
-        return frame_noise(data, header, options)
+        if info is not None:
+            header = header if header is not None else info.header
+            uncertainty = uncertainty if uncertainty is not None else read_uncertainty(info)
+        return frame_noise(data, header, options, uncertainty)
     except AstroTFError as err:
-        raise AstroTFError(f"{prefix}{err}") from None
+        raise AstroTFError(str(err) if prefix and str(err).startswith(prefix) else f"{prefix}{err}") from None
 
 
 def noise_map_path(image: Path, output: Path) -> Path:

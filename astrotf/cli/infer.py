@@ -93,30 +93,38 @@ from astrotf.cli._common import friendly_errors, unsafe_model_option
                    "<input stem>_noise.fits beside the output (the input's header, HISTORY of the noise model). "
                    "Refused for other models.")
 @click.option("--trust-noise-model", is_flag=True,
-              help="Noise-conditioned models: use a noise model from the header or a fit even where the frame's "
-                   "own noise contradicts it (by default the file fails with the reason); the disagreement is "
-                   "recorded in the HISTORY. Giving both --gain and --read-noise vouches for them likewise.")
+              help="Noise-conditioned models: use a noise model from the header or a fit, or the file's "
+                   "uncertainty extension, even where the frame's own noise contradicts it (by default the "
+                   "file fails with the reason); the disagreement is recorded in the HISTORY. Giving both "
+                   "--gain and --read-noise vouches for them likewise.")
+@click.option("--no-uncertainty", "use_uncertainty", is_flag=True, flag_value=False, default=True,
+              help="Noise-conditioned models: ignore the FITS file's ERR/VAR/IVAR extension (its per-pixel "
+                   "uncertainty, by default the sigma map when there is one) and use the gain and read-noise "
+                   "model. --gain or --read-noise does so too. Refused for other models.")
 @unsafe_model_option
 @friendly_errors
 def infer(images, output, out_dir, model_name, overlap, tile, batch_size, backend, precision, force, quiet,
           server, protocol, from_list, skip_existing, manifest, shard, samples, seed, average, restore_r,
           restore_sigma, restore_mode, soft_restore, soft_width, strength, sky_level, report, noise_range, gain,
-          read_noise, write_noise_map, trust_noise_model):
+          read_noise, write_noise_map, trust_noise_model, use_uncertainty):
     """Denoise IMAGES with overlapping, Gaussian-feathered tiles.
 
     The result keeps the input's format, dtype, channel layout and header (plus a
     HISTORY card). Over many files, a bad one is reported and the rest go on; the
     exit status is then 1.
 
-    A noise-conditioned model also gets the frame's noise sigma map: its gain and
-    read noise come from --gain/--read-noise, else the header, else a fit of the frame,
-    and are checked against the frame's own noise first (see --trust-noise-model).
+    A noise-conditioned model also gets the frame's noise sigma map: the FITS file's
+    own uncertainty (an ERR, VAR or IVAR extension) when it has one, else a noise model
+    whose gain and read noise come from --gain/--read-noise, else the header, else a fit
+    of the frame. Either is checked against the frame's own noise first (see
+    --trust-noise-model).
     """
     from astrotf import batch
     from astrotf.noise_map import NoiseOptions
     from astrotf.restore import RestoreOptions
 
-    noise = NoiseOptions(gain=gain, read_noise=read_noise, write_map=write_noise_map, trust=trust_noise_model)
+    noise = NoiseOptions(gain=gain, read_noise=read_noise, write_map=write_noise_map, trust=trust_noise_model,
+                         uncertainty=use_uncertainty)
     images = batch.collect_inputs(images, from_list, batch.parse_shard(shard))
     batch.check_outputs(len(images), output, out_dir, skip_existing, force)
     restore = RestoreOptions(threshold=restore_r, sigmas=restore_sigma, mode=restore_mode, soft=soft_restore,

@@ -12,6 +12,8 @@ Data contract
 * FITS data stay in physical units: BSCALE/BZERO applied, BLANK and NaN pixels as NaN, no normalisation
   (``info.scale`` is 1.0). Float TIFF and XISF samples are kept as they are. These count as linear data.
 * An alpha plane is never part of ``data``: it is kept in ``info.alpha`` and written back unchanged.
+* A FITS image's per-pixel uncertainty (an ``ERR``, ``VAR`` or ``IVAR`` extension of the same
+  ``EXTVER``) is read on request, by :func:`read_uncertainty`, as an :class:`Uncertainty`.
 
 :func:`write_image` undoes this with the :class:`ImageInfo`: same sample dtype and channel layout, and as
 much of the format's metadata as the libraries can write (FITS header, BSCALE/BZERO/BLANK and tile
@@ -37,13 +39,13 @@ from functools import partial
 
 import numpy as np
 
-from astrotf.io._common import ImageInfo, ImageIOError, one_line
-from astrotf.io.fits import read_fits, write_fits
+from astrotf.io._common import ImageInfo, ImageIOError, Uncertainty, one_line
+from astrotf.io.fits import UNCERTAINTY_EXTNAMES, read_fits, read_uncertainty, write_fits
 from astrotf.io.raster import read_cv2, read_tiff, write_cv2, write_tiff
 from astrotf.io.xisf import read_xisf, write_xisf
 
-__all__ = ["SUPPORTED_SUFFIXES", "ImageIOError", "ImageInfo", "format_of", "list_images", "read_image",
-           "remove_stale_temporaries", "write_image"]
+__all__ = ["SUPPORTED_SUFFIXES", "UNCERTAINTY_EXTNAMES", "ImageIOError", "ImageInfo", "Uncertainty", "format_of",
+           "list_images", "read_image", "read_uncertainty", "remove_stale_temporaries", "write_image"]
 
 logger = logging.getLogger(__name__)
 

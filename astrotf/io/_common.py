@@ -90,6 +90,42 @@ class ImageInfo:
         return self.format == "fits" or (self.format in ("tiff", "xisf") and not self.is_integer)
 
 
+#: What a per-pixel uncertainty can hold (:class:`Uncertainty`).
+UNCERTAINTY_KINDS = ("sigma", "variance", "inverse variance")
+
+
+@dataclasses.dataclass(frozen=True)
+class Uncertainty:
+    """A per-pixel uncertainty that came with an image: a FITS ``ERR`` / ``VAR`` / ``IVAR`` extension
+    (:func:`astrotf.io.read_uncertainty`) or the ``uncertainty`` of an astropy ``NDData``.
+
+    Attributes
+    ----------
+    values : numpy.ndarray, shape (H, W, C)
+        As stored, laid out like the image.
+    kind : {"sigma", "variance", "inverse variance"}
+    source : str
+        Where it came from, for messages and the HISTORY (``"ERR extension (HDU 2, EXTVER 1)"``).
+    """
+
+    values: np.ndarray
+    kind: str
+    source: str
+
+    def __post_init__(self):
+        if self.kind not in UNCERTAINTY_KINDS:
+            msg = f"`kind` must be one of {UNCERTAINTY_KINDS}. Received: kind={self.kind!r}"
+            raise AstroTFError(msg)
+
+    def sigma(self) -> np.ndarray:
+        """σ in the image's units, float32; NaN where the values give none (non-finite, a σ or variance
+        <= 0, an inverse variance of 0: no data)."""
+        values = np.asarray(self.values, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sigma = {"sigma": values, "variance": np.sqrt(values), "inverse variance": 1.0 / np.sqrt(values)}[self.kind]
+        return np.where(np.isfinite(sigma) & (sigma > 0), sigma, np.nan).astype(np.float32)
+
+
 def one_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type name when the message is empty."""
     text = str(exc).strip().splitlines()

@@ -1,5 +1,8 @@
 """FITS through astropy: the first HDU with image data (primary, image or tile-compressed extension).
 
+An ``ERR`` / ``VAR`` / ``IVAR`` extension beside it is the image's per-pixel uncertainty
+(:func:`read_uncertainty`), which noise-conditioned models take as their σ map.
+
 Data stay in physical units: BSCALE/BZERO applied, BLANK and NaN pixels as NaN. Writing keeps the
 header, BITPIX, BSCALE/BZERO/BLANK, tile compression, checksums and the file's other extensions.
 """
@@ -12,12 +15,16 @@ import pathlib
 import numpy as np
 from astropy.io import fits
 
-from astrotf.io._common import ImageInfo, ImageIOError, one_line
+from astrotf.io._common import ImageInfo, ImageIOError, Uncertainty, one_line
 from astrotf.quantise import to_fits_integers
 
 logger = logging.getLogger(__name__)
 
 FITS_DTYPES = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64, -32: np.float32, -64: np.float64}
+#: ``EXTNAME`` of the extensions that hold an image's per-pixel uncertainty, and what they hold.
+UNCERTAINTY_EXTNAMES = {"ERR": "sigma", "ERROR": "sigma", "SIGMA": "sigma", "STDDEV": "sigma", "UNCERT": "sigma",
+                        "VAR": "variance", "VARIANCE": "variance", "IVAR": "inverse variance",
+                        "INVVAR": "inverse variance"}
 # Cards astropy derives from the data, or that would be wrong once the data change.
 FITS_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "GROUPS",
                    "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM"}
@@ -63,22 +70,68 @@ def read_fits(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
         # astropy maps BLANK to NaN itself, except for pseudo-unsigned data (BZERO = 2**(n-1)).
         data[raw == int(blank) + int(bzero)] = np.nan
 
-    lead_axes = ()
-    if data.ndim > 3 and all(n == 1 for n in data.shape[:-3]):  # e.g. radio (1, 1, H, W)
-        lead_axes, data = data.shape[:-3], data.reshape(data.shape[-3:])
-    if data.ndim == 2:
-        layout = "HW"
-    elif data.ndim == 3 and data.shape[0] in (1, 3):
-        layout, data = "CHW", np.moveaxis(data, 0, -1)
-    else:
-        msg = f"{path}: unsupported layout, expected 2-D or a 3-plane cube, got shape {raw.shape}"
-        raise ImageIOError(msg)
+    data, layout, lead_axes = _planes(data, path)
     extra = {"bitpix": bitpix, "bscale": bscale, "bzero": bzero, "blank": blank, "lead_axes": lead_axes,
              "compression": compression, "checksum": "CHECKSUM" in header}
     channels = 1 if data.ndim == 2 else data.shape[2]
     info = ImageInfo(path, "fits", np.dtype(FITS_DTYPES[bitpix]), channels, layout, 1.0, header, index,
                      extra=extra)
     return data, info
+
+
+def _planes(data: np.ndarray, path: pathlib.Path) -> tuple[np.ndarray, str, tuple]:
+    """``(data as (H, W) or (H, W, C), layout, lead_axes)`` of an HDU's array."""
+    lead_axes = ()
+    if data.ndim > 3 and all(n == 1 for n in data.shape[:-3]):  # e.g. radio (1, 1, H, W)
+        lead_axes, data = data.shape[:-3], data.reshape(data.shape[-3:])
+    if data.ndim == 2:
+        return data, "HW", lead_axes
+    if data.ndim == 3 and data.shape[0] in (1, 3):
+        return np.moveaxis(data, 0, -1), "CHW", lead_axes
+    msg = f"{path}: unsupported layout, expected 2-D or a 3-plane cube, got shape {data.shape}"
+    raise ImageIOError(msg)
+
+
+def read_uncertainty(info: ImageInfo) -> Uncertainty | None:
+    """The per-pixel uncertainty stored beside the image of a FITS file, or None.
+
+    It is the first image extension whose ``EXTNAME`` is a key of :data:`UNCERTAINTY_EXTNAMES` (``ERR``
+    of HST, ``VAR`` of Gemini, ``IVAR`` ...), with the image's ``EXTVER`` (1 when absent) and shape.
+    An extension of that name but another shape is skipped with a logged line.
+
+    Returns
+    -------
+    Uncertainty or None
+        ``values`` (H, W, C) float32, laid out like the image :func:`read_fits` returned.
+
+    Raises
+    ------
+    ImageIOError
+        The file cannot be read again (one line naming it).
+    """
+    if info.format != "fits":
+        return None
+    extver = (info.header or {}).get("EXTVER", 1)
+    try:
+        with fits.open(info.path, memmap=False) as hdul:
+            shape = hdul[info.hdu_index].shape
+            for index, hdu in enumerate(hdul):
+                name = str(hdu.header.get("EXTNAME", "")).strip().upper()
+                if index == info.hdu_index or name not in UNCERTAINTY_EXTNAMES or not hdu.is_image:
+                    continue
+                if hdu.header.get("EXTVER", 1) != extver:
+                    continue
+                if hdu.shape != shape:
+                    logger.warning("%s: %s extension (HDU %d) is shaped %s, the image %s; not used", info.path,
+                                   name, index, hdu.shape, shape)
+                    continue
+                values, _, _ = _planes(np.asarray(hdu.data, dtype=np.float32), info.path)
+                values = values if values.ndim == 3 else values[..., None]
+                source = f"{name} extension (HDU {index}" + (f", EXTVER {extver})" if "EXTVER" in hdu.header else ")")
+                return Uncertainty(values, UNCERTAINTY_EXTNAMES[name], source)
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
+        raise ImageIOError(f"{info.path}: uncertainty extension not readable ({one_line(exc)})") from exc
+    return None
 
 
 def write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: list[str]) -> None:
