@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from astrotf.errors import AstroTFError
-from astrotf.io import Uncertainty, read_uncertainty
+from astrotf.io import Uncertainty, inherited_header, read_uncertainty
 from astrotf.metrics.noise import block_statistics, cell_blocks
 from astrotf.noise_model import NoiseModel, check_override, resolve_noise_model
 
@@ -342,7 +342,8 @@ def noise_for(model_name: str, conditioned: bool, data: np.ndarray, options: Noi
               header=None, uncertainty: Uncertainty | None = None) -> FrameNoise | None:
     """:func:`frame_noise` for a noise-conditioned model; None for another, which refuses the noise options.
 
-    ``info`` (an :class:`astrotf.io.ImageInfo`): the file's header, its uncertainty extension
+    ``info`` (an :class:`astrotf.io.ImageInfo`): the file's header (with what it inherits from the primary
+    header, :func:`astrotf.io.inherited_header`), its uncertainty extension
     (:func:`astrotf.io.read_uncertainty`, read for a noise-conditioned model only) and its name, which
     starts the message of any error; ``header`` and ``uncertainty`` are used instead where given.
 
@@ -359,7 +360,7 @@ def noise_for(model_name: str, conditioned: bool, data: np.ndarray, options: Noi
         return None
     try:
         if info is not None:
-            header = header if header is not None else info.header
+            header = header if header is not None else inherited_header(info)
             uncertainty = uncertainty if uncertainty is not None else read_uncertainty(info)
         return frame_noise(data, header, options, uncertainty)
     except AstroTFError as err:

@@ -487,3 +487,24 @@ def test_fits_image_read_from_an_extension_goes_back_there_after_the_primary_hea
     again, info_again = read_image(tmp_path / "out.fits")  # the output reads like the input
     assert info_again.hdu_index == 1
     np.testing.assert_array_equal(again, data * 2)
+
+
+def test_an_extension_inherits_the_primary_header_keywords_it_lacks_unless_inherit_is_false(tmp_path):
+    from astrotf.io import inherited_header
+
+    primary = fits.Header([("TELESCOP", "HST"), ("CCDGAIN", 2.0), ("READNSE", 4.5), ("EXPTIME", 100.0)])
+    image = np.ones((4, 5), np.float32)
+    sci = fits.Header([("BUNIT", "COUNTS"), ("EXPTIME", 50.0)])
+    fits.HDUList([fits.PrimaryHDU(header=primary), fits.ImageHDU(image, sci, name="SCI")]).writeto(tmp_path / "a.fits")
+    _, info = read_image(tmp_path / "a.fits")
+    merged = inherited_header(info)
+    assert merged["CCDGAIN"] == 2.0 and merged["READNSE"] == 4.5 and merged["BUNIT"] == "COUNTS"
+    assert merged["EXPTIME"] == 50.0 and merged["EXTNAME"] == "SCI"  # the extension's own value wins
+    assert "CCDGAIN" not in info.header  # what is written back is the extension's header, unchanged
+    sci["INHERIT"] = False
+    fits.HDUList([fits.PrimaryHDU(header=primary), fits.ImageHDU(image, sci)]).writeto(tmp_path / "b.fits")
+    _, info = read_image(tmp_path / "b.fits")
+    assert "CCDGAIN" not in inherited_header(info)
+    fits.PrimaryHDU(image, primary).writeto(tmp_path / "c.fits")
+    _, info = read_image(tmp_path / "c.fits")
+    assert inherited_header(info) is info.header

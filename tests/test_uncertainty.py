@@ -19,9 +19,10 @@ from tests.test_noise_infer import GAIN, READ_NOISE, ccd_frame, conditioned, inv
 MODEL = NoiseModel(GAIN, READ_NOISE)
 
 
-def hst_file(path, data, err, dq=True):
-    """An HST-like file: an empty primary HDU, then SCI/ERR/DQ of EXTVER 1 and a second chip (EXTVER 2)."""
-    hdus = [fits.PrimaryHDU(header=fits.Header({"TELESCOP": "HST"}))]
+def hst_file(path, data, err, dq=True, **primary):
+    """An HST-like file: an empty primary HDU (``primary`` keywords), then SCI/ERR/DQ of EXTVER 1 and a
+    second chip (EXTVER 2)."""
+    hdus = [fits.PrimaryHDU(header=fits.Header({"TELESCOP": "HST", **primary}))]
     for extver, scale in ((1, 1.0), (2, 3.0)):
         hdus += [fits.ImageHDU(data * scale, fits.Header({"BUNIT": "COUNTS"}), name="SCI", ver=extver),
                  fits.ImageHDU(err * scale, fits.Header({"BUNIT": "COUNTS"}), name="ERR", ver=extver)]
@@ -158,6 +159,16 @@ def test_cli_takes_the_err_extension_where_the_header_has_no_noise_model(tmp_pat
     assert result.exit_code == 0, result.output
     assert "the ERR extension (HDU 2, EXTVER 1) is not used (--gain, --read-noise given)" in result.output
     np.testing.assert_array_equal(fits.getdata(src, 1), data)  # the input is untouched
+
+
+def test_cli_reads_the_noise_model_of_an_extension_from_the_primary_header(tmp_path, conditioned, frame):
+    path, _ = conditioned
+    data, sigma = frame
+    src = hst_file(tmp_path / "flt.fits", data, sigma, CCDGAIN=GAIN, READNSE=READ_NOISE, EXPTIME=150.0)
+    result = invoke(src, "--model", path, "--no-uncertainty", "--write-noise-map")
+    assert result.exit_code == 0, result.output
+    assert "noise model: gain 2 e-/ADU (header CCDGAIN), read noise 5 e- (header READNSE), unit adu" in result.output
+    np.testing.assert_allclose(fits.getdata(tmp_path / "flt_noise.fits"), sigma, rtol=1e-6)
 
 
 def test_cli_refuses_a_wrong_err_extension_naming_the_file_and_the_way_out(tmp_path, conditioned, frame):

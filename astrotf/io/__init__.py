@@ -40,12 +40,12 @@ from functools import partial
 import numpy as np
 
 from astrotf.io._common import ImageInfo, ImageIOError, Uncertainty, one_line
-from astrotf.io.fits import UNCERTAINTY_EXTNAMES, read_fits, read_uncertainty, write_fits
+from astrotf.io.fits import UNCERTAINTY_EXTNAMES, inherited_header, read_fits, read_uncertainty, write_fits
 from astrotf.io.raster import read_cv2, read_tiff, write_cv2, write_tiff
 from astrotf.io.xisf import read_xisf, write_xisf
 
 __all__ = ["SUPPORTED_SUFFIXES", "UNCERTAINTY_EXTNAMES", "ImageIOError", "ImageInfo", "Uncertainty", "format_of",
-           "list_images", "read_image", "read_uncertainty", "remove_stale_temporaries", "write_image"]
+           "inherited_header", "list_images", "read_image", "read_uncertainty", "remove_stale_temporaries", "write_image"]
 
 logger = logging.getLogger(__name__)
 

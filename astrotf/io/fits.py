@@ -53,6 +53,7 @@ def read_fits(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
                         compression = {"compression_type": hdu.compression_type,
                                        "quantize_level": hdu.quantize_level,
                                        "quantize_method": hdu.quantize_method}
+                    primary = hdul[0].header.copy() if index > 0 else None
                     found = index, header, hdu.data, compression
                     break
     except ImageIOError:
@@ -72,7 +73,7 @@ def read_fits(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
 
     data, layout, lead_axes = _planes(data, path)
     extra = {"bitpix": bitpix, "bscale": bscale, "bzero": bzero, "blank": blank, "lead_axes": lead_axes,
-             "compression": compression, "checksum": "CHECKSUM" in header}
+             "compression": compression, "checksum": "CHECKSUM" in header, "primary_header": primary}
     channels = 1 if data.ndim == 2 else data.shape[2]
     info = ImageInfo(path, "fits", np.dtype(FITS_DTYPES[bitpix]), channels, layout, 1.0, header, index,
                      extra=extra)
@@ -90,6 +91,23 @@ def _planes(data: np.ndarray, path: pathlib.Path) -> tuple[np.ndarray, str, tupl
         return np.moveaxis(data, 0, -1), "CHW", lead_axes
     msg = f"{path}: unsupported layout, expected 2-D or a 3-plane cube, got shape {data.shape}"
     raise ImageIOError(msg)
+
+
+def inherited_header(info: ImageInfo):
+    """The image's header with the keywords of the file's primary header that it lacks (the FITS
+    ``INHERIT`` convention), or the image's own header where there is nothing to inherit.
+
+    In a multi-extension file the instrument keywords often live in the primary header only: HST's
+    ``CCDGAIN``, ``ATODGAIN``, ``READNSE`` and ``EXPTIME``, for instance. An extension with
+    ``INHERIT = F`` inherits nothing.
+    """
+    primary = info.extra.get("primary_header") if info.format == "fits" else None
+    if primary is None or info.header is None or info.header.get("INHERIT", True) is False:
+        return info.header
+    merged = fits.Header([card for card in primary.cards if card.keyword not in FITS_STRUCTURAL
+                          and not card.keyword.startswith("NAXIS") and card.keyword not in ("COMMENT", "HISTORY", "")])
+    merged.update(info.header)
+    return merged
 
 
 def read_uncertainty(info: ImageInfo) -> Uncertainty | None:
