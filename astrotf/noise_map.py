@@ -402,28 +402,29 @@ def check_noise_map_target(path: Path, image: Path, output: Path, force: bool) -
 
 
 def _written_here(path: Path) -> bool:
-    """Whether ``path`` is a FITS file whose HISTORY starts a σ map of :func:`write_noise_map`."""
+    """Whether ``path`` is a FITS file whose first image HDU has the HISTORY of a σ map of :func:`write_noise_map`."""
     from astropy.io import fits
 
     try:
-        history = [str(line) for line in fits.getheader(path).get("HISTORY", [])]
+        with fits.open(path) as hdul:
+            header = next((h.header for h in hdul if h.is_image and h.header.get("NAXIS", 0) > 0), hdul[0].header)
+            history = [str(line) for line in header.get("HISTORY", [])]
     except (OSError, ValueError, TypeError, IndexError, KeyError):
         return False
     return any(line.startswith(MAP_HISTORY) for line in history)
 
 
-def write_noise_map(path: Path, sigma: np.ndarray, info, history: list[str], overwrite: bool = False) -> Path:
-    """Write a σ map as float32 FITS (atomically), with the header of the image it belongs to.
+def write_noise_map(path: Path, maps: list[tuple], overwrite: bool = False) -> Path:
+    """Write σ maps as float32 FITS (atomically), each with the header of the image it belongs to.
 
     Parameters
     ----------
     path : Path
-    sigma : numpy.ndarray, shape (H, W, C)
-        In the image's units (its ``BUNIT`` is kept).
-    info : astrotf.io.ImageInfo
-        The image's; its FITS header (scaling cards dropped) goes to the map, nothing else of its file.
-    history : list of str
-        HISTORY lines (the noise model's).
+    maps : list of (sigma, info, history)
+        ``sigma`` (H, W, C) in the image's units (its ``BUNIT`` is kept); ``info``, the image's
+        :class:`astrotf.io.ImageInfo`, whose FITS header (scaling cards dropped) goes to the map and
+        nothing else of its file; ``history``, the HISTORY lines (the noise model's). One map is the
+        primary HDU; several (the chips of a mosaic) follow an empty primary HDU, in order.
     overwrite : bool
 
     Raises
@@ -435,9 +436,13 @@ def write_noise_map(path: Path, sigma: np.ndarray, info, history: list[str], ove
 
     from astrotf import io
 
-    channels = sigma.shape[-1]
-    header = info.header.copy() if info.header is not None else fits.Header()
-    # ``path`` is the map itself, so no other file's extensions are copied into it
-    target = io.ImageInfo(path=Path(path), format="fits", dtype=np.dtype(np.float32), channels=channels,
-                          layout="CHW" if channels > 1 else "HW", scale=1.0, header=header)
-    return io.write_image(path, sigma.astype(np.float32, copy=False), target, history=history, overwrite=overwrite)
+    parts = []
+    for index, (sigma, info, history) in enumerate(maps, start=len(maps) > 1):
+        channels = sigma.shape[-1]
+        header = info.header.copy() if info.header is not None else fits.Header()
+        target = io.ImageInfo(path=Path(path), format="fits", dtype=np.dtype(np.float32), channels=channels,
+                              layout="CHW" if channels > 1 else "HW", scale=1.0, header=header, hdu_index=index,
+                              extra={"standalone": True})
+        parts.append((sigma.astype(np.float32, copy=False), target, history))
+    (sigma, target, history), *more = parts
+    return io.write_image(path, sigma, target, history=history, overwrite=overwrite, more=tuple(more))

@@ -23,9 +23,10 @@ def hst_file(path, data, err, dq=True, **primary):
     """An HST-like file: an empty primary HDU (``primary`` keywords), then SCI/ERR/DQ of EXTVER 1 and a
     second chip (EXTVER 2)."""
     hdus = [fits.PrimaryHDU(header=fits.Header({"TELESCOP": "HST", **primary}))]
-    for extver, scale in ((1, 1.0), (2, 3.0)):
-        hdus += [fits.ImageHDU(data * scale, fits.Header({"BUNIT": "COUNTS"}), name="SCI", ver=extver),
-                 fits.ImageHDU(err * scale, fits.Header({"BUNIT": "COUNTS"}), name="ERR", ver=extver)]
+    chip2 = ccd_frame(seed=1, shape=data.shape)  # another exposure of the same detector
+    for extver, (sci, sigma) in enumerate(((data, err), (chip2, err * MODEL.sigma_map(chip2) / MODEL.sigma_map(data))), 1):
+        hdus += [fits.ImageHDU(sci, fits.Header({"BUNIT": "COUNTS"}), name="SCI", ver=extver),
+                 fits.ImageHDU(sigma, fits.Header({"BUNIT": "COUNTS"}), name="ERR", ver=extver)]
         if dq:
             hdus.append(fits.ImageHDU(np.zeros(data.shape, np.int16), name="DQ", ver=extver))
     fits.HDUList(hdus).writeto(path)
@@ -61,7 +62,7 @@ def test_the_err_extension_of_the_image_s_extver_is_read_laid_out_like_the_image
     assert info.hdu_index == 1 and image.shape == (128, 128, 1)
     found = io.read_uncertainty(info)
     assert found.kind == "sigma" and found.source == "ERR extension (HDU 2, EXTVER 1)"
-    np.testing.assert_array_equal(found.values[..., 0], sigma)  # not chip 2's (3 x)
+    np.testing.assert_array_equal(found.values[..., 0], sigma)  # not chip 2's
 
 
 def test_a_var_plane_is_read_as_a_variance_and_files_without_one_give_none(tmp_path, frame, caplog):
@@ -143,8 +144,10 @@ def test_cli_takes_the_err_extension_where_the_header_has_no_noise_model(tmp_pat
     src = hst_file(tmp_path / "flt.fits", data, sigma)
     result = invoke(src, "--model", path, "--write-noise-map")
     assert result.exit_code == 0, result.output
-    assert "noise model: sigma map from the ERR extension (HDU 2, EXTVER 1), read as sigma; frame noise" in result.output
-    np.testing.assert_array_equal(fits.getdata(tmp_path / "flt_noise.fits"), sigma)
+    assert "flt.fits[1]: noise model: sigma map from the ERR extension (HDU 2, EXTVER 1), read as sigma; frame " \
+           "noise" in result.output
+    assert "flt.fits[4]: noise model: sigma map from the ERR extension (HDU 5, EXTVER 2)" in result.output
+    np.testing.assert_array_equal(fits.getdata(tmp_path / "flt_noise.fits", 1), sigma)
     with fits.open(tmp_path / "flt_denoised.fits") as hdul:  # every HDU where it was, the primary header kept
         assert [(h.name, h.ver) for h in hdul] == [("PRIMARY", 1), ("SCI", 1), ("ERR", 1), ("DQ", 1), ("SCI", 2),
                                                   ("ERR", 2), ("DQ", 2)]
@@ -154,7 +157,7 @@ def test_cli_takes_the_err_extension_where_the_header_has_no_noise_model(tmp_pat
     assert "sigma map from the ERR extension (HDU 2, EXTVER 1), read as sigma" in history
     # without it, nothing gives the noise: the header has no gain, and this flat sky cannot be fitted
     result = invoke(src, "--model", path, "-o", tmp_path / "fit.fits", "--no-uncertainty")
-    assert result.exit_code == 2 and f"Error: {src}: cannot fit the gain" in result.output
+    assert result.exit_code == 2 and f"Error: {src}[1]: cannot fit the gain" in result.output
     result = invoke(src, "--model", path, "-o", tmp_path / "fit.fits", "--gain", "2", "--read-noise", "5")
     assert result.exit_code == 0, result.output
     assert "the ERR extension (HDU 2, EXTVER 1) is not used (--gain, --read-noise given)" in result.output
@@ -178,7 +181,7 @@ def test_cli_refuses_a_wrong_err_extension_naming_the_file_and_the_way_out(tmp_p
     result = invoke(src, "--model", path)
     assert result.exit_code == 2 and "Traceback" not in result.output
     (line,) = [line for line in result.output.splitlines() if line.startswith("Error")]
-    assert line.startswith(f"Error: {src}: the ERR extension (HDU 2, EXTVER 1) is not trusted: the frame's")
+    assert line.startswith(f"Error: {src}[1]: the ERR extension (HDU 2, EXTVER 1) is not trusted: the frame's")
     assert not (tmp_path / "flt_denoised.fits").exists()
 
 

@@ -92,11 +92,13 @@ class InferOptions:
 
 @dataclasses.dataclass(frozen=True)
 class Denoised:
-    """What :func:`denoise_file` did: the file written, the model's name and the input's shape."""
+    """What :func:`denoise_file` did: the file written, the model's name, the (first) image's shape and the
+    number of images denoised (the chips of a multi-extension FITS file)."""
 
     output: Path
     model: str
     shape: tuple[int, ...]
+    images: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,20 +212,34 @@ def denoise_file(image: Path, output: Path, options: InferOptions = InferOptions
     if options.model is None:
         log.info("%s: %s %d-channel data", image, domain, info.channels)
     model = model if model is not None else pick_model(domain, options, models)
-    if (units := unit_warning(info.header, model.metadata, model.name)) is not None:
+    if (units := unit_warning(io.inherited_header(info), model.metadata, model.name)) is not None:
         echo(f"Warning: {image}: {units}", err=True)
-    frame = denoise_frame(data, options, domain=domain, model=model, info=info, label=image.name,
-                          progress=progress)
-    for line in frame.lines:  # a warning (noise model used despite its check) goes to stderr with the path
-        warning = line.startswith("Warning: ")
-        echo(f"Warning: {image}: {line[9:]}" if warning else f"{image.name}: {line}", err=warning)
+    hdus = io.science_hdus(info) or [info.hdu_index]
+    if len(hdus) > 1:
+        echo(f"{image.name}: {len(hdus)} images, HDUs {', '.join(map(str, hdus))}")
+    parts, maps = [], []
+    for index in hdus:  # every chip of a mosaic, each with its own header, noise and HISTORY
+        if index != info.hdu_index:
+            data, info = io.read_image(image, hdu=index)
+        where = "" if len(hdus) == 1 else f"[{index}]"
+        try:
+            frame = denoise_frame(data, options, domain=domain, model=model, info=info, label=image.name + where,
+                                  progress=progress)
+        except AstroTFError as err:  # name the chip
+            raise AstroTFError(str(err).replace(f"{image}: ", f"{image}{where}: ", 1)) from None
+        for line in frame.lines:  # a warning (noise model used despite its check) goes to stderr with the path
+            warning = line.startswith("Warning: ")
+            echo(f"Warning: {image}{where}: {line[9:]}" if warning else f"{image.name}{where}: {line}", err=warning)
+        parts.append((frame.data, info, frame.history))
+        if noise_path is not None:
+            maps.append((frame.noise.sigma, info, [f"{MAP_HISTORY} of {image.name}{where} for model "
+                                                   f"{frame.model.name}", *frame.noise.history]))
     if create_folder:
         output.parent.mkdir(parents=True, exist_ok=True)
     if noise_path is not None:  # before the output, whose presence --skip-existing takes for "done"
-        write_noise_map(noise_path, frame.noise.sigma, info, [f"{MAP_HISTORY} of {image.name} for model "
-                        f"{frame.model.name}", *frame.noise.history], overwrite=force)
-    io.write_image(output, frame.data, info, history=frame.history, overwrite=force)
-    return Denoised(output=output, model=frame.model.name, shape=tuple(data.shape))
+        write_noise_map(noise_path, maps, overwrite=force)
+    io.write_image(output, *parts[0][:2], history=parts[0][2], overwrite=force, more=tuple(parts[1:]))
+    return Denoised(output=output, model=frame.model.name, shape=tuple(parts[0][0].shape), images=len(parts))
 
 
 @dataclasses.dataclass
@@ -366,7 +382,7 @@ def run(images: list[Path], options: InferOptions = InferOptions(), *, output: P
                                     create_folder=out_dir is not None, echo=echo, progress=progress)
                 seconds = time.perf_counter() - started
                 log_file.write(input=image, output=target, status="ok", seconds=round(seconds, 3),
-                               model=done.model, shape=list(done.shape))
+                               model=done.model, shape=list(done.shape), images=done.images)
                 counter = f"[{number}/{len(images)}] " if len(images) > 1 else ""
                 echo(f"{counter}{image} -> {target} ({done.model}, {seconds:.1f} s)", err=True)
             except Exception as err:  # one file's failure, foreseen or not, never stops the batch

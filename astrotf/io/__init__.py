@@ -40,12 +40,14 @@ from functools import partial
 import numpy as np
 
 from astrotf.io._common import ImageInfo, ImageIOError, Uncertainty, one_line
-from astrotf.io.fits import UNCERTAINTY_EXTNAMES, inherited_header, read_fits, read_uncertainty, write_fits
+from astrotf.io.fits import (AUXILIARY_EXTNAMES, UNCERTAINTY_EXTNAMES, inherited_header, read_fits, read_uncertainty,
+                              science_hdus, write_fits)
 from astrotf.io.raster import read_cv2, read_tiff, write_cv2, write_tiff
 from astrotf.io.xisf import read_xisf, write_xisf
 
-__all__ = ["SUPPORTED_SUFFIXES", "UNCERTAINTY_EXTNAMES", "ImageIOError", "ImageInfo", "Uncertainty", "format_of",
-           "inherited_header", "list_images", "read_image", "read_uncertainty", "remove_stale_temporaries", "write_image"]
+__all__ = ["AUXILIARY_EXTNAMES", "SUPPORTED_SUFFIXES", "UNCERTAINTY_EXTNAMES", "ImageIOError", "ImageInfo",
+           "Uncertainty", "format_of", "inherited_header", "list_images", "read_image", "read_uncertainty",
+           "remove_stale_temporaries", "science_hdus", "write_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +74,7 @@ def format_of(path: str | os.PathLike) -> str | None:
     return _FORMATS[suffix] if suffix else None
 
 
-def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
+def read_image(path: str | os.PathLike, hdu: int | None = None) -> tuple[np.ndarray, ImageInfo]:
     """Read an image as float32 ``(H, W, C)`` data plus what is needed to write it back.
 
     Parameters
@@ -80,6 +82,8 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     path : str or os.PathLike
         A FITS (``.fits``, ``.fit``, ``.fts``, optionally ``.gz``), TIFF, PNG, JPEG or XISF file. For FITS the
         first HDU with image data is used (primary, image or tile-compressed extension).
+    hdu : int, optional
+        FITS only: the index of the HDU to read instead (:func:`science_hdus` lists a file's images).
 
     Returns
     -------
@@ -106,8 +110,10 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageInfo]:
     if path.is_dir():
         raise ImageIOError(f"{path}: is a directory, not an image file")
     fmt = _FORMATS[suffix]
+    if hdu is not None and fmt != "fits":
+        raise ImageIOError(f"{path}: only FITS files have HDUs (asked for HDU {hdu})")
     try:
-        data, info = _READERS[fmt](path)
+        data, info = read_fits(path, hdu) if hdu is not None else _READERS[fmt](path)
     except (ImageIOError, MemoryError):
         raise
     except Exception as exc:  # whatever a decoder raises on a damaged file (CfitsioException, zlib.error...)
@@ -127,6 +133,7 @@ def write_image(
     *,
     history: list[str] | None = None,
     overwrite: bool = False,
+    more: tuple = (),
 ) -> pathlib.Path:
     """Write float data in the format, sample dtype and layout that ``info`` describes.
 
@@ -146,6 +153,9 @@ def write_image(
         formats).
     overwrite : bool
         Replace an existing file. Default False.
+    more : tuple of (data, ImageInfo, history)
+        FITS only: further images of the same source file, each written to its own HDU (the chips of
+        a mosaic, read with ``read_image(path, hdu)``); one file, written atomically.
 
     Returns
     -------
@@ -159,17 +169,8 @@ def write_image(
         shape or dtype, or the write fails.
     """
     path = pathlib.Path(path)
-    data = np.asarray(data)
-    shape = data.shape
-    if data.ndim == 2:
-        data = data[..., None]
-    if data.ndim != 3 or data.shape[2] not in (1, 3) or not np.issubdtype(data.dtype, np.floating):
-        msg = (f"{path}: cannot write data of shape {shape} and dtype {data.dtype}, "
-               "expected float (H, W) or (H, W, C) with C 1 or 3")
-        raise ImageIOError(msg)
-    if info.alpha is not None and info.alpha.shape != data.shape[:2]:
-        msg = f"{path}: alpha plane of shape {info.alpha.shape} does not match data of shape {shape}"
-        raise ImageIOError(msg)
+    data = _writable(path, data, info)
+    more = tuple((_writable(path, d, i), i, list(h or [])) for d, i, h in more)
     if path.is_dir():
         raise ImageIOError(f"{path}: is a directory")
     if path.exists() and not overwrite:
@@ -179,10 +180,12 @@ def write_image(
 
     suffix = _suffix_of(path)
     fmt = _FORMATS[suffix] if suffix else info.format
+    if more and fmt != "fits":
+        raise ImageIOError(f"{path}: only a FITS file holds several images")
     ending = path.name[len(path.name) - len(suffix):] if suffix else path.suffix
     tmp = path.with_name(f".{path.name[:len(path.name) - len(ending)]}.tmp-{_owner()}-{secrets.token_hex(4)}{ending}")
     try:
-        _encode(fmt, tmp, data, info, list(history or []))
+        _encode(fmt, tmp, data, info, list(history or []), more)
         os.replace(tmp, path)
     except OSError as exc:
         raise ImageIOError(f"{path}: cannot be written ({one_line(exc)})") from exc
@@ -195,6 +198,22 @@ def write_image(
         tmp.unlink(missing_ok=True)
     logger.info("wrote %s", path)
     return path
+
+
+def _writable(path: pathlib.Path, data, info: ImageInfo) -> np.ndarray:
+    """``data`` as float (H, W, C), C 1 or 3, matching ``info``'s alpha plane; else ImageIOError naming ``path``."""
+    data = np.asarray(data)
+    shape = data.shape
+    if data.ndim == 2:
+        data = data[..., None]
+    if data.ndim != 3 or data.shape[2] not in (1, 3) or not np.issubdtype(data.dtype, np.floating):
+        msg = (f"{path}: cannot write data of shape {shape} and dtype {data.dtype}, "
+               "expected float (H, W) or (H, W, C) with C 1 or 3")
+        raise ImageIOError(msg)
+    if info.alpha is not None and info.alpha.shape != data.shape[:2]:
+        msg = f"{path}: alpha plane of shape {info.alpha.shape} does not match data of shape {shape}"
+        raise ImageIOError(msg)
+    return data
 
 
 def _owner() -> str:
@@ -226,10 +245,10 @@ def _running(pid: int) -> bool:
     return True
 
 
-def _encode(fmt: str, tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: list[str]) -> None:
+def _encode(fmt: str, tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: list[str], more: tuple) -> None:
     """Write (H, W, C) float ``data`` to ``tmp`` in format ``fmt``; ``history`` goes to FITS and XISF."""
     if fmt == "fits":
-        write_fits(tmp, data, info, history)
+        write_fits(tmp, data, info, history, more)
     elif fmt == "tiff":
         write_tiff(tmp, data, info)
     elif fmt == "xisf":

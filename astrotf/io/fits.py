@@ -25,36 +25,42 @@ FITS_DTYPES = {8: np.uint8, 16: np.int16, 32: np.int32, 64: np.int64, -32: np.fl
 UNCERTAINTY_EXTNAMES = {"ERR": "sigma", "ERROR": "sigma", "SIGMA": "sigma", "STDDEV": "sigma", "UNCERT": "sigma",
                         "VAR": "variance", "VARIANCE": "variance", "IVAR": "inverse variance",
                         "INVVAR": "inverse variance"}
+#: ``EXTNAME`` of image extensions that describe an image rather than hold one (never denoised).
+AUXILIARY_EXTNAMES = frozenset({"DQ", "MASK", "BPM", "FLAGS", "WHT", "WEIGHT", "EXP", "EXPMAP", "CTX", "CON", "SAMP",
+                                "TIME", "SKYFIT", "OBJMASK"})
 # Cards astropy derives from the data, or that would be wrong once the data change.
 FITS_STRUCTURAL = {"SIMPLE", "XTENSION", "BITPIX", "EXTEND", "PCOUNT", "GCOUNT", "GROUPS",
                    "BSCALE", "BZERO", "BLANK", "CHECKSUM", "DATASUM"}
 
 
-def read_fits(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
-    """``(data, info)`` of the first HDU with image data; ``data`` (H, W) or (H, W, C), physical units."""
+def read_fits(path: pathlib.Path, hdu: int | None = None) -> tuple[np.ndarray, ImageInfo]:
+    """``(data, info)`` of the first HDU with image data (or of HDU ``hdu``); ``data`` (H, W) or (H, W, C),
+    physical units."""
     found = None
     try:
         with fits.open(path, memmap=False) as hdul:
             offsets = set()
-            for index, hdu in enumerate(hdul):
+            for index, item in enumerate(hdul):
                 # A header whose sizes add up to a negative data size makes astropy read the same
                 # corrupted HDU again and again, without end: stop at the first repeat.
-                offset = getattr(hdu, "_header_offset", None)
+                offset = getattr(item, "_header_offset", None)
                 if offset is not None and offset in offsets:
                     raise ImageIOError(f"{path}: corrupted FITS header of HDU {index - 1} (at byte {offset})")
                 offsets.add(offset)
-                if hdu.is_image and hdu.header.get("NAXIS", 0) > 0:
+                if hdu is not None and index != hdu:
+                    continue
+                if item.is_image and item.header.get("NAXIS", 0) > 0:
                     # Copy before touching .data: astropy rewrites BITPIX/BSCALE/BZERO once it scales.
-                    header = hdu.header.copy()
-                    if hdu.data is None:
+                    header = item.header.copy()
+                    if item.data is None:
                         continue
                     compression = None
-                    if isinstance(hdu, fits.CompImageHDU):
-                        compression = {"compression_type": hdu.compression_type,
-                                       "quantize_level": hdu.quantize_level,
-                                       "quantize_method": hdu.quantize_method}
+                    if isinstance(item, fits.CompImageHDU):
+                        compression = {"compression_type": item.compression_type,
+                                       "quantize_level": item.quantize_level,
+                                       "quantize_method": item.quantize_method}
                     primary = hdul[0].header.copy() if index > 0 else None
-                    found = index, header, hdu.data, compression
+                    found = index, header, item.data, compression
                     break
     except ImageIOError:
         raise
@@ -62,7 +68,7 @@ def read_fits(path: pathlib.Path) -> tuple[np.ndarray, ImageInfo]:
         msg = f"{path}: not a valid FITS file or truncated ({one_line(exc)})"
         raise ImageIOError(msg) from exc
     if found is None:
-        raise ImageIOError(f"{path}: no image data in any HDU")
+        raise ImageIOError(f"{path}: no image data in " + (f"HDU {hdu}" if hdu is not None else "any HDU"))
     index, header, raw, compression = found
     bitpix = header["BITPIX"]
     bscale, bzero, blank = header.get("BSCALE", 1.0), header.get("BZERO", 0.0), header.get("BLANK")
@@ -91,6 +97,32 @@ def _planes(data: np.ndarray, path: pathlib.Path) -> tuple[np.ndarray, str, tupl
         return np.moveaxis(data, 0, -1), "CHW", lead_axes
     msg = f"{path}: unsupported layout, expected 2-D or a 3-plane cube, got shape {data.shape}"
     raise ImageIOError(msg)
+
+
+def science_hdus(info: ImageInfo) -> list[int]:
+    """Indices of the HDUs of the file ``info`` was read from that hold images to denoise, in file order.
+
+    The ``SCI`` extensions where the file names any (HST, JWST, Gemini: one per chip), else every image
+    HDU with data whose ``EXTNAME`` does not mark an uncertainty (:data:`UNCERTAINTY_EXTNAMES`) or a map
+    of quality, weights or exposure (:data:`AUXILIARY_EXTNAMES`): the CCDs of a mosaic camera. Only
+    images of ``info``'s number of axes are counted. ``[info.hdu_index]`` for a file of another format.
+
+    Raises
+    ------
+    ImageIOError
+        The file cannot be read again (one line naming it).
+    """
+    if info.format != "fits":
+        return [info.hdu_index]
+    try:
+        with fits.open(info.path, memmap=False) as hdul:
+            images = [(index, str(h.header.get("EXTNAME", "")).strip().upper()) for index, h in enumerate(hdul)
+                      if h.is_image and h.header.get("NAXIS", 0) == info.header.get("NAXIS")]
+    except (OSError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
+        raise ImageIOError(f"{info.path}: not a valid FITS file or truncated ({one_line(exc)})") from exc
+    if any(name == "SCI" for _, name in images):
+        return [index for index, name in images if name == "SCI"]
+    return [index for index, name in images if name not in UNCERTAINTY_EXTNAMES and name not in AUXILIARY_EXTNAMES]
 
 
 def inherited_header(info: ImageInfo):
@@ -152,8 +184,30 @@ def read_uncertainty(info: ImageInfo) -> Uncertainty | None:
     return None
 
 
-def write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: list[str]) -> None:
-    """Write (H, W, C) float ``data`` to ``tmp`` as FITS with the BITPIX, scaling and header of ``info``."""
+def write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: list[str], more: tuple = ()) -> None:
+    """Write (H, W, C) float ``data`` to ``tmp`` as FITS with the BITPIX, scaling and header of ``info``.
+
+    The file has every HDU of ``info``'s source file, in its order, with the image at ``info.hdu_index``
+    replaced; ``more`` holds ``(data, info, history)`` of further images of that file to replace (the
+    chips of a mosaic). Without a readable source the images follow an empty primary HDU, or the one
+    image (uncompressed) is the primary HDU.
+    """
+    parts = [(data, info, history), *more]
+    hdus = _source_hdus(info)
+    if hdus:
+        places = [part.hdu_index for _, part, _ in parts]
+    else:  # nothing to copy: one uncompressed image is the primary HDU, else the images follow an empty one
+        compressed = info.format == "fits" and info.extra.get("compression")
+        places = [1 if compressed else 0] if len(parts) == 1 else list(range(1, len(parts) + 1))
+        hdus = [None if places[0] == 0 else fits.PrimaryHDU()] + [None] * max(places)
+    for (pixels, part, lines), index in zip(parts, places):
+        hdus[index] = _image_hdu(pixels, part, lines, primary=index == 0)
+    checksum = info.format == "fits" and info.extra.get("checksum", False)
+    fits.HDUList(hdus).writeto(tmp, output_verify="silentfix", checksum=checksum)
+
+
+def _image_hdu(data: np.ndarray, info: ImageInfo, history: list[str], primary: bool):
+    """The HDU of one image: ``info``'s header (structural cards made anew), BITPIX, scaling, compression."""
     extra = info.extra if info.format == "fits" else {}
     header = info.header.copy() if info.header is not None else fits.Header()
     for key in {k for k in header if k in FITS_STRUCTURAL or k.startswith("NAXIS")}:
@@ -182,32 +236,28 @@ def write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: li
     pixels = pixels.astype(FITS_DTYPES[bitpix], copy=False)
     for line in history:
         header.add_history(line)
-
     compression = extra.get("compression")
-    hdus = _source_hdus(info)
-    index = info.hdu_index if hdus else (1 if compression else 0)
     if compression:
         hdu = fits.CompImageHDU(pixels, header, **compression)
     else:
-        hdu = fits.PrimaryHDU(pixels, header) if index == 0 else fits.ImageHDU(pixels, header)
+        hdu = fits.PrimaryHDU(pixels, header) if primary else fits.ImageHDU(pixels, header)
     # Set after construction: astropy drops scaling cards passed in with the header, and then writes
     # the integer array as the raw stored values.
     for key, value in scaling.items():
         hdu.header[key] = value
-    hdus = hdus or [fits.PrimaryHDU()] * index + [None]
-    hdus[index] = hdu
-    fits.HDUList(hdus).writeto(tmp, output_verify="silentfix", checksum=extra.get("checksum", False))
+    return hdu
 
 
 def _source_hdus(info: ImageInfo) -> list:
     """Copies of every HDU of the source file, in their order (the image's own replaced by the caller),
-    or an empty list for a source that is not a readable FITS file.
+    or an empty list for a source that is not a readable FITS file, or for ``info.extra["standalone"]``
+    (a file of its own, such as a noise map, which copies nothing).
 
     Nothing of the input is lost: the primary header of an image read from an extension (an HST or
     compressed file), an uncertainty, a data-quality plane or a catalogue all travel to the output,
     where they were.
     """
-    if info.format != "fits" or not info.path.is_file():
+    if info.format != "fits" or not info.path.is_file() or info.extra.get("standalone"):
         return []
     try:
         with fits.open(info.path, lazy_load_hdus=False) as source:
