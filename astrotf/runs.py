@@ -277,6 +277,15 @@ def make_strategy(name: str):
 
 
 # ----------------------------------------------------------------------------- the run folder
+def log_writers(out_dir: Path) -> dict:
+    """The run's ``previews/`` and ``logs/`` folders, and TensorBoard writers for ``train`` and ``validation``."""
+    import tensorflow as tf
+
+    for sub in ("previews", "logs"):
+        (out_dir / sub).mkdir(parents=True, exist_ok=True)
+    return {k: tf.summary.create_file_writer(str(out_dir / "logs" / k)) for k in ("train", "validation")}
+
+
 def atomic_json(path: Path, value: dict) -> None:
     """Write ``value`` as JSON through a temporary file, so a reader never sees half a file."""
     tmp = path.with_name(f".{path.name}.tmp")

@@ -137,6 +137,20 @@ def test_a_nafnet_recipe_trains_and_seeds_a_new_run(rgb_folder, tmp_path):
     assert json.loads((second / "run.json").read_text())["init"]["model"].endswith("model_best.keras")
 
 
+@pytest.mark.parametrize("model,message", [
+    ("name = 'nafnet'\nchannels = 3\nwidth = -3", "[model]: `width` must be an even integer >= 2. Received: width=-3"),
+    ("name = 'nafnet'\nchannels = 3\nenc_blocks = [1, 1]\ndec_blocks = [1]", "[model]: "),
+])
+def test_an_out_of_range_architecture_setting_fails_before_a_run_folder_or_cache_is_written(rgb_folder, tmp_path,
+                                                                                            model, message):
+    recipe = tmp_path / "bad.toml"
+    recipe.write_text(f"[model]\n{model}\n")
+    result = run(["train", "resunet", "--data", str(rgb_folder), "--out", str(tmp_path / "run"), "--config",
+                  str(recipe), *TINY])
+    assert result.exit_code == 2 and f"Error: {message}" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run").exists()  # no run.json, no cache
+
+
 def test_a_noise_conditioned_recipe_trains_on_electron_fields_with_the_science_loss(electron_folder, tmp_path):
     """The shipped resunet-linear recipe on tiny tiles: (image, sigma) in, loss in units of sigma."""
     out = tmp_path / "run"
@@ -450,3 +464,4 @@ def test_pix2pix_discriminator_too_large_for_the_tile_fails_before_tensorflow(tm
     assert result.stderr.strip() == ("Error: [discriminator] n_layers = 3 judges 70 px patches, larger than the "
                                      "64 px tile ([data] tile / --tile); lower n_layers or raise the tile")
     assert not (tmp_path / "run").exists() and result.stdout.strip() == "False"  # TensorFlow never imported
+

@@ -30,6 +30,7 @@ import os
 
 import numpy as np
 
+from astrotf import runs
 from astrotf.config import Pix2PixRecipe, pix2pix_recipe_from_dict, resolve_precision
 from astrotf.errors import AstroTFError
 from astrotf.train import resunet
@@ -123,7 +124,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
     record.attach(**trackables)
     train_step, eval_step = make_steps(gan, distribution)
     val_ds = pipeline.make_dataset(samples[1], recipe.data, training=False)
-    writers = resunet.log_writers(out_dir)
+    writers = runs.log_writers(out_dir)
     session = resunet.Session(recipe, record, out_dir, distribution, strategy, gan.generator, gan.g_optimizer,
                               trackables["epoch"], trackables["best_val_loss"], train_step, eval_step, samples[0],
                               val_ds, writers, verbose, gan.linear, gan.ema, command=COMMAND)

@@ -362,22 +362,14 @@ def check_replicas(recipe: Recipe, strategy: str, replicas: int) -> None:
                  recipe.data.batch_size // replicas)
 
 
-def _build_model(recipe: Recipe, precision: str):
+def _build_model(config: ModelConfig, precision: str | None = None, field: str = "model"):
+    """The model of a recipe's ``[field]`` table; an out-of-range argument is a one-line error naming the table."""
     from astrotf.models.registry import build_model
 
     try:
-        return build_model(recipe.model.name, dtype=precision, **recipe.model.kwargs())
+        return build_model(config.name, dtype=precision, **config.kwargs())
     except (TypeError, ValueError) as err:
-        raise AstroTFError(f"[model]: {err}") from None
-
-
-def log_writers(out_dir: Path) -> dict:
-    """The run's ``previews/`` and ``logs/`` folders, and TensorBoard writers for ``train`` and ``validation``."""
-    import tensorflow as tf
-
-    for sub in ("previews", "logs"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
-    return {k: tf.summary.create_file_writer(str(out_dir / "logs" / k)) for k in ("train", "validation")}
+        raise AstroTFError(f"[{field}]: {err}") from None
 
 
 def _build_session(recipe, record, out_dir, distribution, strategy, init, verbose, samples):
@@ -395,7 +387,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
     keras.utils.set_random_seed(tcfg.seed)
     check_replicas(recipe, strategy, distribution.num_replicas_in_sync)
     with distribution.scope():  # model, optimizer and counters live on the strategy's devices
-        model = _build_model(recipe, precision)
+        model = _build_model(recipe.model, precision)
         if init is None and record.resume_checkpoint() is None:  # a run killed before its first checkpoint
             init = record.state.get("init_source")
         init_record = initialise_from(model, init, recipe) if init is not None else record.state.get("init")
@@ -414,7 +406,7 @@ def _build_session(recipe, record, out_dir, distribution, strategy, init, verbos
     runs.trim_history(out_dir / "history.csv", "epoch", int(runs.scalar(epoch_var)))
     train_step, eval_step = make_steps(model, optimizer, loss_fn, distribution, linear, ema)
     val_ds = pipeline.make_dataset(samples[1], recipe.data, training=False)
-    writers = log_writers(out_dir)
+    writers = runs.log_writers(out_dir)
     session = Session(recipe, record, out_dir, distribution, strategy, model, optimizer, epoch_var, best_var,
                       train_step, eval_step, samples[0], val_ds, writers, verbose, linear, ema)
     return session, precision, init_record
@@ -475,6 +467,10 @@ def run_training(recipe, data_dir, run_dir, build_session, from_dict, *, resume:
     out_dir = run_dir if is_chief else run_dir / "workers" / f"worker-{task_id}"
     record = runs.RunRecord(run_dir, resume, out_dir)
     recipe, data_dir = run_recipe(recipe, record, data_dir, init, from_dict)  # checks the models before the data
+    distribution = runs.make_strategy(strategy)  # before any other TensorFlow op
+    with distribution.scope():  # each model constructed once (no weights): a bad value fails before any write
+        for field, config in _models(recipe).items():
+            _build_model(config, field=field)
     record.begin(recipe=recipe.to_dict(), data={"data_dir": str(data_dir)},
                  init_source=str(Path(init).resolve()) if init is not None else None)
 
@@ -482,7 +478,6 @@ def run_training(recipe, data_dir, run_dir, build_session, from_dict, *, resume:
 
     samples = pipeline.prepare_samples(data_dir, recipe.data, out_dir / "cache")
     split = pipeline.split_samples(samples, recipe.data.val_fraction, recipe.data.split_seed)
-    distribution = runs.make_strategy(strategy)  # before any other TensorFlow op
     session, precision, init_record = build_session(recipe, record, out_dir, distribution, strategy, init,
                                                     verbose, split)
     record.start(
