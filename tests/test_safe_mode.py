@@ -45,3 +45,28 @@ def test_the_unsafe_model_option_of_infer(lambda_model, tmp_path):
     allowed = CliRunner().invoke(main, [*args, "--unsafe-model"])
     assert allowed.exit_code == 0, allowed.output
     assert tifffile.imread(tmp_path / "a_denoised.tif").max() == 100
+
+
+def test_a_model_of_an_architecture_this_version_does_not_know_is_refused_naming_it(tmp_path):
+    import json
+    import zipfile
+
+    from astrotf.models.resunet import ResUNet
+
+    ResUNet(channels=3, depth=2, base_filters=4).save(tmp_path / "known.keras")
+    with zipfile.ZipFile(tmp_path / "known.keras") as source, zipfile.ZipFile(tmp_path / "newer.keras", "w") as out:
+        for item in source.infolist():  # the same file, as a newer astrotf's "FancyNet" would save it
+            data = source.read(item.filename)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                config.update(class_name="FancyNet", registered_name="astrotf>FancyNet")
+                data = json.dumps(config).encode()
+            out.writestr(item, data)
+    with pytest.raises(AstroTFError, match=r"newer.keras: its architecture FancyNet is not known to astrotf .* "
+                                           r"\(known: NAFNet, .*ResUNet, Self2Self\); a newer astrotf may read it$"):
+        registry.load_model(tmp_path / "newer.keras")
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, np.full((32, 32, 3), 200, np.uint8), photometric="rgb")
+    result = CliRunner().invoke(main, ["infer", str(src), "--model", str(tmp_path / "newer.keras"), "-q"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1 and "architecture FancyNet" in result.output
+    assert registry.load_model(tmp_path / "known.keras") is not None

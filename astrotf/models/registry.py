@@ -179,13 +179,14 @@ def load_model(path: str | os.PathLike, dtype=None, *, safe_mode: bool | None = 
     Raises
     ------
     AstroTFError
-        A file holding Python code in safe mode.
+        A file holding Python code in safe mode; a model class this version of astrotf does not know.
     """
     import keras
 
     import astrotf.models.registered  # noqa: F401  (registers the custom classes)
     from astrotf.errors import AstroTFError
 
+    _check_architecture(path)
     safe_mode = not _UNSAFE if safe_mode is None else safe_mode
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=safe_mode)
@@ -199,3 +200,25 @@ def load_model(path: str | os.PathLike, dtype=None, *, safe_mode: bool | None = 
     rebuilt = type(model).from_config({**model.get_config(), "dtype": dtype})
     rebuilt.set_weights(model.get_weights())
     return rebuilt
+
+
+def _check_architecture(path) -> None:
+    """Refuse, naming it, a ``.keras`` file whose top-level class is an ``astrotf`` one this version lacks
+    (a model of a newer astrotf), before Keras fails on it with its whole config."""
+    import json
+    import zipfile
+
+    from astrotf.errors import AstroTFError
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            config = json.loads(archive.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return  # not ours to judge: Keras says what is wrong with the file
+    registered = str(config.get("registered_name") or "")
+    known = {target.split(":")[1] for target in {**MODELS, **DISCRIMINATORS}.values()}
+    if registered.startswith("astrotf>") and registered.split(">", 1)[1] not in known:
+        from astrotf import __version__
+
+        raise AstroTFError(f"{path}: its architecture {registered.split('>', 1)[1]} is not known to astrotf "
+                           f"{__version__} (known: {', '.join(sorted(known))}); a newer astrotf may read it")
