@@ -193,7 +193,7 @@ def write_fits(tmp: pathlib.Path, data: np.ndarray, info: ImageInfo, history: li
     image (uncompressed) is the primary HDU.
     """
     parts = [(data, info, history), *more]
-    hdus = _source_hdus(info)
+    hdus = _source_hdus(info, {part.hdu_index for _, part, _ in parts})
     if hdus:
         places = [part.hdu_index for _, part, _ in parts]
     else:  # nothing to copy: one uncompressed image is the primary HDU, else the images follow an empty one
@@ -248,10 +248,10 @@ def _image_hdu(data: np.ndarray, info: ImageInfo, history: list[str], primary: b
     return hdu
 
 
-def _source_hdus(info: ImageInfo) -> list:
-    """Copies of every HDU of the source file, in their order (the image's own replaced by the caller),
-    or an empty list for a source that is not a readable FITS file, or for ``info.extra["standalone"]``
-    (a file of its own, such as a noise map, which copies nothing).
+def _source_hdus(info: ImageInfo, replaced: set[int]) -> list:
+    """Copies of every HDU of the source file, in their order, None at the indices in ``replaced`` (the
+    caller's images: never read again); an empty list for a source that is not a readable FITS file,
+    or for ``info.extra["standalone"]`` (a file of its own, such as a noise map, which copies nothing).
 
     Nothing of the input is lost: the primary header of an image read from an extension (an HST or
     compressed file), an uncertainty, a data-quality plane or a catalogue all travel to the output,
@@ -261,7 +261,7 @@ def _source_hdus(info: ImageInfo) -> list:
         return []
     try:
         with fits.open(info.path, lazy_load_hdus=False) as source:
-            return [h.copy() for h in source]
+            return [None if index in replaced else h.copy() for index, h in enumerate(source)]
     except (OSError, ValueError) as err:
         logger.warning("%s: extensions not copied to the output (%s)", info.path, one_line(err))
         return []
