@@ -99,8 +99,11 @@ def test_prior_star_fields_score_input_matched_filter_and_peers(stars, bench):
     assert blur["bkg_sigma_ratio"] < 0.6 and abs(noisy["sky_bias"]) < 0.1
     assert rows[stars.MATCHED_FILTER]["flux_bias"] is None  # a detection image: no flux view
     assert report["held-out, r = 5"]["settings"] == ["wide_psf"]
+    limit = report["held-out, r = 5"]["mf_limit"]
+    assert -2.5 < limit["m50"] < -1.0 and len(limit["per_field"]) == 1  # S/N 3-10 for 50 % at 5 false per 1024²
+    assert noisy["to_limit"] == pytest.approx(noisy["m50_isolated"] - limit["m50"])
     text = stars.prior_markdown(report, 96)
-    assert "| Gaussian blur |" in text and "Δm50" in text
+    assert "| Gaussian blur |" in text and "Δm50" in text and f"matched-filter limit m50 {limit['m50']:.2f}" in text
 
 
 def test_prior_field_is_in_adu_with_its_truth_and_noise_model(stars):

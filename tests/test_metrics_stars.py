@@ -141,6 +141,33 @@ def test_the_psf_matched_filter_finds_more_stars_of_a_wide_psf_at_matched_contam
     assert found["matched filter"] > 1.3 * found["input"], found
 
 
+@pytest.mark.parametrize("s", [0.64, 1.27, 2.55])  # FWHM 1.5, 3, 6 px
+def test_the_matched_filter_limit_sits_at_its_threshold_and_sep_does_not_pass_it(s):
+    kernel = _gaussian_kernel(s, int(np.ceil(4 * s)) + 1)
+    limit = metrics.matched_filter_limit(kernel, side=384, realisations=3)
+    # about 4.5 sigma leaves 5 noise peaks per 1024^2; a star at the threshold's S/N is found half the time
+    assert 3.8 < limit.threshold_sigma < 5.0 and limit.n_stars > 60
+    assert limit.m50 == pytest.approx(-2.5 * np.log10(limit.threshold_sigma), abs=0.12)
+    stricter = metrics.matched_filter_limit(kernel, side=384, realisations=3, per_reference=1.0)
+    assert stricter.threshold_sigma > limit.threshold_sigma and stricter.m50 < limit.m50  # fewer false: shallower
+    # sep's own detection (3x3 filter, 5 pixels) on isolated stars in white noise, at matched contamination
+    rng = np.random.default_rng(5)
+    noise = [rng.standard_normal((384, 384)) for _ in range(3)]
+    allowed = metrics.false_allowance([(384, 384)] * 3)
+    k, _ = metrics.matched_contamination(noise, [np.zeros((0, 2))] * 3, [1.0] * 3, allowed)
+    snr, found = [], []
+    for image in noise:
+        xy = np.array([(x, y) for y in range(20, 370, 24) for x in range(20, 370, 24)], float)
+        flux = rng.uniform(1.0, 12.0, len(xy)) / np.sqrt(np.sum(kernel**2))  # S/N = flux sqrt(sum P^2) / sigma
+        field = image.copy()
+        for (x, y), f in zip(xy, flux):
+            _add_star(field, x, y, f, s)
+        snr.append(flux * np.sqrt(np.sum(kernel**2)))
+        found.append(metrics.detect_and_match(field, xy, k).found)
+    m50_sep = metrics.completeness_magnitude(-2.5 * np.log10(np.concatenate(snr)), np.concatenate(found))
+    assert m50_sep < limit.m50 + 0.03, (m50_sep, limit.m50)  # the limit is at least as deep
+
+
 def test_completeness_magnitude_interpolates_the_half_point():
     mag = np.repeat(np.arange(15.0, 25.0, 0.25) + 0.125, 20)
     found = np.zeros(mag.size, bool)

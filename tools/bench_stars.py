@@ -21,12 +21,15 @@ BENCHMARKS.md §2, from :mod:`astrotf.metrics.depth`:
   matched-filter limit). A false source is an unmatched detection farther than one FWHM from every
   true source of true S/N >= 3 (nearer, it is a blend or a split source).
 * **Matched filter.** The noisy input correlated with its true PSF (``astrotf.data.psf.PSF`` from the
-  catalogue's meta), detected without `sep`'s 3×3 filter at its peak: the limit for isolated
-  point sources in white noise (``tests/test_metrics_stars.py`` shows it there). On these fields it
-  is NOT an upper bound for `sep`'s own detection (3×3 filter and 5 connected pixels, already close
-  to a matched filter for FWHM ≲ 4 px): the PSF-wide filter merges neighbours, turns unresolved faint
+  catalogue's meta), detected without `sep`'s 3×3 filter at its peak. On these fields it is NOT an
+  upper bound for `sep`'s own detection: the PSF-wide filter merges neighbours, turns unresolved faint
   stars, galaxy outskirts and background-mesh residuals into peaks, so at matched contamination it
   lands 0-0.5 mag below the input. Read its row as a reference, not as a bound.
+* **Matched-filter limit.** The bound itself, measured where it holds
+  (:func:`astrotf.metrics.matched_filter_limit`): for each field's PSF, isolated point sources in
+  white noise, detected as local maxima of the PSF-filtered image above the threshold that leaves
+  the same 5 false sources per 1024² in noise alone. Its m50, weighted over the group's fields by
+  their isolated stars, is compared with every method's m50 of isolated stars ("isolated to limit").
 * **Fixed threshold.** 3 × the input's background σ for every image: the fraction of the stars of
   true S/N >= 5 (PSF-optimal, :func:`astrotf.metrics.point_source_snr`) found in the input that
   each output still finds, and the same among those the noise-free truth also finds there (the
@@ -242,6 +245,15 @@ def _field_reference(field: PriorField) -> dict:
             "false_radius": max(MATCH_RADIUS, field.psf.fwhm)}
 
 
+def _limit(fields: list[PriorField], refs: list[dict]) -> dict:
+    """The PSF matched-filter limit of a group (:func:`astrotf.metrics.matched_filter_limit` for each field's
+    PSF, in white noise): its m50 per field, and their mean weighted by each field's isolated stars."""
+    per_field = [metrics.matched_filter_limit(f.psf.kernel()[0], seed=i).m50 for i, f in enumerate(fields)]
+    weights = np.array([float(np.sum(f.star & r["isolated"] & (r["snr"] > 0))) for f, r in zip(fields, refs)])
+    weights = weights if weights.sum() > 0 else np.ones(len(fields))
+    return {"m50": float(np.average(per_field, weights=weights)), "per_field": per_field}
+
+
 def _isolated(field: PriorField) -> np.ndarray:
     """Per source: no other true source within 2 FWHM with at least a tenth of its flux."""
     from scipy.spatial import cKDTree
@@ -288,7 +300,7 @@ def bench_group(specs: list, methods: dict, label: str) -> dict:
                  f"FWHM {field.psf.fwhm:.1f} px, gain {field.gain:.2f}, r {field.ratio:.3g}")
     allowance = metrics.false_allowance([f.noisy.shape for f in fields])
     report = {"n_fields": len(fields), "area_px": int(sum(f.noisy.size for f in fields)), "max_false": allowance,
-              "settings": sorted({f.setting for f in fields}), "methods": {}}
+              "settings": sorted({f.setting for f in fields}), "methods": {}, "mf_limit": _limit(fields, refs)}
     for name, per_field in scores.items():
         report["methods"][name] = summarise(name, per_field, scores[INPUT], scores[TRUTH], fields, refs, allowance)
     baseline = report["methods"][INPUT]
@@ -297,6 +309,7 @@ def bench_group(specs: list, methods: dict, label: str) -> dict:
             continue
         row["dm50"] = row["m50"] - baseline["m50"]
         row["dm50_isolated"] = row["m50_isolated"] - baseline["m50_isolated"]
+        row["to_limit"] = row["m50_isolated"] - report["mf_limit"]["m50"]
         if name == MATCHED_FILTER:  # a detection image, not a denoised one: no fixed-threshold or flux view
             row.update(kept_snr5=None, kept_snr5_real=None, flux_abs_error_median=None, flux_bias=None, n_flux=0)
         for axis, values in row["per_setting"].items():
@@ -406,15 +419,18 @@ def prior_markdown(report: dict, size: int) -> str:
         rows = []
         for name, m in group["methods"].items():
             rows.append([name, fmt(m["k_sigma"], ".3g"), fmt(m["completeness"], ".3f"), fmt(m["m50"], ".2f"),
-                         fmt(m["dm50"], "+.2f"), fmt(m["dm50_isolated"], "+.2f"), fmt(m["kept_snr5"], ".3f"),
+                         fmt(m["dm50"], "+.2f"), fmt(m["dm50_isolated"], "+.2f"), fmt(m.get("to_limit"), "+.2f"),
+                         fmt(m["kept_snr5"], ".3f"),
                          fmt(m.get("kept_snr5_real"), ".3f"), fmt(m["false_own_per_mpix"], ".0f"),
                          fmt(m["precision_own"], ".3f"), fmt(m["flux_abs_error_median"], ".3f"),
                          fmt(m["flux_bias"], "+.3f"), fmt(m["sky_bias"], "+.3f"), fmt(m["bkg_sigma_ratio"], ".3f"),
                          fmt(m["s_per_mpix"], ".2f")])
         n_stars = group["methods"][INPUT]["n_stars"]
+        limit = f"; matched-filter limit m50 {group['mf_limit']['m50']:.2f}" if group.get("mf_limit") else ""
         parts += [f"### Star fields, {key} ({group['n_fields']} × {size}², {n_stars} stars; settings: "
-                  f"{', '.join(group['settings'])}; ≤ {group['max_false']} false sources at matched contamination)\n",
-                  table(["method", "k (own σ)", "completeness", "m50", "Δm50", "Δm50 isolated",
+                  f"{', '.join(group['settings'])}; ≤ {group['max_false']} false sources at matched contamination"
+                  f"{limit})\n",
+                  table(["method", "k (own σ)", "completeness", "m50", "Δm50", "Δm50 isolated", "isolated to limit",
                          f"S/N≥{SNR_MIN:g} kept", "of those real", f"false at {OWN_SIGMA:g}σ own / 1024²",
                          f"precision {OWN_SIGMA:g}σ", "med abs ΔF/F", "flux bias", "sky bias (σ)", "bkg σ / input", "s / Mpix"], rows), ""]
         settings = group["settings"]
@@ -434,6 +450,9 @@ def prior_markdown(report: dict, size: int) -> str:
         "and ratio on one scale); *Δm50* against the noisy input (+ = deeper), *isolated*: stars with no other "
         f"source within 2 FWHM with a tenth of their flux. *{MATCHED_FILTER}*: the noisy input correlated with its "
         "true PSF, detected at its peak without sep's 3×3 filter (here not an upper bound: see the docstring). "
+        "*Isolated to limit*: m50 of the isolated stars minus the *matched-filter limit*, the m50 that the local "
+        "maxima of the PSF-filtered image reach for isolated point sources of each field's PSF in white noise at the "
+        "same false-source allowance (astrotf.metrics.matched_filter_limit; 0 = at the limit, − = shallower). "
         f"*S/N≥{SNR_MIN:g} kept*: of the stars of true S/N ≥ {SNR_MIN:g} that the input "
         f"finds at {FIXED_SIGMA:g} × its background σ, the fraction each image finds at that same threshold; "
         f"*of those real*: the same among the stars that the noise-free truth also finds there (the input finds "

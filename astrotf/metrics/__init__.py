@@ -24,7 +24,8 @@ No TensorFlow import: metrics run on the outputs of any denoiser. Every name is 
     `match_sources`, `aperture_flux`, `moffat_enclosed_fraction`, `Catalogue`,
     `reference_catalogue`) and `snr_gain` (Astro U-net eq. 28) with `empty_aperture_noise`.
 ``depth.py`` — detection depth
-    `psf_matched_filter` and `matched_filter_gain` (the physical limit), `point_source_snr`,
+    `psf_matched_filter` and `matched_filter_gain`, `matched_filter_limit` (the depth the matched
+    filter reaches for isolated point sources in white noise, `MatchedFilterLimit`), `point_source_snr`,
     `detect_and_match` (`Detections`, artefacts excluded), `precision_at_sigma` (at k × own σ),
     `matched_contamination` with `false_allowance` (5 false sources per 1024², pooled over
     fields) and `completeness_magnitude` (m50).
@@ -41,9 +42,9 @@ standard deviation of a Gaussian fitted to the histogram of its pixel values in
 
 from __future__ import annotations
 
-from astrotf.metrics.depth import (Detections, completeness_magnitude, detect_and_match, false_allowance,
-                                   matched_contamination, matched_filter_gain, point_source_snr,
-                                   precision_at_sigma, psf_matched_filter)
+from astrotf.metrics.depth import (Detections, MatchedFilterLimit, completeness_magnitude, detect_and_match,
+                                   false_allowance, matched_contamination, matched_filter_gain, matched_filter_limit,
+                                   point_source_snr, precision_at_sigma, psf_matched_filter)
 from astrotf.metrics.fields import (FluxRatio, StrongSlope, residual_structure, source_flux_ratio, source_mask,
                                     strong_slope)
 from astrotf.metrics.noise import (Background, BlockStatistics, NoiseFit, background_noise, block_statistics,
@@ -68,6 +69,7 @@ __all__ = [
     "moffat_enclosed_fraction", "star_recovery", "recovery_at_false_positives", "reference_catalogue",
     "empty_aperture_noise", "snr_gain",
     # depth.py
-    "psf_matched_filter", "matched_filter_gain", "point_source_snr", "Detections", "detect_and_match",
+    "psf_matched_filter", "matched_filter_gain", "matched_filter_limit", "MatchedFilterLimit", "point_source_snr",
+    "Detections", "detect_and_match",
     "precision_at_sigma", "false_allowance", "matched_contamination", "completeness_magnitude",
 ]

@@ -378,3 +378,91 @@ def completeness_magnitude(magnitudes: np.ndarray, found: np.ndarray, level: flo
         return float(mag[0])
     f0, f1 = means[i - 1], means[i]
     return float(centres[i - 1] + (f0 - level) / (f0 - f1) * (centres[i] - centres[i - 1]))
+
+
+# ----------------------------------------------------------------------------- the matched-filter limit
+@dataclasses.dataclass(frozen=True)
+class MatchedFilterLimit:
+    """The depth of the PSF matched filter for isolated point sources in white noise (`matched_filter_limit`).
+
+    Attributes
+    ----------
+    m50 : float
+        50 % completeness magnitude, ``-2.5 log10(S/N)`` with S/N the PSF-optimal one
+        (`point_source_snr`): the magnitude scale of the star benchmarks.
+    threshold_sigma : float
+        The detection threshold in units of the filtered noise's σ at which the noise alone gives at
+        most the allowed false sources.
+    n_stars : int
+        Injected stars scored.
+    """
+
+    m50: float
+    threshold_sigma: float
+    n_stars: int
+
+
+def matched_filter_limit(kernel: np.ndarray, *, side: int = 512, realisations: int = 4, seed: int = 0,
+                         per_reference: float = FALSE_PER_MPIX) -> MatchedFilterLimit:
+    """What the PSF matched filter detects of isolated point sources in white noise: the depth limit.
+
+    The limit a one-exposure denoiser can reach and not pass (BENCHMARKS.md §2), measured, not assumed,
+    with the textbook detector: the local maxima (3 × 3) of the image filtered with its PSF
+    (`psf_matched_filter`) above a threshold.
+
+    1. ``realisations`` fields of white noise (σ = 1, ``side``²) are filtered; the threshold is the
+       height of their highest local maxima that leaves at most ``per_reference`` false sources per
+       1024² (in units of the filtered noise's σ, ``sqrt(ΣP²)``);
+    2. the same fields get isolated point sources (the pixel-integrated PSF ``kernel`` at integer
+       positions on a grid, their kernels 4 px apart) of S/N 1 to 12; a source is found when a local
+       maximum above the threshold lies within 2 px of it. The completeness by S/N gives ``m50``.
+
+    A star of S/N equal to the threshold is found about half the time, so ``m50`` sits near
+    ``-2.5 log10(threshold_sigma)``; `sep` with its 5 connected pixels needs brighter stars than this.
+
+    Parameters
+    ----------
+    kernel : ndarray (h, w)
+        Pixel-integrated PSF, odd sides, centred (any positive normalisation).
+    side, realisations, seed : int
+        Size and number of the noise fields, and their seed.
+    per_reference : float
+        False sources allowed per 1024² px.
+
+    Returns
+    -------
+    MatchedFilterLimit
+    """
+    from scipy.ndimage import maximum_filter
+    from scipy.spatial import cKDTree
+
+    p = _unit_kernel(kernel)
+    rng = np.random.default_rng(seed)
+    sigma_filtered = float(np.sqrt(np.sum(p * p)))
+    spacing = max(max(p.shape) + 4, 16)
+    grid = np.arange(spacing // 2, side - spacing // 2 + 1, spacing)
+    yy, xx = (a.ravel() for a in np.meshgrid(grid, grid, indexing="ij"))
+    noise = [rng.standard_normal((side, side)) for _ in range(realisations)]
+
+    def peaks(image):
+        filtered = psf_matched_filter(image, p) / sigma_filtered
+        top = (filtered == maximum_filter(filtered, size=3, mode="nearest"))
+        return np.argwhere(top), filtered[top]
+
+    heights = np.sort(np.concatenate([peaks(n)[1] for n in noise]))[::-1]
+    allowed = false_allowance([(side, side)] * realisations, per_reference)
+    threshold = float(heights[allowed])  # above it: ``allowed`` noise peaks at most
+    hy, hx = p.shape[0] // 2, p.shape[1] // 2
+    snrs, found = [], []
+    for n in noise:
+        snr = rng.uniform(1.0, 12.0, yy.size)
+        field = n.copy()
+        for y, x, flux in zip(yy, xx, snr / sigma_filtered):  # S/N = flux · sqrt(ΣP²) / σ, σ = 1
+            field[y - hy:y + hy + 1, x - hx:x + hx + 1] += flux * p
+        where, height = peaks(field)
+        above = where[height > threshold]
+        distance = cKDTree(above).query(np.column_stack([yy, xx]))[0] if len(above) else np.full(yy.size, np.inf)
+        snrs.append(snr)
+        found.append(distance <= 2.0)
+    snr, hit = np.concatenate(snrs), np.concatenate(found)
+    return MatchedFilterLimit(completeness_magnitude(-2.5 * np.log10(snr), hit), threshold, int(snr.size))
