@@ -14,6 +14,10 @@ For each candidate, in one run:
   * gain per second: dB gained × Mpix/s, the quality bought per unit of compute.
 
     python tools/bench_arch.py --data datasets/stellarium-rgb --steps 600 --out docs/bench-arch
+    python tools/bench_arch.py --score saved_models/resunet-rgb-v2 runs/NEXT/model_best.keras --out runs/val
+
+``--score`` trains nothing: it scores trained models on the same validation split, side by side, which
+is how a new phase of a shipped model is judged against the version it continues.
 
 The weights of each candidate are kept in ``--runs`` (default ``runs/bench-arch/NAME/model.keras``)
 with its result, so an interrupted bench continues where it stopped and the winner can seed a longer
@@ -145,6 +149,31 @@ def remeasure(row: dict, folder: Path, tile: int, fast: str) -> dict:
     return {**row, "mpix_s": speeds, "gain_db_x_mpix_s": row["gain_db"] * speeds.get(fast, speeds["float32"])}
 
 
+def score_models(paths: list[Path], val_ds, n_images: int, args) -> None:
+    """PSNR, gain and identity of trained models on the validation split, in one run (``--score``)."""
+    from astrotf.models.registry import load_model
+
+    rows = []
+    for path in paths:
+        model = load_model(path / "model.keras" if path.is_dir() else path, dtype="float32")
+        scores = validate(model, val_ds)
+        rows.append({"model": str(path), **scores, "gain_db": scores["psnr_out"] - scores["psnr_in"]})
+        print(f"{path}: PSNR {scores['psnr_out']:.3f} dB (gain {rows[-1]['gain_db']:+.3f}), identity "
+              f"{scores['psnr_identity']:.2f} dB", flush=True)
+    header = {"date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": __import__("os").cpu_count(),
+              "tile": args.tile, "data": str(args.data.name), "recipe": str(args.recipe.name),
+              "validation_images": n_images, "precision": "float32", "note": args.note}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps({"setup": header, "models": rows}, indent=2))
+    lines = [f"Measured {header['date']} on {header['cpu']} ({header['cores']} cores), float32; validation split of "
+             f"{header['data']} ({n_images} images, {args.tile}² tiles, the noise of {header['recipe']}, fixed).", "",
+             "| model | PSNR (dB) | gain (dB) | identity (dB) |", "|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['psnr_out']:.3f} | {r['gain_db']:+.3f} | {r['psnr_identity']:.2f} |" for r in rows]
+    lines += ["", f"Noisy input: {rows[0]['psnr_in']:.3f} dB. {args.note}".strip()]
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=ROOT / "datasets" / "stellarium-rgb")
@@ -158,6 +187,10 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-arch")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "bench-arch")
     parser.add_argument("--note", default="", help="A sentence for the table (e.g. what shared the machine).")
+    parser.add_argument("--score", nargs="+", type=Path, metavar="MODEL",
+                        help="Train nothing: score these trained models (.keras files or model folders, e.g. "
+                             "two versions of a shipped model) on the validation split side by side, in float32, and "
+                             "write the table to --out.")
     parser.add_argument("--remeasure-speed", action="store_true",
                         help="Measure the throughput of every finished candidate again, side by side in this "
                              "run (on a quiet machine), and rewrite the table.")
@@ -177,6 +210,9 @@ def main() -> None:
     samples = pipeline.prepare_samples(args.data, recipe.data, args.runs / "cache")
     train_samples, val_samples = pipeline.split_samples(samples, recipe.data.val_fraction, recipe.data.split_seed)
     val_ds = pipeline.make_dataset(val_samples, recipe.data, training=False)
+    if args.score:
+        score_models(args.score, val_ds, len(val_samples), args)
+        return
     precision = resolve_precision("auto", bool(tf.config.list_physical_devices("GPU")))
     fast = "bfloat16" if precision == "mixed_bfloat16" else "float32"
     print(f"{len(train_samples)} training / {len(val_samples)} validation images, {args.steps} steps of "
