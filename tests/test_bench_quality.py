@@ -164,9 +164,21 @@ def _write_frames(folder, rng):
 def test_real_frames_are_scored_without_truth(stars, bench, tmp_path):
     import bench_real
 
+    import json
+
+    from astropy.io import fits
+
     _write_frames(tmp_path / "real", np.random.default_rng(1))
+    # the same frame with an ERR plane that says its noise truly (5 ADU): the sigma map astrotf infer takes
+    with fits.open(tmp_path / "real" / "a.fits") as hdul:
+        fits.HDUList([hdul[0].copy(), fits.ImageHDU(np.full((96, 96), 5.0, np.float32), name="ERR")]).writeto(
+            tmp_path / "real" / "c.fits")
+    credits = json.loads((tmp_path / "real" / "CREDITS.json").read_text())
+    credits["frames"].append({"name": "c", "file": "c.fits", "source": "made here, with ERR"})
+    (tmp_path / "real" / "CREDITS.json").write_text(json.dumps(credits))
     frames = bench_real.load_frames(tmp_path / "real", 64)
-    assert [f["name"] for f in frames] == ["a"] and frames[0]["data"].shape == (64, 64)
+    assert [f["name"] for f in frames] == ["a", "c"] and frames[0]["data"].shape == (64, 64)
+    assert frames[0]["uncertainty"] is None and frames[1]["uncertainty"].values.shape == (64, 64, 1)
     identity = lambda x, noise_model: x  # noqa: E731
     identity.noise_conditioned = True
     report = bench_real.bench_real(frames, {"blur": lambda x: bench.gaussian_filter(x, 1.0), "same": identity},
@@ -178,8 +190,11 @@ def test_real_frames_are_scored_without_truth(stars, bench, tmp_path):
     # the frame's noise (5 ADU) is half what GAIN and RDNOISE predict at its sky (10.3 ADU): infer would refuse
     reasons = report["frames"]["a"]["noise_model"]["refused_by_infer"]
     assert any("0.4" in r and "x the model's sigma" in r for r in reasons), reasons
+    with_err = report["frames"]["c"]["noise_model"]
+    assert with_err["uncertainty"] == "ERR extension (HDU 1)" and with_err["refused_by_infer"] == []
     text = bench_real.real_markdown(report)
-    assert "| blur |" in text and "refuses this frame's noise model unless `--trust-noise-model`" in text
+    assert "| blur |" in text and "refuses this frame's noise unless `--trust-noise-model`" in text
+    assert "σ map from the file's ERR extension (HDU 1)" in text
 
 
 def test_real_frames_tool_says_what_is_missing(bench, tmp_path, capsys):  # bench: tools/ on sys.path

